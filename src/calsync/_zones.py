@@ -1,0 +1,33 @@
+"""Time zone lookup with clear errors; calsync ships its zone data through tzdata."""
+
+from __future__ import annotations
+
+import functools
+from datetime import tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ._errors import TimezoneError
+
+__all__ = ["resolve_zone"]
+
+
+def resolve_zone(zone: str | tzinfo) -> tzinfo:
+    """Return the tzinfo for an IANA name (or pass a tzinfo through).
+
+    Raises `TimezoneError` naming the zone when it is unknown or malformed.
+    """
+    if isinstance(zone, tzinfo):
+        return zone
+    return _zone_by_name(zone)
+
+
+@functools.cache
+def _zone_by_name(name: str) -> ZoneInfo:
+    if not isinstance(name, str) or not name.strip():
+        raise TimezoneError(f"time zone must be an IANA name like 'Europe/Berlin', got {name!r}")
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise TimezoneError(
+            f"unknown time zone {name!r}: use an IANA name like 'Europe/Berlin' or 'UTC'"
+        ) from error
