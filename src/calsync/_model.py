@@ -51,7 +51,7 @@ class Window:
 
     @classmethod
     def around(cls, now: datetime, *, past: timedelta, horizon: timedelta) -> Window:
-        """The window [now - past, now + horizon) that DESIGN §3 slides along."""
+        """Return the window [now - past, now + horizon) that DESIGN §3 slides along."""
         return cls(now - past, now + horizon)
 
     def overlaps(self, start: datetime, end: datetime) -> bool:
@@ -191,9 +191,13 @@ class ChangeSet:
         return not (self.added or self.updated or self.removed or self.expired)
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute[timedelta], value: timedelta) -> None:
+def _non_negative(
+    instance: object, attribute: attrs.Attribute[timedelta], value: timedelta
+) -> None:
     if not isinstance(value, timedelta) or value < timedelta(0):
-        raise ValidationError(f"{attribute.name} must be a timedelta >= 0, got {value!r}")
+        raise ValidationError(
+            f"{attribute.name} must be a timedelta >= 0, got {value!r}"
+        )
 
 
 @attrs.frozen(order=True)

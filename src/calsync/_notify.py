@@ -28,7 +28,9 @@ def notifications_due(
     now = as_aware_utc(now)
     lead_list = _validated_leads(leads)
     if not isinstance(late_grace, timedelta) or late_grace < timedelta(0):
-        raise ValidationError(f"late_grace must be a timedelta >= 0, got {late_grace!r}")
+        raise ValidationError(
+            f"late_grace must be a timedelta >= 0, got {late_grace!r}"
+        )
     due: list[Notification] = []
     for occurrence in occurrences:
         if occurrence.status.upper() == _CANCELLED:
@@ -37,14 +39,18 @@ def notifications_due(
             continue
         for lead in lead_list:
             if occurrence.start - lead <= now:
-                due.append(Notification(key=occurrence.key, lead=lead, start=occurrence.start))
+                due.append(
+                    Notification(key=occurrence.key, lead=lead, start=occurrence.start)
+                )
     due.sort()
     return due
 
 
 def _validated_leads(leads: Iterable[timedelta]) -> list[timedelta]:
     if isinstance(leads, timedelta):
-        raise ValidationError("leads must be a collection of timedeltas, e.g. (timedelta(minutes=10),)")
+        raise ValidationError(
+            "leads must be a collection of timedeltas, e.g. (timedelta(minutes=10),)"
+        )
     lead_list = sorted(set(leads))
     for lead in lead_list:
         if not isinstance(lead, timedelta) or lead < timedelta(0):

@@ -24,10 +24,12 @@ def resolve_zone(zone: str | tzinfo) -> tzinfo:
 @functools.cache
 def _zone_by_name(name: str) -> ZoneInfo:
     if not isinstance(name, str) or not name.strip():
-        raise TimezoneError(f"time zone must be an IANA name like 'Europe/Berlin', got {name!r}")
+        raise TimezoneError(
+            f"time zone must be an IANA name like 'Europe/Berlin', got {name!r}"
+        )
     try:
         return ZoneInfo(name.strip())
     except (ZoneInfoNotFoundError, ValueError) as error:
         raise TimezoneError(
-            f"unknown time zone {name!r}: use an IANA name like 'Europe/Berlin' or 'UTC'"
+            f"unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin'"
         ) from error
