@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
+import attrs
 import icalendar
 import recurring_ical_events
 import x_wr_timezone
@@ -47,6 +48,9 @@ _FREQ_SECONDS = {
 }
 _PERIODS_PER = {"WEEKLY": 1, "MONTHLY": 5, "YEARLY": 53}
 _CANCELLED = "CANCELLED"
+_TOP_LEVEL = frozenset(
+    {"VEVENT", "VTODO", "VJOURNAL", "VFREEBUSY", "VTIMEZONE", "VAVAILABILITY"}
+)
 
 
 def parse_ics(
@@ -87,17 +91,16 @@ def parse_ics(
             problems.append(Problem("event skipped", _reason(error), uid=uid))
         problems.extend(expander.take_problems())
     occurrences = _unique(occurrences, problems)
-    if len(occurrences) > max_occurrences:
+    if len(occurrences) > max_occurrences or expander.capped:
         occurrences.sort(key=lambda o: (o.start, o.key))
-        last_kept = occurrences[max_occurrences - 1].start
+        occurrences = occurrences[:max_occurrences]
         problems.append(
             Problem(
                 "too many occurrences",
-                f"{len(occurrences)} occurrences in the window; kept the first "
-                f"{max_occurrences} (up to {last_kept.isoformat()})",
+                f"the window holds more than {max_occurrences}; kept the earliest "
+                f"{len(occurrences)}, up to {occurrences[-1].start.isoformat()}",
             )
         )
-        occurrences = occurrences[:max_occurrences]
     return ParsedCalendar(
         occurrences=tuple(sorted(occurrences, key=lambda o: (o.start, o.key))),
         problems=tuple(_with_lines(problems, text)),
@@ -172,22 +175,18 @@ def _read_block_by_block(
     header: list[str] = []
     blocks: list[tuple[int, str, list[str]]] = []
     current: list[str] | None = None
-    depth = 0
     for number, line in enumerate(text.splitlines(), start=1):
         upper = line.strip().upper()
-        if upper.startswith("BEGIN:"):
-            depth += 1
-            if depth == 2:
-                current = []
-                blocks.append((number, upper[6:], current))
-        if current is not None:
+        if upper.startswith("BEGIN:") and upper[6:] in _TOP_LEVEL:
+            # A top-level component cannot nest: an unterminated one ends here.
+            current = [line]
+            blocks.append((number, upper[6:], current))
+        elif current is not None:
             current.append(line)
-        elif depth == 1 and not upper.startswith(("BEGIN:", "END:")) and line.strip():
-            header.append(line)
-        if upper.startswith("END:"):
-            if depth == 2:
+            if upper.startswith("END:") and upper[4:] == blocks[-1][1]:
                 current = None
-            depth = max(depth - 1, 0)
+        elif line.strip() and not upper.startswith(("BEGIN:", "END:")):
+            header.append(line)
     calendar = _parse_or_none(
         "\r\n".join(["BEGIN:VCALENDAR", *header, "END:VCALENDAR"])
     )
@@ -349,6 +348,7 @@ class _Expander:
         self.query_start = window.start - _MARGIN
         self.query_end = window.end + _MARGIN
         self.budget = _CALENDAR_INSTANCE_BUDGET
+        self.capped = False
         self.problems: list[Problem] = []
 
     def take_problems(self) -> list[Problem]:
@@ -373,9 +373,13 @@ class _Expander:
         instances = recurring_ical_events.of(calendar, components=[_SELECTION]).between(
             self.query_start, query_end
         )
+        described: dict[int, _Description] = {}
         occurrences = []
         for instance in instances:
-            occurrence = self._occurrence(uid, instance, recurring)
+            description = described.get(id(instance.event))
+            if description is None:
+                description = described[id(instance.event)] = _describe(instance.event)
+            occurrence = self._occurrence(uid, instance, description, recurring)
             if occurrence is not None:
                 occurrences.append(occurrence)
         return occurrences
@@ -431,30 +435,31 @@ class _Expander:
             seconds=_FREQ_SECONDS[freq] * max(int(_first(rule, "INTERVAL", 1)), 1)
         )
         per_period = _instances_per_period(rule, freq)
-        span_start = max(start, self.query_start)
         wanted = _periods(start, query_end, period) * per_period
-        in_window = _periods(span_start, query_end, period) * per_period
         count = _first(rule, "COUNT", None)
         if count is not None:
             wanted = min(wanted, int(count))
-            in_window = min(in_window, int(count))
         allowed = min(_SERIES_INSTANCE_BUDGET, self.budget)
-        if wanted <= allowed and in_window <= self.limit:
-            self.budget -= wanted
-            return query_end
-        end = min(
-            start + period * (allowed // per_period),
-            span_start + period * (self.limit // per_period),
-        )
-        self.budget -= allowed
-        self.problems.append(
-            Problem(
-                "recurrence too dense",
-                f"FREQ={freq} would need about {int(wanted):,} instances; expanded "
-                f"only up to {end.isoformat()}",
-                uid=uid,
+        end = query_end
+        if wanted > allowed:
+            end = start + period * (allowed // per_period)
+            self.budget -= allowed
+            self.problems.append(
+                Problem(
+                    "recurrence too dense",
+                    f"FREQ={freq} would need about {int(wanted):,} instances; "
+                    f"expanded only up to {end.isoformat()}",
+                    uid=uid,
+                )
             )
-        )
+        else:
+            self.budget -= wanted
+        # Never build far more instances than the calendar may keep.
+        first = max(start, self.window.start)
+        keep = _periods(first, end, period) * per_period
+        if keep > self.limit + 1_000:
+            end = first + period * ((self.limit + 1_000) // per_period + 1)
+            self.capped = True
         return max(min(end, query_end), self.query_start)
 
     def _instant(self, value: date | datetime) -> datetime:
@@ -465,11 +470,13 @@ class _Expander:
         return datetime.combine(value, time(), tzinfo=self.zone).astimezone(UTC)
 
     def _occurrence(
-        self, uid: str, instance: _Instance, recurring: bool
+        self,
+        uid: str,
+        instance: _Instance,
+        description: _Description,
+        recurring: bool,
     ) -> Occurrence | None:
-        event = instance.event
-        status = _text_of(event, "STATUS").upper()
-        if status == _CANCELLED:
+        if description.status == _CANCELLED:
             return None
         all_day = not isinstance(instance.start, datetime) and not isinstance(
             instance.end, datetime
@@ -484,15 +491,15 @@ class _Expander:
             start=start,
             end=end,
             all_day=all_day,
-            summary=_text_of(event, "SUMMARY"),
-            location=_text_of(event, "LOCATION"),
-            description=_text_of(event, "DESCRIPTION"),
-            status=status,
-            sequence=_sequence(event),
+            summary=description.summary,
+            location=description.location,
+            description=description.description,
+            status=description.status,
+            sequence=description.sequence,
             tzid=None if all_day else _tzid(instance.start),
             start_date=instance.start if all_day else None,
             end_date=instance.end if all_day else None,
-            alarms=tuple(_alarm_leads(event, end - start)),
+            alarms=description.alarm_leads(end - start),
         )
 
     def _recurrence_id(self, instance: _Instance) -> str:
@@ -558,19 +565,48 @@ def _zone_name(zone: tzinfo) -> str:
     return str(zone)
 
 
-def _alarm_leads(event: Any, duration: timedelta) -> Iterator[timedelta]:
-    """How long before the start each of the event's VALARMs fires."""
+@attrs.frozen
+class _Description:
+    """What an event says about itself, read once for all of its instances."""
+
+    summary: str
+    location: str
+    description: str
+    status: str
+    sequence: int
+    triggers: tuple[tuple[timedelta, bool], ...]  # (offset, relative to the end)
+
+    def alarm_leads(self, duration: timedelta) -> tuple[timedelta, ...]:
+        """How long before the start each VALARM fires; later ones are dropped."""
+        leads = []
+        for offset, from_end in self.triggers:
+            fires = offset + duration if from_end else offset
+            if fires <= timedelta(0):
+                leads.append(-fires)
+        return tuple(leads)
+
+
+def _describe(event: Any) -> _Description:
+    return _Description(
+        summary=_text_of(event, "SUMMARY"),
+        location=_text_of(event, "LOCATION"),
+        description=_text_of(event, "DESCRIPTION"),
+        status=_text_of(event, "STATUS").upper(),
+        sequence=_sequence(event),
+        triggers=tuple(_relative_triggers(event)),
+    )
+
+
+def _relative_triggers(event: Any) -> Iterator[tuple[timedelta, bool]]:
     for alarm in event.subcomponents:
         if alarm.name != "VALARM" or "TRIGGER" not in alarm:
             continue
         trigger = alarm["TRIGGER"]
         offset = getattr(trigger, "dt", None)
         if not isinstance(offset, timedelta):
-            continue  # absolute triggers belong to one instance, not a series
-        if str(trigger.params.get("RELATED", "START")).upper() == "END":
-            offset += duration
-        if offset <= timedelta(0):
-            yield -offset
+            continue  # an absolute trigger belongs to one instance, not a series
+        related = str(trigger.params.get("RELATED", "START")).upper()
+        yield offset, related == "END"
 
 
 # --- results ----------------------------------------------------------------
