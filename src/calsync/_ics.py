@@ -145,6 +145,9 @@ def _require_icalendar(text: str) -> None:
         kind = "an HTML or XML page"
     elif head[0] in "{[":
         kind = "JSON"
+    elif head[:6].upper() == "BEGIN:":
+        first = head.splitlines()[0][:40]
+        raise ParseError(f"the body starts with {first!r}, not with BEGIN:VCALENDAR")
     else:
         kind = f"text starting with {head[:40].splitlines()[0]!r}"
     raise ParseError(f"the body is {kind}, not an iCalendar feed (no BEGIN:VCALENDAR)")
@@ -164,7 +167,13 @@ def _read(text: str, problems: list[Problem]) -> tuple[icalendar.Component, list
         return _read_block_by_block(text, problems)
     calendars = [c for c in parsed if c.name == "VCALENDAR"]
     if not calendars:
-        raise ParseError("the body holds no VCALENDAR component")
+        problems.append(
+            Problem(
+                "calendar structure is broken",
+                "no complete VCALENDAR; read it block by block",
+            )
+        )
+        return _read_block_by_block(text, problems)
     events = [event for c in calendars for event in c.walk("VEVENT")]
     return calendars[0], events
 
