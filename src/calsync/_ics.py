@@ -19,6 +19,8 @@ import attrs
 import icalendar
 import recurring_ical_events
 import x_wr_timezone
+from icalendar.timezone.tzid import tzid_from_tzinfo
+from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 from recurring_ical_events.adapters.event import EventAdapter
 from recurring_ical_events.occurrence import Occurrence as _RieOccurrence
 from recurring_ical_events.selection.name import ComponentsWithName
@@ -560,10 +562,12 @@ def _sequence(event: Any) -> int:
 
 
 def _tzid(value: date | datetime) -> str | None:
+    """Name the zone of a start: IANA where known (Windows names mapped), else TZID."""
     zone = getattr(value, "tzinfo", None)
     if zone is None:
         return None
-    name = _zone_name(zone)
+    name = tzid_from_tzinfo(zone) or str(zone)
+    name = WINDOWS_TO_OLSON.get(name, name)
     return None if name in ("UTC", "Etc/UTC", "Z") else name
 
 

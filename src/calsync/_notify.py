@@ -51,8 +51,8 @@ def _validated_leads(leads: Iterable[timedelta]) -> list[timedelta]:
         raise ValidationError(
             "leads must be a collection of timedeltas, e.g. (timedelta(minutes=10),)"
         )
-    lead_list = sorted(set(leads))
+    lead_list = list(leads)
     for lead in lead_list:
         if not isinstance(lead, timedelta) or lead < timedelta(0):
             raise ValidationError(f"a lead must be a timedelta >= 0, got {lead!r}")
-    return lead_list
+    return sorted(set(lead_list))
