@@ -309,7 +309,12 @@ def test_this_and_future_override_moves_later_instances() -> None:
         (utc(2026, 7, 15, 9), "Standup (later)"),
         (utc(2026, 7, 22, 9), "Standup (later)"),
     ]
-    assert len({o.key for o in parsed.occurrences}) == 4
+    assert [o.key.recurrence_id for o in parsed.occurrences] == [
+        "20260701T070000Z",
+        "20260708T070000Z",
+        "20260715T070000Z",
+        "20260722T070000Z",
+    ]
 
 
 def test_only_occurrences_overlapping_the_window_are_returned() -> None:
@@ -406,6 +411,15 @@ def test_event_without_start_is_a_problem_naming_its_uid() -> None:
     assert [o.key.uid for o in parsed.occurrences] == ["good"]
     assert [(p.uid, p.what) for p in parsed.problems] == [("no-start", "event skipped")]
     assert "DTSTART" in parsed.problems[0].why
+
+
+def test_broken_optional_property_keeps_the_event_and_is_reported() -> None:
+    feed = ics(SERIES + "EXDATE:")
+    parsed = parse_ics(feed, YEAR_2026)
+    assert len(parsed.occurrences) == 4
+    assert [(p.what, p.uid) for p in parsed.problems] == [
+        ("unreadable EXDATE", "series")
+    ]
 
 
 def test_unparseable_start_is_a_problem_naming_its_uid() -> None:

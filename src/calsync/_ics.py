@@ -50,6 +50,13 @@ _FREQ_SECONDS = {
 }
 _PERIODS_PER = {"WEEKLY": 1, "MONTHLY": 5, "YEARLY": 53}
 _CANCELLED = "CANCELLED"
+# Unreadable properties a series can do without, and what is lost without them.
+_DROPPABLE = {
+    "EXDATE": "instances it meant to exclude may appear",
+    "RDATE": "the extra dates it meant to add are missing",
+}
+# Unreadable properties that sink their event; the expansion reports those.
+_ESSENTIAL = frozenset({"DTSTART", "DTEND", "DURATION", "RRULE", "RECURRENCE-ID"})
 _TOP_LEVEL = frozenset(
     {"VEVENT", "VTODO", "VJOURNAL", "VFREEBUSY", "VTIMEZONE", "VAVAILABILITY"}
 )
@@ -338,6 +345,11 @@ class _Instance(_RieOccurrence):  # type: ignore[misc]
         super().__init__(adapter, start, end, sequence)
         self.event = adapter.event
         self.is_override = start is None
+        # Under a RANGE=THISANDFUTURE override the computed start has been moved;
+        # the recurrence id stays the instance's original start.
+        self.original_start = (
+            None if start is None else start - adapter.move_recurrences_by
+        )
 
     def as_component(self, keep_recurrence_attributes: bool) -> _Instance:
         return self
@@ -374,6 +386,7 @@ class _Expander:
         if not recurring and all(self._clearly_outside(event) for event in group):
             return []
         self._note_unknown_zones(uid, group)
+        self._drop_broken_dates(uid, group)
         calendar = icalendar.Calendar()
         calendar.subcomponents = list(group)
         if self.repair is not None:
@@ -393,7 +406,31 @@ class _Expander:
             occurrence = self._occurrence(uid, instance, description, recurring)
             if occurrence is not None:
                 occurrences.append(occurrence)
+        self._note_broken_properties(uid, group)
         return occurrences
+
+    def _drop_broken_dates(self, uid: str, group: list[Any]) -> None:
+        """Drop unreadable EXDATE/RDATE, which would sink the whole series."""
+        for event in group:
+            for name, why in getattr(event, "errors", ()):
+                if name in _DROPPABLE and event.pop(name, None) is not None:
+                    self.problems.append(
+                        Problem(
+                            f"unreadable {name}",
+                            f"{why}; ignored it, so {_DROPPABLE[name]}",
+                            uid=uid,
+                        )
+                    )
+
+    def _note_broken_properties(self, uid: str, group: list[Any]) -> None:
+        for event in group:
+            for name, why in getattr(event, "errors", ()):
+                if name not in _DROPPABLE and name not in _ESSENTIAL:
+                    self.problems.append(
+                        Problem(
+                            f"unreadable {name}", f"{why}; the event was kept", uid=uid
+                        )
+                    )
 
     def _clearly_outside(self, event: Any) -> bool:
         try:
@@ -514,7 +551,7 @@ class _Expander:
         )
 
     def _recurrence_id(self, instance: _Instance) -> str:
-        original = instance.start
+        original = instance.original_start
         if instance.is_override:
             value = instance.event["RECURRENCE-ID"]
             original = (value[0] if isinstance(value, list) else value).dt
