@@ -55,8 +55,9 @@ _DROPPABLE = {
     "EXDATE": "instances it meant to exclude may appear",
     "RDATE": "the extra dates it meant to add are missing",
 }
-# Unreadable properties that sink their event; the expansion reports those.
-_ESSENTIAL = frozenset({"DTSTART", "DTEND", "DURATION", "RRULE", "RECURRENCE-ID"})
+# Properties an occurrence shows; unreadable ones are worth a problem. (Unreadable
+# DTSTART, RRULE and the like sink their event and are reported as it is skipped.)
+_SHOWN = frozenset({"SUMMARY", "LOCATION", "DESCRIPTION", "STATUS", "SEQUENCE"})
 _TOP_LEVEL = frozenset(
     {"VEVENT", "VTODO", "VJOURNAL", "VFREEBUSY", "VTIMEZONE", "VAVAILABILITY"}
 )
@@ -425,7 +426,7 @@ class _Expander:
     def _note_broken_properties(self, uid: str, group: list[Any]) -> None:
         for event in group:
             for name, why in getattr(event, "errors", ()):
-                if name not in _DROPPABLE and name not in _ESSENTIAL:
+                if name in _SHOWN:
                     self.problems.append(
                         Problem(
                             f"unreadable {name}", f"{why}; the event was kept", uid=uid
