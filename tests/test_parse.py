@@ -213,6 +213,22 @@ def test_unknown_x_wr_timezone_falls_back_to_default_zone_with_a_problem() -> No
     assert parsed.problems[0].what == "unknown X-WR-TIMEZONE"
 
 
+def test_unknown_x_wr_timezone_leaves_utc_series_anchored_in_utc() -> None:
+    event = "UID:g\nDTSTART:20260322T083000Z\nDURATION:PT1H\nRRULE:FREQ=WEEKLY;COUNT=2"
+    feed = ics(event, header="X-WR-TIMEZONE:Nowhere/Land")
+    assert starts(feed, default_tz="Europe/Berlin") == [
+        utc(2026, 3, 22, 8, 30),
+        utc(2026, 3, 29, 8, 30),
+    ]
+
+
+def test_unusable_refresh_interval_is_reported() -> None:
+    feed = ics("UID:c\nDTSTART:20260701T090000Z", header="X-PUBLISHED-TTL:soon")
+    parsed = parse_ics(feed, YEAR_2026)
+    assert parsed.refresh_interval is None
+    assert [p.what for p in parsed.problems] == ["unreadable X-PUBLISHED-TTL"]
+
+
 def test_unknown_default_zone_is_a_clear_error() -> None:
     with pytest.raises(TimezoneError, match="Europe/Atlantis"):
         parse_ics(

@@ -86,12 +86,9 @@ def parse_ics(
     _require_icalendar(text)
     calendar, events = _read(text, problems)
     timezone_name = _text_of(calendar, "X-WR-TIMEZONE") or None
-    wall_zone = _wall_zone(timezone_name, zone, problems)
+    feed_zone = _feed_zone(timezone_name, problems)
     expander = _Expander(
-        window,
-        wall_zone,
-        repair=wall_zone if timezone_name else None,
-        limit=max_occurrences,
+        window, feed_zone or zone, repair=feed_zone, limit=max_occurrences
     )
     occurrences: list[Occurrence] = []
     for uid, group in _group_by_uid(events, problems).items():
@@ -101,22 +98,24 @@ def parse_ics(
             problems.append(Problem("event skipped", _reason(error), uid=uid))
         problems.extend(expander.take_problems())
     occurrences = _unique(occurrences, problems)
+    occurrences.sort(key=lambda o: (o.start, o.key))
     if len(occurrences) > max_occurrences or expander.capped:
-        occurrences.sort(key=lambda o: (o.start, o.key))
         occurrences = occurrences[:max_occurrences]
+        last = f", up to {occurrences[-1].start.isoformat()}" if occurrences else ""
         problems.append(
             Problem(
                 "too many occurrences",
                 f"the window holds more than {max_occurrences}; kept the earliest "
-                f"{len(occurrences)}, up to {occurrences[-1].start.isoformat()}",
+                f"{len(occurrences)}{last}",
             )
         )
+    refresh_interval = _refresh_interval(calendar, problems)
     return ParsedCalendar(
-        occurrences=tuple(sorted(occurrences, key=lambda o: (o.start, o.key))),
+        occurrences=tuple(occurrences),
         problems=tuple(_with_lines(problems, text)),
         name=_text_of(calendar, "X-WR-CALNAME") or _text_of(calendar, "NAME") or None,
         timezone=timezone_name,
-        refresh_interval=_refresh_interval(calendar, problems),
+        refresh_interval=refresh_interval,
     )
 
 
@@ -259,9 +258,10 @@ def _text_of(component: Any, name: str) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _wall_zone(name: str | None, default: tzinfo, problems: list[Problem]) -> tzinfo:
+def _feed_zone(name: str | None, problems: list[Problem]) -> tzinfo | None:
+    """Resolve X-WR-TIMEZONE; an unknown zone is reported and ignored."""
     if not name:
-        return default
+        return None
     try:
         return resolve_zone(name)
     except TimezoneError:
@@ -272,7 +272,7 @@ def _wall_zone(name: str | None, default: tzinfo, problems: list[Problem]) -> tz
                 "calendar's own zone instead",
             )
         )
-        return default
+        return None
 
 
 def _refresh_interval(calendar: Any, problems: list[Problem]) -> timedelta | None:
