@@ -165,6 +165,51 @@ def test_floating_daily_series_keeps_local_wall_time_across_dst() -> None:
     ]
 
 
+def test_hour_duration_is_elapsed_time_across_spring_forward() -> None:
+    feed = ics("UID:d\nDTSTART;TZID=Europe/Berlin:20260329T013000\nDURATION:PT2H")
+    occurrence = only(feed)
+    assert (occurrence.start, occurrence.end) == (
+        utc(2026, 3, 29, 0, 30),
+        utc(2026, 3, 29, 2, 30),
+    )
+
+
+def test_minute_duration_is_elapsed_time_across_fall_back() -> None:
+    feed = ics("UID:d\nDTSTART;TZID=America/New_York:20261101T013000\nDURATION:PT30M")
+    occurrence = only(feed)
+    assert (occurrence.start, occurrence.end) == (
+        utc(2026, 11, 1, 5, 30),
+        utc(2026, 11, 1, 6),
+    )
+
+
+def test_day_duration_is_nominal_across_spring_forward() -> None:
+    feed = ics("UID:d\nDTSTART;TZID=Europe/Berlin:20260328T120000\nDURATION:P1D")
+    occurrence = only(feed)
+    assert occurrence.end - occurrence.start == timedelta(hours=23)
+    assert occurrence.end == utc(2026, 3, 29, 10)
+
+
+def test_dtend_series_keeps_exact_length_on_the_day_clocks_fall_back() -> None:
+    feed = ics("""
+        UID:late
+        DTSTART;TZID=America/New_York:20261025T003000
+        DTEND;TZID=America/New_York:20261025T023000
+        RRULE:FREQ=WEEKLY;COUNT=2
+    """)
+    parsed = parse_ics(feed, YEAR_2026)
+    assert [(o.start, o.end) for o in parsed.occurrences] == [
+        (utc(2026, 10, 25, 4, 30), utc(2026, 10, 25, 6, 30)),
+        (utc(2026, 11, 1, 4, 30), utc(2026, 11, 1, 6, 30)),
+    ]
+
+
+def test_floating_times_name_the_zone_they_are_read_in() -> None:
+    feed = ics("UID:f\nDTSTART:20260701T090000\nDURATION:PT1H")
+    assert only(feed, default_tz="Europe/Berlin").tzid == "Europe/Berlin"
+    assert only(feed).tzid is None
+
+
 def test_windows_zone_name_is_mapped_to_iana() -> None:
     feed = ics(
         "UID:w\nDTSTART;TZID=W. Europe Standard Time:20260701T090000\nDURATION:PT1H"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
@@ -403,7 +403,8 @@ class _Expander:
         for instance in instances:
             description = described.get(id(instance.event))
             if description is None:
-                description = described[id(instance.event)] = _describe(instance.event)
+                description = _describe(instance.event, self._instant)
+                described[id(instance.event)] = description
             occurrence = self._occurrence(uid, instance, description, recurring)
             if occurrence is not None:
                 occurrences.append(occurrence)
@@ -530,7 +531,8 @@ class _Expander:
         all_day = not isinstance(instance.start, datetime) and not isinstance(
             instance.end, datetime
         )
-        start, end = self._instant(instance.start), self._instant(instance.end)
+        start = self._instant(instance.start)
+        end = self._end(instance, start, description)
         if end < start:
             start, end = end, start
         if not self.window.overlaps(start, end):
@@ -545,11 +547,34 @@ class _Expander:
             description=description.description,
             status=description.status,
             sequence=description.sequence,
-            tzid=None if all_day else _tzid(instance.start),
+            tzid=None if all_day else self._tzid(instance.start),
             start_date=instance.start if all_day else None,
             end_date=instance.end if all_day else None,
             alarms=description.alarm_leads(end - start),
         )
+
+    def _tzid(self, value: datetime) -> str | None:
+        if value.tzinfo is None:
+            return _tzid(value.replace(tzinfo=self.zone))
+        return _tzid(value)
+
+    def _end(
+        self, instance: _Instance, start: datetime, description: _Description
+    ) -> datetime:
+        """Place the end in time as RFC 5545 says, across DST changes too."""
+        if not isinstance(instance.start, datetime) or not isinstance(
+            instance.end, datetime
+        ):
+            return self._instant(instance.end)
+        if instance.end - instance.start != description.wall_length:
+            return self._instant(instance.end)  # an RDATE period has its own end
+        if description.exact_length is not None:
+            return start + description.exact_length
+        nominal = description.nominal_length
+        if nominal is not None:
+            days = self._instant(instance.start + timedelta(days=nominal.days))
+            return days + (nominal - timedelta(days=nominal.days))
+        return self._instant(instance.end)
 
     def _recurrence_id(self, instance: _Instance) -> str:
         original = instance.original_start
@@ -626,6 +651,11 @@ class _Description:
     status: str
     sequence: int
     triggers: tuple[tuple[timedelta, bool], ...]  # (offset, relative to the end)
+    # recurring-ical-events adds lengths in wall-clock time; RFC 5545 wants the
+    # exact length of DTEND - DTSTART, and DURATION's days nominal, its time exact.
+    wall_length: timedelta | None = None
+    exact_length: timedelta | None = None
+    nominal_length: timedelta | None = None
 
     def alarm_leads(self, duration: timedelta) -> tuple[timedelta, ...]:
         """How long before the start each VALARM fires; later ones are dropped."""
@@ -637,8 +667,10 @@ class _Description:
         return tuple(leads)
 
 
-def _describe(event: Any) -> _Description:
-    return _Description(
+def _describe(
+    event: Any, to_utc: Callable[[date | datetime], datetime]
+) -> _Description:
+    description = _Description(
         summary=_text_of(event, "SUMMARY"),
         location=_text_of(event, "LOCATION"),
         description=_text_of(event, "DESCRIPTION"),
@@ -646,6 +678,17 @@ def _describe(event: Any) -> _Description:
         sequence=_sequence(event),
         triggers=tuple(_relative_triggers(event)),
     )
+    start = getattr(event.get("DTSTART"), "dt", None)
+    end = getattr(event.get("DTEND"), "dt", None)
+    duration = getattr(event.get("DURATION"), "dt", None)
+    if not isinstance(start, datetime):
+        return description
+    if isinstance(end, datetime):
+        exact = to_utc(end) - to_utc(start)
+        return attrs.evolve(description, wall_length=end - start, exact_length=exact)
+    if isinstance(duration, timedelta) and duration >= timedelta(0):
+        return attrs.evolve(description, wall_length=duration, nominal_length=duration)
+    return description
 
 
 def _relative_triggers(event: Any) -> Iterator[tuple[timedelta, bool]]:

@@ -88,9 +88,10 @@ def _text(value: object) -> str:
 class Occurrence:
     """One instance of an event inside the window; start and end are aware UTC.
 
-    ``tzid`` is the zone the feed gave the start in (``None`` for UTC, floating
-    and all-day times); ``start_date``/``end_date`` are the local dates of an
-    all-day occurrence (end exclusive). ``alarms`` are the leads of the event's
+    ``tzid`` names the zone whose wall clock the start follows (its TZID, else
+    the zone floating times are read in); ``None`` for UTC and all-day times.
+    ``start_date``/``end_date`` are the local dates of an all-day occurrence
+    (end exclusive). ``alarms`` are the leads of the event's
     own VALARMs (how long before the start each one fires).
     """
 
