@@ -326,6 +326,8 @@ def _stand_in_uid(event: Any) -> str:
 
 def _raw(event: Any, name: str) -> str:
     value = event.get(name)
+    if isinstance(value, list):
+        value = value[0] if value else None
     return "" if value is None else value.to_ical().decode("utf-8", "replace")
 
 
