@@ -144,22 +144,23 @@ def _decode(data: bytes | str, problems: list[Problem]) -> str:
 
 def _require_icalendar(text: str) -> None:
     head = text.lstrip("\ufeff \t\r\n")
-    if head[:15].upper() == "BEGIN:VCALENDAR":
-        return
+    if head[:15].upper() != "BEGIN:VCALENDAR":
+        raise ParseError(_what_it_is_instead(head))
+
+
+def _what_it_is_instead(head: str) -> str:
     if not head:
-        raise ParseError(
-            "the body is empty: expected an iCalendar feed (BEGIN:VCALENDAR)"
-        )
+        return "the body is empty: expected an iCalendar feed (BEGIN:VCALENDAR)"
+    first = head.splitlines()[0][:40]
+    if head[:6].upper() == "BEGIN:":
+        return f"the body starts with {first!r}, not with BEGIN:VCALENDAR"
     if head.startswith("<"):
         kind = "an HTML or XML page"
     elif head[0] in "{[":
         kind = "JSON"
-    elif head[:6].upper() == "BEGIN:":
-        first = head.splitlines()[0][:40]
-        raise ParseError(f"the body starts with {first!r}, not with BEGIN:VCALENDAR")
     else:
-        kind = f"text starting with {head[:40].splitlines()[0]!r}"
-    raise ParseError(f"the body is {kind}, not an iCalendar feed (no BEGIN:VCALENDAR)")
+        kind = f"text starting with {first!r}"
+    return f"the body is {kind}, not an iCalendar feed (no BEGIN:VCALENDAR)"
 
 
 def _read(text: str, problems: list[Problem]) -> tuple[icalendar.Component, list[Any]]:
@@ -190,27 +191,10 @@ def _read(text: str, problems: list[Problem]) -> tuple[icalendar.Component, list
 def _read_block_by_block(
     text: str, problems: list[Problem]
 ) -> tuple[icalendar.Component, list[Any]]:
-    header: list[str] = []
-    blocks: list[tuple[int, str, list[str]]] = []
-    current: list[str] | None = None
-    for number, line in enumerate(text.splitlines(), start=1):
-        upper = line.strip().upper()
-        if upper.startswith("BEGIN:") and upper[6:] in _TOP_LEVEL:
-            # A top-level component cannot nest: an unterminated one ends here.
-            current = [line]
-            blocks.append((number, upper[6:], current))
-        elif current is not None:
-            current.append(line)
-            if upper.startswith("END:") and upper[4:] == blocks[-1][1]:
-                current = None
-        elif line.strip() and not upper.startswith(("BEGIN:", "END:")):
-            header.append(line)
-    calendar = _parse_or_none(
-        "\r\n".join(["BEGIN:VCALENDAR", *header, "END:VCALENDAR"])
-    )
-    if calendar is None:
-        calendar = icalendar.Calendar()
+    header, blocks = _split_blocks(text)
+    calendar = _parse_or_none(_wrapped(header)) or icalendar.Calendar()
     for number, name, lines in blocks:
+        # Parsing a VTIMEZONE registers it with icalendar for the events below.
         if name == "VTIMEZONE" and _parse_or_none(_wrapped(lines)) is None:
             problems.append(
                 Problem("time zone skipped", "unreadable VTIMEZONE", line=number)
@@ -228,6 +212,26 @@ def _read_block_by_block(
                 )
             )
     return calendar, events
+
+
+def _split_blocks(text: str) -> tuple[list[str], list[tuple[int, str, list[str]]]]:
+    """Split a body into calendar property lines and (line, name, lines) blocks."""
+    header: list[str] = []
+    blocks: list[tuple[int, str, list[str]]] = []
+    current: list[str] | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        upper = line.strip().upper()
+        if upper.startswith("BEGIN:") and upper[6:] in _TOP_LEVEL:
+            # A top-level component cannot nest: an unterminated one ends here.
+            current = [line]
+            blocks.append((number, upper[6:], current))
+        elif current is not None:
+            current.append(line)
+            if upper.startswith("END:") and upper[4:] == blocks[-1][1]:
+                current = None
+        elif line.strip() and not upper.startswith(("BEGIN:", "END:")):
+            header.append(line)
+    return header, blocks
 
 
 def _wrapped(lines: Sequence[str]) -> str:
