@@ -70,7 +70,7 @@ def parse_ics(
     default_tz: str | tzinfo = "UTC",
     max_occurrences: int = 20_000,
 ) -> ParsedCalendar:
-    """Expand a feed body into its occurrences inside ``window``.
+    """Expand a feed body's events (VEVENTs) into their occurrences inside ``window``.
 
     Raises `ParseError` when the body is not iCalendar at all, `TimezoneError`
     for an unknown ``default_tz``. Broken components, an unknown X-WR-TIMEZONE
