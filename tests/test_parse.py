@@ -204,6 +204,30 @@ def test_dtend_series_keeps_exact_length_on_the_day_clocks_fall_back() -> None:
     ]
 
 
+def test_floating_end_of_an_aware_start_is_read_in_the_calendar_zone() -> None:
+    feed = ics("UID:mixed\nDTSTART:20260701T090000Z\nDTEND:20260701T120000")
+    occurrence = only(feed, default_tz="Europe/Berlin")
+    assert (occurrence.start, occurrence.end) == (
+        utc(2026, 7, 1, 9),
+        utc(2026, 7, 1, 10),
+    )
+
+
+def test_end_in_another_zone_than_the_start_is_exact() -> None:
+    feed = ics("""
+        UID:flight
+        DTSTART;TZID=Europe/Berlin:20260329T010000
+        DTEND;TZID=America/New_York:20260329T050000
+        RRULE:FREQ=DAILY;COUNT=2
+    """)
+    parsed = parse_ics(feed, YEAR_2026)
+    # 01:00 CET is 00:00 UTC; 05:00 EDT is 09:00 UTC: nine hours, every day.
+    assert [(o.start, o.end) for o in parsed.occurrences] == [
+        (utc(2026, 3, 29, 0), utc(2026, 3, 29, 9)),
+        (utc(2026, 3, 29, 23), utc(2026, 3, 30, 8)),
+    ]
+
+
 def test_floating_times_name_the_zone_they_are_read_in() -> None:
     feed = ics("UID:f\nDTSTART:20260701T090000\nDURATION:PT1H")
     assert only(feed, default_tz="Europe/Berlin").tzid == "Europe/Berlin"

@@ -690,8 +690,15 @@ def _describe(
     if not isinstance(start, datetime):
         return description
     if isinstance(end, datetime):
+        if start.tzinfo is None and end.tzinfo is not None:
+            return description  # recurring-ical-events already placed the start
+        if end.tzinfo is None:
+            # recurring-ical-events reads a floating end in the start's zone.
+            wall = end.replace(tzinfo=start.tzinfo) - start
+        else:
+            wall = end - start
         exact = to_utc(end) - to_utc(start)
-        return attrs.evolve(description, wall_length=end - start, exact_length=exact)
+        return attrs.evolve(description, wall_length=wall, exact_length=exact)
     if isinstance(duration, timedelta) and duration >= timedelta(0):
         return attrs.evolve(description, wall_length=duration, nominal_length=duration)
     return description
