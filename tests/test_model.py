@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime, timedelta, timezone
 
 import attrs
@@ -341,3 +342,20 @@ def test_problem_where_falls_back_to_the_calendar() -> None:
 def test_problem_str_says_what_where_and_why() -> None:
     problem = Problem(what="bad DTSTART", why="not a date", uid="abc", line=12)
     assert str(problem) == "bad DTSTART (UID 'abc', line 12): not a date"
+
+
+def test_values_survive_pickling_for_worker_processes() -> None:
+    occurrence = Occurrence(
+        OccurrenceKey("uid", "20260101T000000Z"),
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 1, 1, 1, tzinfo=UTC),
+        summary="Standup",
+    )
+    notification = Notification(
+        key=occurrence.key, lead=timedelta(minutes=10), start=occurrence.start
+    )
+    for value in (occurrence, notification, Window(occurrence.start, occurrence.end)):
+        assert pickle.loads(pickle.dumps(value)) == value
+    assert (
+        pickle.loads(pickle.dumps(occurrence)).content_hash == occurrence.content_hash
+    )
