@@ -435,6 +435,33 @@ def test_event_alarms_become_leads() -> None:
     assert set(only(feed).alarms) == {timedelta(minutes=15), timedelta(minutes=30)}
 
 
+def test_absolute_alarm_of_a_single_event_becomes_a_lead() -> None:
+    feed = ics("""
+        UID:absolute
+        DTSTART:20260701T090000Z
+        DURATION:PT1H
+        BEGIN:VALARM
+        ACTION:DISPLAY
+        TRIGGER;VALUE=DATE-TIME:20260630T090000Z
+        END:VALARM
+    """)
+    assert only(feed).alarms == (timedelta(days=1),)
+
+
+def test_absolute_alarm_of_a_series_is_not_repeated() -> None:
+    feed = ics("""
+        UID:absolute-series
+        DTSTART:20260701T090000Z
+        DURATION:PT1H
+        RRULE:FREQ=DAILY;COUNT=2
+        BEGIN:VALARM
+        ACTION:DISPLAY
+        TRIGGER;VALUE=DATE-TIME:20260630T090000Z
+        END:VALARM
+    """)
+    assert {o.alarms for o in parse_ics(feed, YEAR_2026).occurrences} == {()}
+
+
 # --- change detection inputs ------------------------------------------------
 
 

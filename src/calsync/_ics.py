@@ -556,7 +556,7 @@ class _Expander:
             tzid=None if all_day else self._tzid(instance.start),
             start_date=instance.start if all_day else None,
             end_date=instance.end if all_day else None,
-            alarms=description.alarm_leads(end - start),
+            alarms=description.alarm_leads(start, end, single=not recurring),
         )
 
     def _tzid(self, value: datetime) -> str | None:
@@ -657,19 +657,27 @@ class _Description:
     status: str
     sequence: int
     triggers: tuple[tuple[timedelta, bool], ...]  # (offset, relative to the end)
+    fire_times: tuple[datetime, ...]  # absolute triggers, in UTC
     # recurring-ical-events adds lengths in wall-clock time; RFC 5545 wants the
     # exact length of DTEND - DTSTART, and DURATION's days nominal, its time exact.
     wall_length: timedelta | None = None
     exact_length: timedelta | None = None
     nominal_length: timedelta | None = None
 
-    def alarm_leads(self, duration: timedelta) -> tuple[timedelta, ...]:
-        """How long before the start each VALARM fires; later ones are dropped."""
+    def alarm_leads(
+        self, start: datetime, end: datetime, *, single: bool
+    ) -> tuple[timedelta, ...]:
+        """How long before the start each VALARM fires; later ones are dropped.
+
+        An absolute trigger counts for a single, non-recurring event only.
+        """
         leads = []
         for offset, from_end in self.triggers:
-            fires = offset + duration if from_end else offset
+            fires = offset + (end - start) if from_end else offset
             if fires <= timedelta(0):
                 leads.append(-fires)
+        if single:
+            leads += [start - fires for fires in self.fire_times if fires <= start]
         return tuple(leads)
 
 
@@ -683,6 +691,7 @@ def _describe(
         status=_text_of(event, "STATUS").upper(),
         sequence=_sequence(event),
         triggers=tuple(_relative_triggers(event)),
+        fire_times=tuple(to_utc(at) for at in _absolute_triggers(event)),
     )
     start = getattr(event.get("DTSTART"), "dt", None)
     end = getattr(event.get("DTEND"), "dt", None)
@@ -704,16 +713,25 @@ def _describe(
     return description
 
 
-def _relative_triggers(event: Any) -> Iterator[tuple[timedelta, bool]]:
+def _triggers(event: Any) -> Iterator[Any]:
     for alarm in event.subcomponents:
-        if alarm.name != "VALARM" or "TRIGGER" not in alarm:
-            continue
-        trigger = alarm["TRIGGER"]
+        if alarm.name == "VALARM" and "TRIGGER" in alarm:
+            yield alarm["TRIGGER"]
+
+
+def _relative_triggers(event: Any) -> Iterator[tuple[timedelta, bool]]:
+    for trigger in _triggers(event):
         offset = getattr(trigger, "dt", None)
-        if not isinstance(offset, timedelta):
-            continue  # an absolute trigger belongs to one instance, not a series
-        related = str(trigger.params.get("RELATED", "START")).upper()
-        yield offset, related == "END"
+        if isinstance(offset, timedelta):
+            related = str(trigger.params.get("RELATED", "START")).upper()
+            yield offset, related == "END"
+
+
+def _absolute_triggers(event: Any) -> Iterator[datetime]:
+    for trigger in _triggers(event):
+        at = getattr(trigger, "dt", None)
+        if isinstance(at, datetime):
+            yield at
 
 
 # --- results ----------------------------------------------------------------

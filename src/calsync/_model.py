@@ -92,7 +92,8 @@ class Occurrence:
     the zone floating times are read in); ``None`` for UTC and all-day times.
     ``start_date``/``end_date`` are the local dates of an all-day occurrence
     (end exclusive). ``alarms`` are the leads of the event's
-    own VALARMs (how long before the start each one fires).
+    own VALARMs (how long before the start each one fires; an absolute trigger
+    counts for a non-recurring event only, alarms after the start are left out).
     """
 
     key: OccurrenceKey
