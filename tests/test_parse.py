@@ -482,6 +482,12 @@ def test_event_without_uid_gets_a_stable_stand_in_uid() -> None:
     assert first.problems[0].what == "event without UID"
 
 
+def test_event_without_uid_and_with_unreadable_start_is_reported() -> None:
+    parsed = parse_ics(ics(GOOD, "DTSTART:201308\nSUMMARY:Broken"), YEAR_2026)
+    assert [o.key.uid for o in parsed.occurrences] == ["good"]
+    assert {p.what for p in parsed.problems} == {"event without UID", "event skipped"}
+
+
 def test_calendar_properties_are_read() -> None:
     feed = ics(
         "UID:c\nDTSTART:20260701T090000Z",

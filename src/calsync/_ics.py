@@ -332,7 +332,10 @@ def _raw(event: Any, name: str) -> str:
     value = event.get(name)
     if isinstance(value, list):
         value = value[0] if value else None
-    return "" if value is None else value.to_ical().decode("utf-8", "replace")
+    if value is None:
+        return ""
+    text = value.to_ical()  # bytes, or str for a property icalendar could not read
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
 
 
 class _Source(EventAdapter):  # type: ignore[misc]
