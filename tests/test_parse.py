@@ -298,6 +298,14 @@ def test_unusable_refresh_interval_is_reported() -> None:
     assert [p.what for p in parsed.problems] == ["unreadable X-PUBLISHED-TTL"]
 
 
+@pytest.mark.parametrize("name", ["Europe", "Europe/", "../etc/passwd", "zone1970.tab"])
+def test_zone_names_that_are_not_zones_are_clear_errors(name: str) -> None:
+    with pytest.raises(TimezoneError, match="unknown time zone"):
+        parse_ics(ics(GOOD), YEAR_2026, default_tz=name)
+    parsed = parse_ics(ics(GOOD, header=f"X-WR-TIMEZONE:{name}"), YEAR_2026)
+    assert [p.what for p in parsed.problems] == ["unknown X-WR-TIMEZONE"]
+
+
 def test_unknown_default_zone_is_a_clear_error() -> None:
     with pytest.raises(TimezoneError, match="Europe/Atlantis"):
         parse_ics(

@@ -29,7 +29,11 @@ def _zone_by_name(name: str) -> ZoneInfo:
         )
     try:
         return ZoneInfo(name.strip())
-    except (ZoneInfoNotFoundError, ValueError) as error:
+    except (
+        ZoneInfoNotFoundError,
+        ValueError,
+        OSError,
+    ) as error:  # "Europe" is a folder
         raise TimezoneError(
             f"unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin'"
         ) from error
