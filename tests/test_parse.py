@@ -646,6 +646,30 @@ def test_dense_rule_that_started_long_ago_is_skipped_not_hung() -> None:
     assert [p.what for p in parsed.problems] == ["recurrence too dense"]
 
 
+@pytest.mark.parametrize(
+    ("rule", "says"),
+    [
+        ("FREQ=DAILY;INTERVAL=0", "INTERVAL=0"),
+        ("FREQ=SECONDLY;INTERVAL=-1;COUNT=10", "INTERVAL=-1"),
+        ("FREQ=DAILY;BYWEEKNO=3", "BYWEEKNO must not be used with FREQ=DAILY"),
+        ("FREQ=MONTHLY;BYYEARDAY=100", "BYYEARDAY must not be used"),
+        ("FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30", "exclude every day"),
+        ("FREQ=HOURLY;BYMONTH=6;BYYEARDAY=185", "exclude every day"),
+        ("FREQ=HOURLY;BYMINUTE=25,25,40;BYSETPOS=3", "BYSETPOS=3"),
+    ],
+)
+def test_rule_that_would_search_forever_is_refused(rule: str, says: str) -> None:
+    feed = ics(GOOD, f"UID:forever\nDTSTART:20200101T000000Z\nRRULE:{rule}")
+    started = time.monotonic()
+    parsed = parse_ics(feed, YEAR_2026)
+    assert time.monotonic() - started < 10, "a hang guard, not a speed target"
+    assert [o.key.uid for o in parsed.occurrences] == ["good"]
+    (problem,) = parsed.problems
+    assert problem.uid == "forever"
+    assert problem.why.startswith("unusable RRULE")
+    assert says in problem.why
+
+
 def test_max_occurrences_must_be_positive() -> None:
     with pytest.raises(ValidationError, match="max_occurrences"):
         parse_ics(ics(GOOD), YEAR_2026, max_occurrences=0)

@@ -490,14 +490,16 @@ class _Expander:
         freq = str(_first(rule, "FREQ", "")).upper()
         if freq not in _FREQ_SECONDS:
             return query_end  # recurring-ical-events reports the bad rule
-        period = timedelta(
-            seconds=_FREQ_SECONDS[freq] * max(int(_first(rule, "INTERVAL", 1)), 1)
-        )
+        _check_rule(rule, freq)
+        period = timedelta(seconds=_FREQ_SECONDS[freq] * _first(rule, "INTERVAL", 1))
         per_period = _instances_per_period(rule, freq)
-        wanted = _periods(start, query_end, period) * per_period
-        count = _first(rule, "COUNT", None)
-        if count is not None:
-            wanted = min(wanted, int(count))
+        periods = _periods(start, query_end, period)
+        count = int(_first(rule, "COUNT", 0))
+        if count > 0:  # recurring-ical-events ignores a COUNT below one
+            kept = min(_distinct(rule, "BYSETPOS") or per_period, per_period)
+            periods = min(periods, -(-count // kept))
+        # dateutil builds every candidate of a period, even those BYSETPOS drops.
+        wanted = periods * per_period
         allowed = min(_SERIES_INSTANCE_BUDGET, self.budget)
         end = query_end
         if wanted > allowed:
@@ -595,6 +597,39 @@ class _Expander:
         return f"{original:%Y%m%d}"
 
 
+class _UnusableRule(ValueError):
+    """An RRULE that would make the expansion loop for a very long time or forever."""
+
+
+# RFC 5545 3.3.10: parts that MUST NOT be used with these frequencies.
+_FORBIDDEN_PARTS = {
+    "BYWEEKNO": {"SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY"},
+    "BYYEARDAY": {"DAILY", "WEEKLY", "MONTHLY"},
+    "BYMONTHDAY": {"WEEKLY"},
+}
+_LEAP_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _check_rule(rule: Any, freq: str) -> None:
+    """Refuse rules that dateutil would search until the year 9999, or forever.
+
+    dateutil looks for the next instance past the window without a bound, so an
+    INTERVAL below one or BY-parts that can never match would stall the parse.
+    """
+    interval = _first(rule, "INTERVAL", 1)
+    if not isinstance(interval, int) or interval < 1:
+        raise _UnusableRule(f"INTERVAL={interval} is not a positive number")
+    for part, frequencies in _FORBIDDEN_PARTS.items():
+        if rule.get(part) and freq in frequencies:
+            raise _UnusableRule(f"{part} must not be used with FREQ={freq}")
+    day_parts = ("BYMONTH", "BYMONTHDAY", "BYYEARDAY")
+    if any(rule.get(part) for part in day_parts) and not _some_day_matches(rule):
+        raise _UnusableRule("BYMONTH, BYMONTHDAY and BYYEARDAY exclude every day")
+    positions = [abs(int(p)) for p in rule.get("BYSETPOS", ())]
+    if positions and min(positions) > _instances_per_period(rule, freq):
+        raise _UnusableRule(f"BYSETPOS={min(positions)} exceeds every set of the rule")
+
+
 def _first(rule: Any, name: str, default: Any) -> Any:
     values = rule.get(name)
     if not values:
@@ -608,16 +643,42 @@ def _instances_per_period(rule: Any, freq: str) -> int:
     per_period = 1
     for part, part_seconds in (("BYSECOND", 1), ("BYMINUTE", 60), ("BYHOUR", 3_600)):
         if seconds > part_seconds and rule.get(part):
-            per_period *= len(rule[part])
+            per_period *= _distinct(rule, part)
     if freq in _PERIODS_PER and rule.get("BYDAY"):
-        per_period *= len(rule["BYDAY"]) * _PERIODS_PER[freq]
+        per_period *= _distinct(rule, "BYDAY") * _PERIODS_PER[freq]
     if freq in ("MONTHLY", "YEARLY") and rule.get("BYMONTHDAY"):
-        per_period *= len(rule["BYMONTHDAY"]) * (12 if freq == "YEARLY" else 1)
+        per_period *= _distinct(rule, "BYMONTHDAY") * (12 if freq == "YEARLY" else 1)
     if freq == "YEARLY":
         for part in ("BYYEARDAY", "BYWEEKNO", "BYMONTH"):
             if rule.get(part):
-                per_period *= len(rule[part]) * (7 if part == "BYWEEKNO" else 1)
+                per_period *= _distinct(rule, part) * (7 if part == "BYWEEKNO" else 1)
     return max(per_period, 1)
+
+
+def _distinct(rule: Any, part: str) -> int:
+    return len({str(value) for value in rule.get(part, ())})
+
+
+def _some_day_matches(rule: Any) -> bool:
+    """Whether BYMONTH, BYMONTHDAY and BYYEARDAY allow any day of some year."""
+    months = {int(m) for m in rule.get("BYMONTH", ())} or set(range(1, 13))
+    monthdays = {int(d) for d in rule.get("BYMONTHDAY", ())}
+    yeardays = {int(d) for d in rule.get("BYYEARDAY", ())}
+    for year in (2023, 2024):  # a common and a leap year
+        length = (date(year + 1, 1, 1) - date(year, 1, 1)).days
+        for yearday in range(1, length + 1):
+            day = date(year, 1, 1) + timedelta(days=yearday - 1)
+            month_length = _LEAP_MONTH_DAYS[day.month - 1] - (
+                day.month == 2 and length == 365
+            )
+            if day.month not in months:
+                continue
+            if monthdays and not {day.day, day.day - month_length - 1} & monthdays:
+                continue
+            if yeardays and not {yearday, yearday - length - 1} & yeardays:
+                continue
+            return True
+    return False
 
 
 def _periods(start: datetime, end: datetime, period: timedelta) -> int:
@@ -758,6 +819,8 @@ def _unique(occurrences: list[Occurrence], problems: list[Problem]) -> list[Occu
 
 
 def _reason(error: BaseException) -> str:
+    if isinstance(error, _UnusableRule):
+        return f"unusable RRULE: {error}"
     message = str(error).strip() or "no details"
     if isinstance(error, KeyError):
         message = f"missing property {message}"
