@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
 import attrs
@@ -221,8 +220,3 @@ class Notification:
     def identity(self) -> tuple[OccurrenceKey, timedelta, datetime]:
         """The triple a notification is created at most once for."""
         return (self.key, self.lead, self.start)
-
-
-def keyed(occurrences: Iterable[Occurrence]) -> dict[OccurrenceKey, Occurrence]:
-    """Index occurrences by key."""
-    return {occurrence.key: occurrence for occurrence in occurrences}
