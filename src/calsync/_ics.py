@@ -27,7 +27,7 @@ from recurring_ical_events.selection.name import ComponentsWithName
 
 from ._errors import ParseError, TimezoneError, ValidationError
 from ._model import Occurrence, OccurrenceKey, ParsedCalendar, Problem, Window
-from ._zones import resolve_zone
+from ._zones import resolve_zone, zone_name
 
 __all__ = ["parse_ics"]
 
@@ -466,7 +466,7 @@ class _Expander:
                     Problem(
                         "unknown TZID",
                         f"{tzid!r} has no VTIMEZONE and is not a known zone; read as "
-                        f"local time in {_zone_name(self.zone)}",
+                        f"local time in {zone_name(self.zone)}",
                         uid=uid,
                     )
                 )
@@ -702,13 +702,6 @@ def _tzid(value: date | datetime) -> str | None:
     name = tzid_from_tzinfo(zone) or str(zone)
     name = WINDOWS_TO_OLSON.get(name, name)
     return None if name in ("UTC", "Etc/UTC", "Z") else name
-
-
-def _zone_name(zone: tzinfo) -> str:
-    key = getattr(zone, "key", None)
-    if isinstance(key, str):
-        return key
-    return str(zone)
 
 
 @attrs.frozen

@@ -38,7 +38,7 @@ from cronsim import CronSim, CronSimError
 
 from ._errors import ScheduleError, TimezoneError
 from ._model import as_aware_utc
-from ._zones import resolve_zone
+from ._zones import resolve_zone, zone_name
 
 __all__ = ["Schedule"]
 
@@ -174,12 +174,6 @@ def _recent_gap(t: datetime, zone: tzinfo) -> timedelta:
     """Return how far the clock jumped forward in the day before ``t`` (or zero)."""
     jump = _offset(t.astimezone(zone)) - _offset((t - _ONE_DAY).astimezone(zone))
     return max(jump, _NO_TIME)
-
-
-def _zone_name(zone: tzinfo) -> str:
-    """Return the IANA key of a zone, or its ``str`` for other tzinfo objects."""
-    key = getattr(zone, "key", None)
-    return key if isinstance(key, str) else str(zone)
 
 
 def _check_zone(zone: tzinfo, given: str | tzinfo) -> None:
@@ -359,7 +353,7 @@ class Schedule:
         normalized, rule = _parse_rule(text)
         zone = resolve_zone(tz)
         _check_zone(zone, tz)
-        return cls(text=normalized, zone=_zone_name(zone), rule=rule, tz=zone)
+        return cls(text=normalized, zone=zone_name(zone), rule=rule, tz=zone)
 
     def next_after(self, t: datetime) -> datetime:
         """Return the next run strictly after ``t``, as an aware UTC datetime.

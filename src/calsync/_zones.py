@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ._errors import TimezoneError
 
-__all__ = ["resolve_zone"]
+__all__ = ["resolve_zone", "zone_name"]
 
 
 def resolve_zone(zone: str | tzinfo) -> tzinfo:
@@ -19,6 +19,12 @@ def resolve_zone(zone: str | tzinfo) -> tzinfo:
     if isinstance(zone, tzinfo):
         return zone
     return _zone_by_name(zone)
+
+
+def zone_name(zone: tzinfo) -> str:
+    """Return the IANA key of a zone, or its ``str`` for other tzinfo objects."""
+    key = getattr(zone, "key", None)
+    return key if isinstance(key, str) else str(zone)
 
 
 @functools.cache
