@@ -255,10 +255,16 @@ def _uid_in(lines: Iterable[str]) -> str | None:
 # --- calendar properties ----------------------------------------------------
 
 
-def _text_of(component: Any, name: str) -> str:
+def _single(component: Any, name: str) -> Any:
+    """Return a property's value, the first one if a broken feed repeats it."""
     value = component.get(name)
     if isinstance(value, list):
-        value = value[0] if value else None
+        return value[0] if value else None
+    return value
+
+
+def _text_of(component: Any, name: str) -> str:
+    value = _single(component, name)
     return "" if value is None else str(value).strip()
 
 
@@ -329,9 +335,7 @@ def _stand_in_uid(event: Any) -> str:
 
 
 def _raw(event: Any, name: str) -> str:
-    value = event.get(name)
-    if isinstance(value, list):
-        value = value[0] if value else None
+    value = _single(event, name)
     if value is None:
         return ""
     text = value.to_ical()  # bytes, or str for a property icalendar could not read
@@ -590,8 +594,7 @@ class _Expander:
     def _recurrence_id(self, instance: _Instance) -> str:
         original = instance.original_start
         if instance.is_override:
-            value = instance.event["RECURRENCE-ID"]
-            original = (value[0] if isinstance(value, list) else value).dt
+            original = _single(instance.event, "RECURRENCE-ID").dt
         if isinstance(original, datetime):
             return self._instant(original).strftime("%Y%m%dT%H%M%SZ")
         return f"{original:%Y%m%d}"

@@ -35,11 +35,8 @@ def _zone_by_name(name: str) -> ZoneInfo:
         )
     try:
         return ZoneInfo(name.strip())
-    except (
-        ZoneInfoNotFoundError,
-        ValueError,
-        OSError,
-    ) as error:  # "Europe" is a folder
+    # A folder such as "Europe" raises OSError, a malformed name ValueError.
+    except (ZoneInfoNotFoundError, ValueError, OSError) as error:
         raise TimezoneError(
             f"unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin'"
         ) from error
