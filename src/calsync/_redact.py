@@ -1,0 +1,71 @@
+"""Secret-free rendering of feed URLs for logs, errors and reprs.
+
+Calendar URLs often carry a secret: user info, a token in the query string, or a
+private path segment (Google's ``private-…``, Outlook's long hex ids). `redact`
+is the one place that decides what of a URL may be shown.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+__all__ = ["redact"]
+
+MASK = "***"
+
+# A path segment that looks like a credential: Google's "private-<hex>", or a
+# long run of letters and digits (Outlook, Fastmail, Nextcloud share tokens).
+_SECRET_SEGMENT = re.compile(
+    r"^(?:private-.+|(?=[^/]*\d)(?=[^/]*[A-Za-z])[A-Za-z0-9_\-.%=@+]{16,})$"
+)
+_KNOWN_FILE = re.compile(r"^[\w\-.]{1,64}\.(?:ics|ical|ifb|icalendar|vcs)$", re.I)
+
+
+def redact(url: str) -> str:
+    """Return *url* with user info, query values, fragment and secret-looking path parts masked.
+
+    Never raises: a URL that cannot be split is masked whole.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return MASK
+    if not parts.scheme or not host:
+        return _redact_path_only(url)
+    netloc = _netloc(parts, host, port)
+    path = "/".join(_segment(segment) for segment in parts.path.split("/"))
+    query = _query(parts.query)
+    return urlunsplit((parts.scheme.lower(), netloc, path, query, ""))
+
+
+def _netloc(parts: SplitResult, host: str, port: int | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    if port is not None:
+        shown = f"{shown}:{port}"
+    if parts.username is not None or parts.password is not None:
+        shown = f"{MASK}@{shown}"
+    return shown
+
+
+def _segment(segment: str) -> str:
+    if _KNOWN_FILE.match(segment) and not segment.lower().startswith("private-"):
+        return segment
+    return MASK if _SECRET_SEGMENT.match(segment) else segment
+
+
+def _query(query: str) -> str:
+    if not query:
+        return ""
+    names = [pair.split("=", 1)[0] for pair in query.split("&") if pair]
+    return "&".join(f"{name}={MASK}" for name in names)
+
+
+def _redact_path_only(text: str) -> str:
+    """Mask a scheme-less or host-less value (a file path, or garbage)."""
+    text = text.split("#", 1)[0]
+    path, _, query = text.partition("?")
+    shown = "/".join(_segment(segment) for segment in path.split("/"))
+    return f"{shown}?{_query(query)}" if query else shown
