@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 __all__ = [
+    "CalendarExists",
+    "CalendarNotFound",
     "CalsyncError",
+    "LeaseLost",
     "ParseError",
     "ScheduleError",
+    "SchemaVersionError",
+    "StoreError",
     "TimezoneError",
     "ValidationError",
 ]
@@ -33,3 +38,27 @@ class ScheduleError(ValidationError):
 
 class TimezoneError(ValidationError):
     """A time zone name is not in the IANA database shipped with calsync."""
+
+
+class StoreError(CalsyncError):
+    """A store refused an operation or could not complete it."""
+
+
+class CalendarNotFound(StoreError, LookupError):
+    """No calendar with that id (for that owner) is in the store."""
+
+
+class CalendarExists(StoreError):
+    """A calendar with that id, or that URL for that owner, is already stored."""
+
+
+class LeaseLost(StoreError):
+    """The lease this write relies on expired and was taken over, or released.
+
+    The write is refused whole: another worker owns the calendar (or the
+    notification) now, and two writers must never both succeed.
+    """
+
+
+class SchemaVersionError(StoreError):
+    """The database holds a schema this version of calsync does not know."""

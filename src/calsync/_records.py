@@ -1,0 +1,293 @@
+"""The records a `Store` keeps: calendars, leases, notifications, job runs."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+
+import attrs
+
+from ._auth import BasicAuth, BearerAuth
+from ._errors import ValidationError
+from ._model import ChangeSet, Notification, Occurrence, as_aware_utc
+from ._redact import redact
+
+__all__ = [
+    "AppliedSync",
+    "Calendar",
+    "CircuitState",
+    "JobOutcome",
+    "JobRun",
+    "Lease",
+    "NotificationClaim",
+    "NotificationRecord",
+    "NotificationStatus",
+    "PruneCounts",
+    "SyncState",
+    "SyncWrite",
+    "notification_id",
+]
+
+
+def _optional_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else as_aware_utc(value)
+
+
+def _non_negative_int(
+    instance: object, attribute: attrs.Attribute[int], value: int
+) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValidationError(f"{attribute.name} must be an int >= 0, got {value!r}")
+
+
+def _non_empty(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{attribute.name} must be a non-empty string")
+
+
+def _leads(values: Iterable[timedelta]) -> tuple[timedelta, ...]:
+    if isinstance(values, timedelta):
+        raise ValidationError(
+            "leads must be a collection of timedeltas, e.g. (timedelta(minutes=10),)"
+        )
+    leads = tuple(sorted(set(values)))
+    for lead in leads:
+        if not isinstance(lead, timedelta) or lead < timedelta(0):
+            raise ValidationError(f"a lead must be a timedelta >= 0, got {lead!r}")
+    return leads
+
+
+def _positive_span(
+    instance: object, attribute: attrs.Attribute[timedelta], value: timedelta
+) -> None:
+    if not isinstance(value, timedelta) or value < timedelta(0):
+        raise ValidationError(f"{attribute.name} must be a timedelta >= 0")
+    if attribute.name == "horizon" and value <= timedelta(0):
+        raise ValidationError("horizon must be a timedelta > 0")
+
+
+class CircuitState(enum.StrEnum):
+    """Whether a calendar's feed is fetched normally, rested, or probed once."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class NotificationStatus(enum.StrEnum):
+    """Where a notification is in the outbox."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class JobOutcome(enum.StrEnum):
+    """How a job run ended: all good, some calendars failed, or the job failed."""
+
+    OK = "ok"
+    PARTIAL = "partial"
+    ERROR = "error"
+
+
+@attrs.frozen
+class SyncState:
+    """What the last syncs of a calendar left behind; written only under a lease.
+
+    ``next_sync_at`` of ``None`` means "as soon as possible" (a new calendar).
+    ``held_removals`` counts removals the mass-deletion guard holds back, and
+    ``held_removals_hash`` fingerprints them so a repeat can be recognised.
+    """
+
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    last_attempt_at: datetime | None = attrs.field(
+        default=None, converter=_optional_utc
+    )
+    last_success_at: datetime | None = attrs.field(
+        default=None, converter=_optional_utc
+    )
+    last_error: str | None = None
+    consecutive_failures: int = attrs.field(default=0, validator=_non_negative_int)
+    next_sync_at: datetime | None = attrs.field(default=None, converter=_optional_utc)
+    circuit: CircuitState = attrs.field(
+        default=CircuitState.CLOSED, converter=CircuitState
+    )
+    held_removals: int = attrs.field(default=0, validator=_non_negative_int)
+    held_removals_hash: str | None = None
+
+
+@attrs.frozen
+class Calendar:
+    """One subscribed feed: its settings and its sync state.
+
+    ``url`` may carry a secret and is redacted in `repr`; so is ``auth``.
+    ``tz`` is the zone for floating times when the feed names none (None: UTC).
+    """
+
+    url: str = attrs.field(validator=_non_empty, repr=redact)
+    created_at: datetime = attrs.field(converter=as_aware_utc)
+    id: str = attrs.field(factory=lambda: uuid.uuid4().hex, validator=_non_empty)
+    owner: str = attrs.field(default="default", validator=_non_empty)
+    name: str | None = None
+    schedule: str = "every 15m"
+    leads: tuple[timedelta, ...] = attrs.field(
+        default=(timedelta(minutes=10),), converter=_leads
+    )
+    tz: str | None = None
+    window_past: timedelta = attrs.field(
+        default=timedelta(days=1), validator=_positive_span
+    )
+    horizon: timedelta = attrs.field(
+        default=timedelta(days=90), validator=_positive_span
+    )
+    use_alarms: bool = False
+    auth: BasicAuth | BearerAuth | None = None
+    paused: bool = False
+    state: SyncState = SyncState()
+
+    @property
+    def label(self) -> str:
+        """How errors and logs name this calendar: its name or redacted URL, and id."""
+        shown = self.name or redact(self.url)
+        return f"{shown} ({self.id})"
+
+
+@attrs.frozen
+class Lease:
+    """The right to sync one calendar until ``expires_at``.
+
+    ``token`` grows by one on every claim: it fences writes, so a worker whose
+    lease was taken over cannot write (`LeaseLost`).
+    """
+
+    calendar: Calendar
+    worker: str
+    token: int
+    expires_at: datetime = attrs.field(converter=as_aware_utc)
+
+    @property
+    def calendar_id(self) -> str:
+        """The id of the leased calendar."""
+        return self.calendar.id
+
+
+@attrs.frozen
+class SyncWrite:
+    """Everything one sync writes, in one transaction, under its lease.
+
+    ``changes`` is None when the occurrences are untouched (304, same body,
+    a failed fetch). ``create`` are notifications to add (duplicates are
+    ignored); ``cancel`` are pending notifications to cancel by identity.
+    """
+
+    state: SyncState
+    changes: ChangeSet | None = None
+    create: tuple[Notification, ...] = attrs.field(default=(), converter=tuple)
+    cancel: tuple[Notification, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class AppliedSync:
+    """What `Store.apply_sync` did: notifications created and cancelled."""
+
+    created: int = 0
+    cancelled: int = 0
+
+
+def notification_id(calendar_id: str, notification: Notification) -> str:
+    """Return the stable id of a notification: the idempotency key for handlers.
+
+    The same (calendar, occurrence key, lead, start) always gets the same id, in
+    every store and every process.
+    """
+    lead_us = _micros(notification.lead)
+    start = notification.start.isoformat()
+    text = "\x1f".join(
+        (
+            calendar_id,
+            notification.key.uid,
+            notification.key.recurrence_id,
+            str(lead_us),
+            start,
+        )
+    )
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _micros(span: timedelta) -> int:
+    return (span.days * 86_400 + span.seconds) * 1_000_000 + span.microseconds
+
+
+@attrs.frozen
+class NotificationRecord:
+    """A notification in the outbox with its delivery state.
+
+    ``due_at`` is when it may next be claimed: its fire time, the time of its
+    next retry, or the end of the current claim.
+    """
+
+    id: str
+    calendar_id: str
+    notification: Notification
+    status: NotificationStatus = attrs.field(converter=NotificationStatus)
+    created_at: datetime = attrs.field(converter=as_aware_utc)
+    due_at: datetime = attrs.field(converter=as_aware_utc)
+    attempts: int = 0
+    last_error: str | None = None
+    delivered_at: datetime | None = attrs.field(default=None, converter=_optional_utc)
+
+    @property
+    def fire_at(self) -> datetime:
+        """When the reminder is meant to go out."""
+        return self.notification.fire_at
+
+
+@attrs.frozen
+class NotificationClaim:
+    """A notification claimed for delivery until ``expires_at``, with its occurrence.
+
+    ``occurrence`` is None if the occurrence is gone from the store.
+    """
+
+    record: NotificationRecord
+    occurrence: Occurrence | None
+    worker: str
+    token: int
+    expires_at: datetime = attrs.field(converter=as_aware_utc)
+
+    @property
+    def id(self) -> str:
+        """The notification id, the idempotency key to hand to the handler."""
+        return self.record.id
+
+
+@attrs.frozen
+class JobRun:
+    """One run of an Engine job, as recorded for status and metrics."""
+
+    job: str = attrs.field(validator=_non_empty)
+    started_at: datetime = attrs.field(converter=as_aware_utc)
+    finished_at: datetime = attrs.field(converter=as_aware_utc)
+    outcome: JobOutcome = attrs.field(converter=JobOutcome)
+    counts: Mapping[str, int] = attrs.field(factory=dict, converter=dict)
+    error: str | None = None
+
+    @property
+    def duration(self) -> timedelta:
+        """How long the run took."""
+        return self.finished_at - self.started_at
+
+
+@attrs.frozen
+class PruneCounts:
+    """How many rows `Store.prune` removed, by kind."""
+
+    occurrences: int = 0
+    notifications: int = 0
+    job_runs: int = 0

@@ -1,0 +1,338 @@
+"""Rows of the SQL stores: how records become column values and back.
+
+Both SQL stores use the same columns; only the representation of instants
+differs (SQLite: integer microseconds since the epoch; PostgreSQL: timestamptz),
+so each passes its own pair of converters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import attrs
+
+from calsync._auth import BasicAuth, BearerAuth
+from calsync._errors import StoreError
+from calsync._model import Notification, Occurrence, OccurrenceKey
+from calsync._records import (
+    Calendar,
+    CircuitState,
+    JobOutcome,
+    JobRun,
+    NotificationRecord,
+    NotificationStatus,
+    SyncState,
+)
+
+__all__ = [
+    "CALENDAR_COLUMNS",
+    "NOTIFICATION_COLUMNS",
+    "OCCURRENCE_COLUMNS",
+    "Codec",
+    "column_list",
+    "epoch_micros",
+    "from_epoch_micros",
+    "micros",
+    "span",
+]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+CALENDAR_COLUMNS = (
+    "id",
+    "owner",
+    "url",
+    "name",
+    "schedule",
+    "leads",
+    "tz",
+    "window_past",
+    "horizon",
+    "use_alarms",
+    "auth",
+    "paused",
+    "created_at",
+    "etag",
+    "last_modified",
+    "body_hash",
+    "last_attempt_at",
+    "last_success_at",
+    "last_error",
+    "consecutive_failures",
+    "next_sync_at",
+    "circuit",
+    "held_removals",
+    "held_removals_hash",
+)
+"""Calendar columns in the order `Codec.calendar_row` yields them."""
+
+OCCURRENCE_COLUMNS = (
+    "calendar_id",
+    "uid",
+    "recurrence_id",
+    "start_at",
+    "end_at",
+    "all_day",
+    "summary",
+    "location",
+    "description",
+    "status",
+    "sequence",
+    "tzid",
+    "start_date",
+    "end_date",
+    "alarms",
+    "content_hash",
+)
+"""Occurrence columns in the order `Codec.occurrence_row` yields them."""
+
+NOTIFICATION_COLUMNS = (
+    "id",
+    "calendar_id",
+    "uid",
+    "recurrence_id",
+    "lead",
+    "start_at",
+    "fire_at",
+    "status",
+    "created_at",
+    "due_at",
+    "attempts",
+    "last_error",
+    "delivered_at",
+)
+"""Notification columns in the order `Codec.notification_row` yields them."""
+
+
+def micros(value: timedelta) -> int:
+    """Return a span as whole microseconds, exactly."""
+    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+
+
+def span(value: int) -> timedelta:
+    """Return the span of ``value`` microseconds."""
+    return timedelta(microseconds=value)
+
+
+def epoch_micros(value: datetime) -> int:
+    """Return an aware instant as integer microseconds since the epoch, exactly."""
+    return micros(value - EPOCH)
+
+
+def from_epoch_micros(value: int) -> datetime:
+    """Return the UTC instant ``value`` microseconds after the epoch."""
+    return EPOCH + timedelta(microseconds=value)
+
+
+def _auth_text(auth: BasicAuth | BearerAuth | None) -> str | None:
+    if auth is None:
+        return None
+    if isinstance(auth, BasicAuth):
+        return json.dumps(
+            {"kind": "basic", "username": auth.username, "password": auth.password}
+        )
+    return json.dumps({"kind": "bearer", "token": auth.token})
+
+
+def _auth_value(text: str | None) -> BasicAuth | BearerAuth | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    if data.get("kind") == "basic":
+        return BasicAuth(data["username"], data["password"])
+    if data.get("kind") == "bearer":
+        return BearerAuth(data["token"])
+    raise StoreError(f"stored credentials of unknown kind {data.get('kind')!r}")
+
+
+@attrs.frozen
+class Codec:
+    """Converts records to column values and back, given how instants are stored."""
+
+    instant: Callable[[datetime], Any]
+    """Store an aware datetime."""
+    from_instant: Callable[[Any], datetime]
+    """Read a stored instant back as an aware UTC datetime."""
+
+    def maybe(self, value: datetime | None) -> Any:
+        """Store an optional instant."""
+        return None if value is None else self.instant(value)
+
+    def from_maybe(self, value: Any) -> datetime | None:
+        """Read an optional instant."""
+        return None if value is None else self.from_instant(value)
+
+    def calendar_row(self, calendar: Calendar) -> tuple[Any, ...]:
+        """Return the values of `CALENDAR_COLUMNS` for a calendar."""
+        state = calendar.state
+        next_sync_at = state.next_sync_at or calendar.created_at
+        return (
+            calendar.id,
+            calendar.owner,
+            calendar.url,
+            calendar.name,
+            calendar.schedule,
+            json.dumps([micros(lead) for lead in calendar.leads]),
+            calendar.tz,
+            micros(calendar.window_past),
+            micros(calendar.horizon),
+            calendar.use_alarms,
+            _auth_text(calendar.auth),
+            calendar.paused,
+            self.instant(calendar.created_at),
+            *self.state_values(attrs.evolve(state, next_sync_at=next_sync_at)),
+        )
+
+    def state_values(self, state: SyncState) -> tuple[Any, ...]:
+        """Return the sync-state part of `CALENDAR_COLUMNS` (from ``etag`` on)."""
+        return (
+            state.etag,
+            state.last_modified,
+            state.body_hash,
+            self.maybe(state.last_attempt_at),
+            self.maybe(state.last_success_at),
+            state.last_error,
+            state.consecutive_failures,
+            self.maybe(state.next_sync_at),
+            str(state.circuit),
+            state.held_removals,
+            state.held_removals_hash,
+        )
+
+    def calendar(self, row: Mapping[str, Any]) -> Calendar:
+        """Build a calendar from a row that has (at least) `CALENDAR_COLUMNS`."""
+        state = SyncState(
+            etag=row["etag"],
+            last_modified=row["last_modified"],
+            body_hash=row["body_hash"],
+            last_attempt_at=self.from_maybe(row["last_attempt_at"]),
+            last_success_at=self.from_maybe(row["last_success_at"]),
+            last_error=row["last_error"],
+            consecutive_failures=row["consecutive_failures"],
+            next_sync_at=self.from_maybe(row["next_sync_at"]),
+            circuit=CircuitState(row["circuit"]),
+            held_removals=row["held_removals"],
+            held_removals_hash=row["held_removals_hash"],
+        )
+        return Calendar(
+            id=row["id"],
+            owner=row["owner"],
+            url=row["url"],
+            name=row["name"],
+            schedule=row["schedule"],
+            leads=tuple(span(value) for value in json.loads(row["leads"])),
+            tz=row["tz"],
+            window_past=span(row["window_past"]),
+            horizon=span(row["horizon"]),
+            use_alarms=bool(row["use_alarms"]),
+            auth=_auth_value(row["auth"]),
+            paused=bool(row["paused"]),
+            created_at=self.from_instant(row["created_at"]),
+            state=state,
+        )
+
+    def occurrence_row(
+        self, calendar_id: str, occurrence: Occurrence
+    ) -> tuple[Any, ...]:
+        """Return the values of `OCCURRENCE_COLUMNS` for an occurrence."""
+        return (
+            calendar_id,
+            occurrence.key.uid,
+            occurrence.key.recurrence_id,
+            self.instant(occurrence.start),
+            self.instant(occurrence.end),
+            occurrence.all_day,
+            occurrence.summary,
+            occurrence.location,
+            occurrence.description,
+            occurrence.status,
+            occurrence.sequence,
+            occurrence.tzid,
+            _date_text(occurrence.start_date),
+            _date_text(occurrence.end_date),
+            json.dumps([micros(lead) for lead in occurrence.alarms]),
+            occurrence.content_hash,
+        )
+
+    def occurrence(self, row: Mapping[str, Any]) -> Occurrence:
+        """Build an occurrence from a row that has `OCCURRENCE_COLUMNS`."""
+        return Occurrence(
+            key=OccurrenceKey(row["uid"], row["recurrence_id"]),
+            start=self.from_instant(row["start_at"]),
+            end=self.from_instant(row["end_at"]),
+            all_day=bool(row["all_day"]),
+            summary=row["summary"],
+            location=row["location"],
+            description=row["description"],
+            status=row["status"],
+            sequence=row["sequence"],
+            tzid=row["tzid"],
+            start_date=_date_value(row["start_date"]),
+            end_date=_date_value(row["end_date"]),
+            alarms=tuple(span(value) for value in json.loads(row["alarms"])),
+        )
+
+    def notification_row(self, record: NotificationRecord) -> tuple[Any, ...]:
+        """Return the values of `NOTIFICATION_COLUMNS` for a notification record."""
+        notification = record.notification
+        return (
+            record.id,
+            record.calendar_id,
+            notification.key.uid,
+            notification.key.recurrence_id,
+            micros(notification.lead),
+            self.instant(notification.start),
+            self.instant(notification.fire_at),
+            str(record.status),
+            self.instant(record.created_at),
+            self.instant(record.due_at),
+            record.attempts,
+            record.last_error,
+            self.maybe(record.delivered_at),
+        )
+
+    def notification(self, row: Mapping[str, Any]) -> NotificationRecord:
+        """Build a notification record from a row that has `NOTIFICATION_COLUMNS`."""
+        return NotificationRecord(
+            id=row["id"],
+            calendar_id=row["calendar_id"],
+            notification=Notification(
+                key=OccurrenceKey(row["uid"], row["recurrence_id"]),
+                lead=span(row["lead"]),
+                start=self.from_instant(row["start_at"]),
+            ),
+            status=NotificationStatus(row["status"]),
+            created_at=self.from_instant(row["created_at"]),
+            due_at=self.from_instant(row["due_at"]),
+            attempts=row["attempts"],
+            last_error=row["last_error"],
+            delivered_at=self.from_maybe(row["delivered_at"]),
+        )
+
+    def job_run(self, row: Mapping[str, Any]) -> JobRun:
+        """Build a job run from a row of the job_runs table."""
+        counts = row["counts"]
+        return JobRun(
+            job=row["job"],
+            started_at=self.from_instant(row["started_at"]),
+            finished_at=self.from_instant(row["finished_at"]),
+            outcome=JobOutcome(row["outcome"]),
+            counts=json.loads(counts) if isinstance(counts, str) else dict(counts),
+            error=row["error"],
+        )
+
+
+def _date_text(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _date_value(text: str | None) -> date | None:
+    return None if text is None else date.fromisoformat(text)
+
+
+def column_list(columns: Sequence[str]) -> str:
+    """Return ``a, b, c`` for a SELECT or INSERT."""
+    return ", ".join(columns)

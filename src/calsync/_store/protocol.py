@@ -1,0 +1,235 @@
+"""The `Store` protocol: where "exactly once" and "nothing lost" are kept.
+
+Every store (memory, SQLite, PostgreSQL) passes the same contract suite. All
+times are aware datetimes and are passed in: a store never reads the clock.
+A naive datetime raises `ValidationError`; nothing is written then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from calsync._model import Notification, Occurrence, Window
+from calsync._records import (
+    AppliedSync,
+    Calendar,
+    JobRun,
+    Lease,
+    NotificationClaim,
+    NotificationRecord,
+    NotificationStatus,
+    PruneCounts,
+    SyncWrite,
+)
+
+__all__ = ["SCHEMA_VERSION", "Store"]
+
+SCHEMA_VERSION = 1
+"""The schema this version of calsync writes; a newer one in a database is refused."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable state: calendars, occurrences, the notification outbox, job runs.
+
+    Use it as an async context manager, or call `open` and `close`.
+    """
+
+    async def open(self) -> None:
+        """Connect, create the schema or migrate it to `SCHEMA_VERSION`.
+
+        Raises `SchemaVersionError` if the database holds a newer schema.
+        """
+
+    async def close(self) -> None:
+        """Release connections; a closed store can be opened again."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+    async def schema_version(self) -> int:
+        """Return the schema version stored in the database."""
+
+    # -- calendars ---------------------------------------------------------
+
+    async def add_calendar(self, calendar: Calendar) -> Calendar:
+        """Store a new calendar and return it as stored.
+
+        It is due at once unless its state names a ``next_sync_at``. Raises
+        `CalendarExists` if the id, or the URL for that owner, is taken.
+        """
+
+    async def get_calendar(
+        self, calendar_id: str, *, owner: str | None = None
+    ) -> Calendar:
+        """Return one calendar; with ``owner``, only if it belongs to that owner.
+
+        Raises `CalendarNotFound`.
+        """
+
+    async def list_calendars(self, *, owner: str | None = None) -> list[Calendar]:
+        """Return the calendars of ``owner`` (all owners if None), oldest first."""
+
+    async def update_calendar(self, calendar: Calendar) -> Calendar:
+        """Replace a calendar's settings (everything but its id, owner and sync state).
+
+        A changed URL clears the stored ETag, Last-Modified and body hash so the
+        next sync fetches and parses afresh. Raises `CalendarNotFound`, or
+        `CalendarExists` if the new URL is taken for that owner.
+        """
+
+    async def remove_calendar(
+        self, calendar_id: str, *, owner: str | None = None
+    ) -> None:
+        """Delete a calendar with its occurrences and notifications.
+
+        Raises `CalendarNotFound`.
+        """
+
+    async def request_sync(self, calendar_id: str, now: datetime) -> None:
+        """Ask for a manual sync: the next claim takes it before periodic ones.
+
+        Works on paused calendars too. Raises `CalendarNotFound`.
+        """
+
+    # -- syncing -----------------------------------------------------------
+
+    async def claim_due_calendars(
+        self, now: datetime, *, limit: int, worker: str, lease_ttl: timedelta
+    ) -> list[Lease]:
+        """Lease up to ``limit`` calendars that are due, for ``lease_ttl``.
+
+        Due means: a manual sync was requested (these come first, oldest request
+        first), or not paused and ``next_sync_at <= now`` (earliest first); in
+        both cases no unexpired lease is held. Concurrent callers, in any number
+        of processes, never receive the same calendar while its lease lasts.
+        """
+
+    async def renew_lease(self, lease: Lease, now: datetime, ttl: timedelta) -> Lease:
+        """Extend a lease that is still held; raises `LeaseLost` otherwise."""
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give a lease back without writing (shutdown); a lost lease is ignored."""
+
+    async def apply_sync(
+        self, lease: Lease, write: SyncWrite, now: datetime
+    ) -> AppliedSync:
+        """Write one sync's outcome atomically and release the lease.
+
+        In one transaction: the calendar's new sync state; the ChangeSet (added
+        and updated occurrences upserted, removed ones deleted, expired ones
+        marked expired); pending notifications of removed occurrences, and of
+        occurrences whose start moved, cancelled; ``write.cancel`` cancelled;
+        ``write.create`` inserted where not present. Clears a manual sync request.
+
+        Raises `LeaseLost`, writing nothing, if the lease was taken over or
+        released. A crash leaves the store as before or as after, never between.
+        """
+
+    async def list_occurrences(
+        self,
+        calendar_id: str,
+        window: Window | None = None,
+        *,
+        include_expired: bool = False,
+    ) -> list[Occurrence]:
+        """Return a calendar's occurrences overlapping ``window`` (all if None).
+
+        Sorted by start. Expired occurrences (slid out of the window) are left
+        out unless asked for.
+        Raises `CalendarNotFound`.
+        """
+
+    async def occurrences_starting(
+        self, start: datetime, end: datetime
+    ) -> list[tuple[str, Occurrence]]:
+        """Return (calendar id, occurrence) starting in [start, end), by start.
+
+        Across all calendars that are not paused; expired occurrences are left out.
+        This is what `check_notifications` scans.
+        """
+
+    # -- notifications -----------------------------------------------------
+
+    async def add_notifications(
+        self, calendar_id: str, notifications: Iterable[Notification], now: datetime
+    ) -> int:
+        """Insert pending notifications; return how many were new.
+
+        A notification whose (calendar, key, lead, start) exists is skipped, by
+        the database's uniqueness, not by a read first. One whose occurrence is
+        not stored with that start (it moved or went) is skipped too.
+        """
+
+    async def list_notifications(
+        self,
+        *,
+        calendar_id: str | None = None,
+        status: NotificationStatus | None = None,
+        limit: int = 1000,
+    ) -> list[NotificationRecord]:
+        """Return notifications, filtered, earliest fire time first."""
+
+    async def claim_notifications(
+        self, now: datetime, *, limit: int, worker: str, lease_ttl: timedelta
+    ) -> list[NotificationClaim]:
+        """Claim up to ``limit`` pending notifications due at ``now`` for delivery.
+
+        Due: ``fire_at <= now`` and no retry or claim in the future. A claim lasts
+        ``lease_ttl``; an unfinished claim comes back after it. Concurrent callers
+        never receive the same notification while its claim lasts.
+        """
+
+    async def mark_delivered(self, claim: NotificationClaim, now: datetime) -> None:
+        """Record a successful delivery (also when the claim has since expired)."""
+
+    async def mark_failed(
+        self,
+        claim: NotificationClaim,
+        now: datetime,
+        *,
+        error: str,
+        retry_at: datetime | None,
+    ) -> bool:
+        """Record a failed attempt: retry at ``retry_at``, or dead-letter it if None.
+
+        Returns False, changing nothing, if the claim was taken over or the
+        notification is no longer pending.
+        """
+
+    async def requeue(self, notification_ids: Iterable[str], now: datetime) -> int:
+        """Make dead-letter (failed) notifications pending again, count them."""
+
+    # -- history and housekeeping -----------------------------------------
+
+    async def record_job_run(self, run: JobRun) -> None:
+        """Append one job run to the history."""
+
+    async def recent_job_runs(
+        self, *, job: str | None = None, limit: int = 100
+    ) -> list[JobRun]:
+        """Return the latest job runs, newest first."""
+
+    async def prune(
+        self,
+        *,
+        occurrences_before: datetime,
+        notifications_before: datetime,
+        job_runs_before: datetime,
+    ) -> PruneCounts:
+        """Delete history past retention and return how much went.
+
+        Expired occurrences that ended before ``occurrences_before``; delivered
+        and cancelled notifications of events that started before
+        ``notifications_before`` (never pending or failed ones); job runs that
+        finished before ``job_runs_before``.
+        """
