@@ -7,11 +7,17 @@ network or a database.
 
 from __future__ import annotations
 
+from ._auth import BasicAuth, BearerAuth
 from ._diff import diff
 from ._errors import (
+    CalendarExists,
+    CalendarNotFound,
     CalsyncError,
+    LeaseLost,
     ParseError,
     ScheduleError,
+    SchemaVersionError,
+    StoreError,
     TimezoneError,
     ValidationError,
 )
@@ -26,23 +32,64 @@ from ._model import (
     Window,
 )
 from ._notify import notifications_due
+from ._records import (
+    AppliedSync,
+    Calendar,
+    CircuitState,
+    JobOutcome,
+    JobRun,
+    Lease,
+    NotificationClaim,
+    NotificationRecord,
+    NotificationStatus,
+    PruneCounts,
+    SyncState,
+    SyncWrite,
+    notification_id,
+)
+from ._redact import redact
 from ._schedule import Schedule
+from ._store.memory import MemoryStore
+from ._store.protocol import Store
 
 __all__ = [
+    "AppliedSync",
+    "BasicAuth",
+    "BearerAuth",
+    "Calendar",
+    "CalendarExists",
+    "CalendarNotFound",
     "CalsyncError",
     "ChangeSet",
+    "CircuitState",
+    "JobOutcome",
+    "JobRun",
+    "Lease",
+    "LeaseLost",
+    "MemoryStore",
     "Notification",
+    "NotificationClaim",
+    "NotificationRecord",
+    "NotificationStatus",
     "Occurrence",
     "OccurrenceKey",
     "ParseError",
     "ParsedCalendar",
     "Problem",
+    "PruneCounts",
     "Schedule",
     "ScheduleError",
+    "SchemaVersionError",
+    "Store",
+    "StoreError",
+    "SyncState",
+    "SyncWrite",
     "TimezoneError",
     "ValidationError",
     "Window",
     "diff",
+    "notification_id",
     "notifications_due",
     "parse_ics",
+    "redact",
 ]

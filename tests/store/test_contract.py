@@ -1,0 +1,781 @@
+"""The Store contract: every implementation passes every test here."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import attrs
+import pytest
+
+from calsync import (
+    BasicAuth,
+    BearerAuth,
+    CalendarExists,
+    CalendarNotFound,
+    ChangeSet,
+    CircuitState,
+    JobOutcome,
+    JobRun,
+    LeaseLost,
+    Notification,
+    NotificationStatus,
+    OccurrenceKey,
+    Store,
+    SyncState,
+    SyncWrite,
+    ValidationError,
+    Window,
+    notification_id,
+)
+from calsync._store.protocol import SCHEMA_VERSION
+
+from .conftest import MINUTE, T0, StoreFactory, calendar, occurrence
+
+TTL = timedelta(minutes=5)
+PENDING = NotificationStatus.PENDING
+
+
+async def claim_one(store: Store, now: datetime = T0, worker: str = "w1"):  # noqa: ANN201
+    leases = await store.claim_due_calendars(
+        now, limit=10, worker=worker, lease_ttl=TTL
+    )
+    assert len(leases) == 1
+    return leases[0]
+
+
+async def seed(store: Store, *occurrences, cal=None):  # noqa: ANN001, ANN201
+    """Add a calendar and sync the given occurrences into it."""
+    cal = await store.add_calendar(cal or calendar())
+    lease = await claim_one(store)
+    await store.apply_sync(
+        lease,
+        SyncWrite(
+            state=SyncState(next_sync_at=T0 + timedelta(hours=1)),
+            changes=ChangeSet(added=tuple(occurrences)),
+        ),
+        T0,
+    )
+    return cal
+
+
+def note(occ, lead: timedelta = 10 * MINUTE) -> Notification:  # noqa: ANN001
+    return Notification(key=occ.key, lead=lead, start=occ.start)
+
+
+# -- calendars -------------------------------------------------------------
+
+
+async def test_store_satisfies_the_protocol(store: Store) -> None:
+    assert isinstance(store, Store)
+    assert await store.schema_version() == SCHEMA_VERSION
+
+
+async def test_added_calendar_reads_back_equal_and_due_at_creation(
+    store: Store,
+) -> None:
+    cal = calendar(
+        name="Team",
+        leads=(timedelta(minutes=10), timedelta(hours=1, microseconds=5)),
+        tz="Europe/Berlin",
+        use_alarms=True,
+        auth=BasicAuth("me", "s3cret"),
+    )
+    stored = await store.add_calendar(cal)
+    assert stored.state.next_sync_at == T0
+    assert await store.get_calendar(cal.id) == stored
+    assert stored == attrs.evolve(cal, state=SyncState(next_sync_at=T0))
+
+
+async def test_bearer_auth_round_trips(store: Store) -> None:
+    cal = await store.add_calendar(calendar(auth=BearerAuth("tok")))
+    assert (await store.get_calendar(cal.id)).auth == BearerAuth("tok")
+
+
+async def test_same_id_twice_is_refused(store: Store) -> None:
+    cal = await store.add_calendar(calendar())
+    with pytest.raises(CalendarExists):
+        await store.add_calendar(calendar("https://example.com/other.ics", id=cal.id))
+
+
+async def test_same_url_twice_for_one_owner_is_refused(store: Store) -> None:
+    await store.add_calendar(calendar())
+    with pytest.raises(CalendarExists):
+        await store.add_calendar(calendar())
+    other = await store.add_calendar(calendar(owner="acme"))
+    assert other.owner == "acme"
+
+
+async def test_unknown_calendar_is_not_found(store: Store) -> None:
+    with pytest.raises(CalendarNotFound):
+        await store.get_calendar("nope")
+    with pytest.raises(CalendarNotFound):
+        await store.remove_calendar("nope")
+    with pytest.raises(CalendarNotFound):
+        await store.list_occurrences("nope")
+    with pytest.raises(CalendarNotFound):
+        await store.request_sync("nope", T0)
+
+
+async def test_owner_scopes_get_and_remove(store: Store) -> None:
+    cal = await store.add_calendar(calendar(owner="acme"))
+    assert (await store.get_calendar(cal.id, owner="acme")).id == cal.id
+    with pytest.raises(CalendarNotFound):
+        await store.get_calendar(cal.id, owner="globex")
+    with pytest.raises(CalendarNotFound):
+        await store.remove_calendar(cal.id, owner="globex")
+    assert (await store.get_calendar(cal.id)).id == cal.id
+
+
+async def test_list_calendars_by_owner_oldest_first(store: Store) -> None:
+    late = await store.add_calendar(calendar("https://a/2.ics", created_at=T0 + MINUTE))
+    early = await store.add_calendar(calendar("https://a/1.ics"))
+    other = await store.add_calendar(
+        calendar("https://a/3.ics", owner="acme", created_at=T0 + 2 * MINUTE)
+    )
+    assert [c.id for c in await store.list_calendars()] == [early.id, late.id, other.id]
+    assert [c.id for c in await store.list_calendars(owner="default")] == [
+        early.id,
+        late.id,
+    ]
+    assert [c.id for c in await store.list_calendars(owner="acme")] == [other.id]
+
+
+async def test_update_replaces_settings_and_keeps_sync_state(store: Store) -> None:
+    cal = await store.add_calendar(calendar())
+    lease = await claim_one(store)
+    state = SyncState(etag='"v1"', body_hash="abc", next_sync_at=T0 + MINUTE)
+    await store.apply_sync(lease, SyncWrite(state=state), T0)
+    changed = attrs.evolve(
+        cal, name="Renamed", paused=True, leads=(timedelta(0),), state=SyncState()
+    )
+    updated = await store.update_calendar(changed)
+    assert updated.name == "Renamed"
+    assert updated.paused
+    assert updated.leads == (timedelta(0),)
+    assert updated.state == state
+    assert await store.get_calendar(cal.id) == updated
+
+
+async def test_update_to_a_new_url_forgets_validators(store: Store) -> None:
+    cal = await store.add_calendar(calendar())
+    lease = await claim_one(store)
+    state = SyncState(
+        etag='"v1"', last_modified="x", body_hash="abc", next_sync_at=T0 + MINUTE
+    )
+    await store.apply_sync(lease, SyncWrite(state=state), T0)
+    updated = await store.update_calendar(
+        attrs.evolve(cal, url="https://example.com/new.ics")
+    )
+    assert updated.state.etag is None
+    assert updated.state.last_modified is None
+    assert updated.state.body_hash is None
+    assert updated.state.next_sync_at == T0 + MINUTE
+
+
+async def test_update_to_a_taken_url_changes_nothing(store: Store) -> None:
+    first = await store.add_calendar(calendar("https://a/1.ics"))
+    second = await store.add_calendar(calendar("https://a/2.ics"))
+    with pytest.raises(CalendarExists):
+        await store.update_calendar(attrs.evolve(second, url=first.url, name="x"))
+    assert await store.get_calendar(second.id) == second
+
+
+async def test_update_unknown_calendar_is_not_found(store: Store) -> None:
+    with pytest.raises(CalendarNotFound):
+        await store.update_calendar(calendar())
+
+
+async def test_remove_deletes_occurrences_and_notifications(store: Store) -> None:
+    occ = occurrence("a", T0 + 5 * MINUTE)
+    cal = await seed(store, occ)
+    assert await store.add_notifications(cal.id, [note(occ)], T0) == 1
+    await store.remove_calendar(cal.id)
+    with pytest.raises(CalendarNotFound):
+        await store.get_calendar(cal.id)
+    assert await store.list_notifications() == []
+    assert await store.occurrences_starting(T0, T0 + timedelta(days=1)) == []
+    again = await store.add_calendar(calendar())
+    assert await store.list_occurrences(again.id) == []
+
+
+# -- claiming calendars ----------------------------------------------------
+
+
+async def test_new_calendar_is_claimed_once_while_leased(store: Store) -> None:
+    cal = await store.add_calendar(calendar())
+    lease = await claim_one(store)
+    assert lease.calendar == cal
+    assert lease.worker == "w1"
+    assert lease.expires_at == T0 + TTL
+    again = await store.claim_due_calendars(
+        T0 + MINUTE, limit=10, worker="w2", lease_ttl=TTL
+    )
+    assert again == []
+
+
+async def test_calendar_is_due_exactly_at_next_sync_at(store: Store) -> None:
+    due = T0 + timedelta(hours=1)
+    await store.add_calendar(calendar(state=SyncState(next_sync_at=due)))
+    early = await store.claim_due_calendars(
+        due - timedelta(microseconds=1), limit=5, worker="w", lease_ttl=TTL
+    )
+    assert early == []
+    assert (
+        len(await store.claim_due_calendars(due, limit=5, worker="w", lease_ttl=TTL))
+        == 1
+    )
+
+
+async def test_claims_go_earliest_due_first_up_to_the_limit(store: Store) -> None:
+    ids = []
+    for minutes in (30, 10, 20):
+        cal = await store.add_calendar(
+            calendar(
+                f"https://a/{minutes}.ics",
+                state=SyncState(next_sync_at=T0 + minutes * MINUTE),
+            )
+        )
+        ids.append((minutes, cal.id))
+    now = T0 + timedelta(hours=1)
+    leases = await store.claim_due_calendars(now, limit=2, worker="w", lease_ttl=TTL)
+    assert [lease.calendar_id for lease in leases] == [
+        cal_id for _, cal_id in sorted(ids)[:2]
+    ]
+
+
+async def test_paused_calendar_is_not_claimed_unless_requested(store: Store) -> None:
+    cal = await store.add_calendar(calendar(paused=True))
+    assert await store.claim_due_calendars(T0, limit=5, worker="w", lease_ttl=TTL) == []
+    await store.request_sync(cal.id, T0)
+    assert (await claim_one(store)).calendar_id == cal.id
+
+
+async def test_requested_sync_comes_before_periodic_ones(store: Store) -> None:
+    overdue = await store.add_calendar(calendar("https://a/1.ics"))
+    later = await store.add_calendar(
+        calendar(
+            "https://a/2.ics", state=SyncState(next_sync_at=T0 + timedelta(days=1))
+        )
+    )
+    await store.request_sync(later.id, T0)
+    leases = await store.claim_due_calendars(T0, limit=1, worker="w", lease_ttl=TTL)
+    assert [lease.calendar_id for lease in leases] == [later.id]
+    leases = await store.claim_due_calendars(T0, limit=5, worker="w", lease_ttl=TTL)
+    assert [lease.calendar_id for lease in leases] == [overdue.id]
+
+
+async def test_apply_clears_a_request_made_before_the_claim(store: Store) -> None:
+    cal = await store.add_calendar(
+        calendar(state=SyncState(next_sync_at=T0 + timedelta(days=1)))
+    )
+    await store.request_sync(cal.id, T0)
+    lease = await claim_one(store, T0 + MINUTE)
+    later = SyncState(next_sync_at=T0 + timedelta(days=1))
+    await store.apply_sync(lease, SyncWrite(state=later), T0 + MINUTE)
+    assert (
+        await store.claim_due_calendars(
+            T0 + 2 * MINUTE, limit=5, worker="w", lease_ttl=TTL
+        )
+        == []
+    )
+
+
+async def test_request_during_a_sync_survives_its_apply(store: Store) -> None:
+    cal = await store.add_calendar(calendar())
+    lease = await claim_one(store)
+    await store.request_sync(cal.id, T0 + MINUTE)
+    later = SyncState(next_sync_at=T0 + timedelta(days=1))
+    await store.apply_sync(lease, SyncWrite(state=later), T0 + 2 * MINUTE)
+    assert (await claim_one(store, T0 + 3 * MINUTE)).calendar_id == cal.id
+
+
+async def test_expired_lease_is_taken_over_and_the_old_write_refused(
+    store: Store,
+) -> None:
+    occ = occurrence("a", T0 + timedelta(hours=2))
+    cal = await seed(store, occ)
+    await store.request_sync(cal.id, T0)
+    stale = await claim_one(store, T0, worker="slow")
+    taken = await claim_one(store, T0 + TTL, worker="fast")
+    assert taken.token > stale.token
+    bad = SyncWrite(
+        state=SyncState(last_error="stale"), changes=ChangeSet(removed=(occ,))
+    )
+    with pytest.raises(LeaseLost):
+        await store.apply_sync(stale, bad, T0 + TTL)
+    assert await store.list_occurrences(cal.id) == [occ]
+    assert (await store.get_calendar(cal.id)).state.last_error is None
+    await store.apply_sync(taken, SyncWrite(state=SyncState(etag="e")), T0 + TTL)
+    assert (await store.get_calendar(cal.id)).state.etag == "e"
+
+
+async def test_a_lease_writes_once(store: Store) -> None:
+    await store.add_calendar(calendar())
+    lease = await claim_one(store)
+    await store.apply_sync(lease, SyncWrite(state=SyncState(etag="1")), T0)
+    with pytest.raises(LeaseLost):
+        await store.apply_sync(lease, SyncWrite(state=SyncState(etag="2")), T0)
+    assert (await store.get_calendar(lease.calendar_id)).state.etag == "1"
+
+
+async def test_apply_without_next_sync_at_makes_the_calendar_due_now(
+    store: Store,
+) -> None:
+    await store.add_calendar(calendar())
+    lease = await claim_one(store)
+    await store.apply_sync(lease, SyncWrite(state=SyncState()), T0 + MINUTE)
+    again = await claim_one(store, T0 + MINUTE)
+    assert again.calendar.state.next_sync_at == T0 + MINUTE
+
+
+async def test_released_lease_makes_the_calendar_claimable(store: Store) -> None:
+    await store.add_calendar(calendar())
+    lease = await claim_one(store)
+    await store.release_lease(lease)
+    assert (await claim_one(store, T0, worker="w2")).token == lease.token + 1
+    await store.release_lease(lease)  # lost: ignored
+
+
+async def test_renewed_lease_keeps_others_out(store: Store) -> None:
+    await store.add_calendar(calendar())
+    lease = await claim_one(store)
+    renewed = await store.renew_lease(lease, T0 + 4 * MINUTE, TTL)
+    assert renewed.expires_at == T0 + 9 * MINUTE
+    assert (
+        await store.claim_due_calendars(T0 + TTL, limit=5, worker="w2", lease_ttl=TTL)
+        == []
+    )
+    await store.apply_sync(renewed, SyncWrite(state=SyncState(etag="ok")), T0 + TTL)
+
+
+async def test_renewing_a_lost_lease_raises(store: Store) -> None:
+    await store.add_calendar(calendar())
+    lease = await claim_one(store)
+    await claim_one(store, T0 + TTL, worker="w2")
+    with pytest.raises(LeaseLost):
+        await store.renew_lease(lease, T0 + TTL, TTL)
+
+
+async def test_sync_state_round_trips(store: Store) -> None:
+    await store.add_calendar(calendar())
+    lease = await claim_one(store)
+    state = SyncState(
+        etag='W/"x"',
+        last_modified="Wed, 21 Oct 2026 07:28:00 GMT",
+        body_hash="h",
+        last_attempt_at=T0,
+        last_success_at=T0 - MINUTE,
+        last_error="HTTP 500",
+        consecutive_failures=3,
+        next_sync_at=T0 + timedelta(hours=2),
+        circuit=CircuitState.HALF_OPEN,
+        held_removals=42,
+        held_removals_hash="guard",
+    )
+    await store.apply_sync(lease, SyncWrite(state=state), T0)
+    assert (await store.get_calendar(lease.calendar_id)).state == state
+
+
+# -- applying changes ------------------------------------------------------
+
+
+async def test_apply_adds_updates_removes_and_expires(store: Store) -> None:
+    old = occurrence("old", T0 - timedelta(days=3))
+    gone = occurrence("gone", T0 + timedelta(hours=1))
+    edit = occurrence("edit", T0 + timedelta(hours=2))
+    cal = await seed(store, old, gone, edit)
+    await store.request_sync(cal.id, T0)
+    lease = await claim_one(store)
+    edited = attrs.evolve(edit, summary="Moved room")
+    new = occurrence("new", T0 + timedelta(hours=3), recurrence_id="20260301T150000Z")
+    changes = ChangeSet(
+        added=(new,), updated=(edited,), removed=(gone,), expired=(old,)
+    )
+    await store.apply_sync(lease, SyncWrite(state=SyncState(), changes=changes), T0)
+    assert await store.list_occurrences(cal.id) == [edited, new]
+    assert await store.list_occurrences(cal.id, include_expired=True) == [
+        old,
+        edited,
+        new,
+    ]
+
+
+async def test_list_occurrences_filters_by_window(store: Store) -> None:
+    first = occurrence("a", T0, minutes=60)
+    second = occurrence("b", T0 + timedelta(hours=2))
+    cal = await seed(store, first, second)
+    window = Window(T0 + 30 * MINUTE, T0 + timedelta(hours=2))
+    assert await store.list_occurrences(cal.id, window) == [first]
+
+
+async def test_occurrences_round_trip_every_field(store: Store) -> None:
+    from datetime import date
+
+    full = attrs.evolve(
+        occurrence("x", T0),
+        all_day=True,
+        location="Room 1",
+        description="Line 1\nLine 2 — ünïcode",
+        status="TENTATIVE",
+        sequence=7,
+        tzid="Europe/Berlin",
+        start_date=date(2026, 3, 1),
+        end_date=date(2026, 3, 2),
+        alarms=(timedelta(minutes=15), timedelta(days=1)),
+    )
+    cal = await seed(store, full)
+    [stored] = await store.list_occurrences(cal.id)
+    assert stored == full
+    assert stored.content_hash == full.content_hash
+
+
+async def test_occurrences_starting_spans_calendars_and_skips_paused(
+    store: Store,
+) -> None:
+    a = occurrence("a", T0 + 10 * MINUTE)
+    b = occurrence("b", T0 + 20 * MINUTE)
+    late = occurrence("late", T0 + 30 * MINUTE)
+    first = await seed(store, a, late)
+    second = await store.add_calendar(calendar("https://b/2.ics"))
+    lease = await claim_one(store)
+    await store.apply_sync(
+        lease, SyncWrite(state=SyncState(), changes=ChangeSet(added=(b,))), T0
+    )
+    found = await store.occurrences_starting(T0 + 10 * MINUTE, T0 + 30 * MINUTE)
+    assert found == [(first.id, a), (second.id, b)]
+    await store.update_calendar(attrs.evolve(second, paused=True))
+    found = await store.occurrences_starting(T0, T0 + timedelta(hours=1))
+    assert found == [(first.id, a), (first.id, late)]
+
+
+# -- notifications ---------------------------------------------------------
+
+
+async def test_a_notification_is_created_once(store: Store) -> None:
+    occ = occurrence("a", T0 + 5 * MINUTE)
+    cal = await seed(store, occ)
+    assert await store.add_notifications(cal.id, [note(occ), note(occ)], T0) == 1
+    assert await store.add_notifications(cal.id, [note(occ)], T0 + MINUTE) == 0
+    [record] = await store.list_notifications()
+    assert record.id == notification_id(cal.id, note(occ))
+    assert record.status is PENDING
+    assert record.due_at == occ.start - 10 * MINUTE
+    assert record.created_at == T0
+    assert record.attempts == 0
+
+
+async def test_notifications_need_their_occurrence_at_that_start(store: Store) -> None:
+    occ = occurrence("a", T0 + 5 * MINUTE)
+    cal = await seed(store, occ)
+    moved = Notification(key=occ.key, lead=MINUTE, start=occ.start + MINUTE)
+    unknown = Notification(key=OccurrenceKey("zzz"), lead=MINUTE, start=occ.start)
+    assert await store.add_notifications(cal.id, [moved, unknown], T0) == 0
+    with pytest.raises(CalendarNotFound):
+        await store.add_notifications("nope", [note(occ)], T0)
+
+
+async def test_expired_occurrence_gets_no_new_notification(store: Store) -> None:
+    occ = occurrence("a", T0 - timedelta(days=2))
+    cal = await seed(store, occ)
+    await store.request_sync(cal.id, T0)
+    lease = await claim_one(store)
+    changes = ChangeSet(expired=(occ,))
+    await store.apply_sync(lease, SyncWrite(state=SyncState(), changes=changes), T0)
+    assert await store.add_notifications(cal.id, [note(occ)], T0) == 0
+
+
+async def test_each_lead_and_start_is_its_own_notification(store: Store) -> None:
+    occ = occurrence("a", T0 + timedelta(hours=1))
+    cal = await seed(store, occ)
+    notes = [note(occ, MINUTE), note(occ, 10 * MINUTE), note(occ, timedelta(0))]
+    assert await store.add_notifications(cal.id, notes, T0) == 3
+    fire_times = [r.fire_at for r in await store.list_notifications(calendar_id=cal.id)]
+    assert fire_times == sorted(n.fire_at for n in notes)
+
+
+async def test_apply_cancels_pending_notifications_of_removed_and_moved(
+    store: Store,
+) -> None:
+    gone = occurrence("gone", T0 + timedelta(hours=1))
+    moves = occurrence("moves", T0 + timedelta(hours=1))
+    stays = occurrence("stays", T0 + timedelta(hours=1))
+    retitled = occurrence("retitled", T0 + timedelta(hours=1))
+    cal = await seed(store, gone, moves, stays, retitled)
+    notes = [note(o) for o in (gone, moves, stays, retitled)]
+    assert await store.add_notifications(cal.id, notes, T0) == 4
+    await store.request_sync(cal.id, T0)
+    lease = await claim_one(store)
+    moved = attrs.evolve(moves, start=moves.start + MINUTE, end=moves.end + MINUTE)
+    changes = ChangeSet(
+        updated=(moved, attrs.evolve(retitled, summary="New title")), removed=(gone,)
+    )
+    applied = await store.apply_sync(
+        lease,
+        SyncWrite(state=SyncState(), changes=changes, create=(note(moved),)),
+        T0,
+    )
+    assert applied.cancelled == 2
+    assert applied.created == 1
+    by_uid = {
+        (r.notification.key.uid, r.notification.start): r.status
+        for r in await store.list_notifications()
+    }
+    assert by_uid == {
+        ("gone", gone.start): NotificationStatus.CANCELLED,
+        ("moves", moves.start): NotificationStatus.CANCELLED,
+        ("moves", moved.start): PENDING,
+        ("stays", stays.start): PENDING,
+        ("retitled", retitled.start): PENDING,
+    }
+
+
+async def test_apply_cancels_notifications_asked_for(store: Store) -> None:
+    occ = occurrence("a", T0 + timedelta(hours=1))
+    cal = await seed(store, occ)
+    await store.add_notifications(cal.id, [note(occ, MINUTE), note(occ)], T0)
+    await store.request_sync(cal.id, T0)
+    lease = await claim_one(store)
+    write = SyncWrite(state=SyncState(), cancel=(note(occ, MINUTE),))
+    assert (await store.apply_sync(lease, write, T0)).cancelled == 1
+    statuses = {r.notification.lead: r.status for r in await store.list_notifications()}
+    assert statuses == {MINUTE: NotificationStatus.CANCELLED, 10 * MINUTE: PENDING}
+
+
+async def test_claimed_notification_carries_its_occurrence(store: Store) -> None:
+    occ = occurrence("a", T0 + 10 * MINUTE)
+    cal = await seed(store, occ)
+    await store.add_notifications(cal.id, [note(occ)], T0)
+    [claim] = await store.claim_notifications(T0, limit=10, worker="d", lease_ttl=TTL)
+    assert claim.occurrence == occ
+    assert claim.record.calendar_id == cal.id
+    assert claim.expires_at == T0 + TTL
+    assert claim.id == notification_id(cal.id, note(occ))
+
+
+async def test_notifications_are_claimed_when_due_and_once_per_claim(
+    store: Store,
+) -> None:
+    soon = occurrence("soon", T0 + 10 * MINUTE)
+    later = occurrence("later", T0 + 20 * MINUTE)
+    cal = await seed(store, soon, later)
+    await store.add_notifications(cal.id, [note(soon), note(later)], T0)
+    claims = await store.claim_notifications(T0, limit=10, worker="d", lease_ttl=TTL)
+    assert [c.record.notification.key.uid for c in claims] == ["soon"]
+    again = await store.claim_notifications(
+        T0 + MINUTE, limit=10, worker="e", lease_ttl=TTL
+    )
+    assert again == []
+    back = await store.claim_notifications(
+        T0 + TTL, limit=10, worker="e", lease_ttl=TTL
+    )
+    assert [c.record.notification.key.uid for c in back] == ["soon"]
+    assert back[0].token > claims[0].token
+
+
+async def test_delivered_notification_is_not_claimed_again(store: Store) -> None:
+    occ = occurrence("a", T0 + 10 * MINUTE)
+    cal = await seed(store, occ)
+    await store.add_notifications(cal.id, [note(occ)], T0)
+    [claim] = await store.claim_notifications(T0, limit=10, worker="d", lease_ttl=TTL)
+    await store.mark_delivered(claim, T0 + MINUTE)
+    await store.mark_delivered(claim, T0 + 2 * MINUTE)
+    [record] = await store.list_notifications(status=NotificationStatus.DELIVERED)
+    assert record.delivered_at == T0 + MINUTE
+    later = T0 + timedelta(hours=1)
+    assert (
+        await store.claim_notifications(later, limit=9, worker="d", lease_ttl=TTL) == []
+    )
+    assert await store.add_notifications(cal.id, [note(occ)], later) == 0
+
+
+async def test_failed_attempt_is_retried_at_the_given_time(store: Store) -> None:
+    occ = occurrence("a", T0 + 10 * MINUTE)
+    cal = await seed(store, occ)
+    await store.add_notifications(cal.id, [note(occ)], T0)
+    [claim] = await store.claim_notifications(T0, limit=10, worker="d", lease_ttl=TTL)
+    retry_at = T0 + 2 * MINUTE
+    assert await store.mark_failed(claim, T0, error="HTTP 502", retry_at=retry_at)
+    [record] = await store.list_notifications()
+    assert (record.status, record.attempts, record.last_error) == (
+        PENDING,
+        1,
+        "HTTP 502",
+    )
+    assert record.due_at == retry_at
+    early = retry_at - timedelta(seconds=1)
+    assert (
+        await store.claim_notifications(early, limit=9, worker="d", lease_ttl=TTL) == []
+    )
+    [again] = await store.claim_notifications(
+        retry_at, limit=9, worker="d", lease_ttl=TTL
+    )
+    assert again.record.attempts == 1
+
+
+async def test_last_failure_dead_letters_and_requeue_revives(store: Store) -> None:
+    occ = occurrence("a", T0 + 10 * MINUTE)
+    cal = await seed(store, occ)
+    await store.add_notifications(cal.id, [note(occ)], T0)
+    [claim] = await store.claim_notifications(T0, limit=10, worker="d", lease_ttl=TTL)
+    assert await store.mark_failed(claim, T0, error="boom", retry_at=None)
+    [dead] = await store.list_notifications(status=NotificationStatus.FAILED)
+    assert dead.attempts == 1
+    later = T0 + timedelta(hours=1)
+    assert (
+        await store.claim_notifications(later, limit=9, worker="d", lease_ttl=TTL) == []
+    )
+    assert await store.requeue([dead.id, "unknown"], later) == 1
+    assert await store.requeue([dead.id], later) == 0
+    [revived] = await store.claim_notifications(
+        later, limit=9, worker="d", lease_ttl=TTL
+    )
+    assert revived.record.attempts == 0
+    assert revived.record.status is PENDING
+
+
+async def test_failure_on_a_taken_over_claim_changes_nothing(store: Store) -> None:
+    occ = occurrence("a", T0 + 10 * MINUTE)
+    cal = await seed(store, occ)
+    await store.add_notifications(cal.id, [note(occ)], T0)
+    [stale] = await store.claim_notifications(T0, limit=10, worker="a", lease_ttl=TTL)
+    [fresh] = await store.claim_notifications(
+        T0 + TTL, limit=10, worker="b", lease_ttl=TTL
+    )
+    assert not await store.mark_failed(stale, T0 + TTL, error="late", retry_at=None)
+    [record] = await store.list_notifications()
+    assert (record.status, record.attempts) == (PENDING, 0)
+    assert await store.mark_failed(fresh, T0 + TTL, error="x", retry_at=None)
+
+
+async def test_cancelled_notification_is_never_claimed(store: Store) -> None:
+    occ = occurrence("a", T0 + 10 * MINUTE)
+    cal = await seed(store, occ)
+    await store.add_notifications(cal.id, [note(occ)], T0)
+    await store.request_sync(cal.id, T0)
+    lease = await claim_one(store)
+    write = SyncWrite(state=SyncState(), changes=ChangeSet(removed=(occ,)))
+    await store.apply_sync(lease, write, T0)
+    assert await store.claim_notifications(T0, limit=9, worker="d", lease_ttl=TTL) == []
+
+
+async def test_claim_on_a_removed_occurrence_has_none(store: Store) -> None:
+    occ = occurrence("a", T0 + 10 * MINUTE)
+    cal = await seed(store, occ)
+    await store.add_notifications(cal.id, [note(occ)], T0)
+    [claim] = await store.claim_notifications(T0, limit=9, worker="d", lease_ttl=TTL)
+    await store.request_sync(cal.id, T0)
+    lease = await claim_one(store)
+    write = SyncWrite(state=SyncState(), changes=ChangeSet(removed=(occ,)))
+    await store.apply_sync(lease, write, T0)
+    # The claim raced the removal: the delivery is recorded as it happened.
+    await store.mark_delivered(claim, T0 + MINUTE)
+    [record] = await store.list_notifications()
+    assert record.status is NotificationStatus.DELIVERED
+
+
+# -- job runs and pruning --------------------------------------------------
+
+
+async def test_job_runs_come_back_newest_first(store: Store) -> None:
+    for minutes, job in ((1, "sync_due"), (3, "cleanup"), (2, "sync_due")):
+        await store.record_job_run(
+            JobRun(
+                job=job,
+                started_at=T0,
+                finished_at=T0 + minutes * MINUTE,
+                outcome=JobOutcome.OK if job == "cleanup" else JobOutcome.PARTIAL,
+                counts={"synced": minutes},
+                error=None if job == "cleanup" else "1 calendar failed",
+            )
+        )
+    runs = await store.recent_job_runs()
+    assert [run.finished_at for run in runs] == [
+        T0 + 3 * MINUTE,
+        T0 + 2 * MINUTE,
+        T0 + MINUTE,
+    ]
+    sync_runs = await store.recent_job_runs(job="sync_due", limit=1)
+    assert sync_runs == [
+        JobRun(
+            job="sync_due",
+            started_at=T0,
+            finished_at=T0 + 2 * MINUTE,
+            outcome=JobOutcome.PARTIAL,
+            counts={"synced": 2},
+            error="1 calendar failed",
+        )
+    ]
+
+
+async def test_prune_removes_only_what_retention_allows(store: Store) -> None:
+    old = occurrence("old", T0 - timedelta(days=10))
+    live = occurrence("live", T0 - timedelta(days=10) + MINUTE)
+    soon = occurrence("soon", T0 + 5 * MINUTE)
+    cal = await seed(store, old, live, soon)
+    await store.add_notifications(cal.id, [note(soon), note(live)], T0)
+    await store.request_sync(cal.id, T0)
+    lease = await claim_one(store)
+    changes = ChangeSet(expired=(old,))
+    await store.apply_sync(lease, SyncWrite(state=SyncState(), changes=changes), T0)
+    claims = await store.claim_notifications(T0, limit=9, worker="d", lease_ttl=TTL)
+    for claim in claims:
+        await store.mark_delivered(claim, T0)
+    await store.record_job_run(
+        JobRun("cleanup", T0 - timedelta(days=40), T0 - timedelta(days=40), "ok")
+    )
+    await store.record_job_run(JobRun("cleanup", T0, T0, "ok"))
+    counts = await store.prune(
+        occurrences_before=T0 - timedelta(days=1),
+        notifications_before=T0,
+        job_runs_before=T0 - timedelta(days=30),
+    )
+    assert (counts.occurrences, counts.notifications, counts.job_runs) == (1, 1, 1)
+    assert await store.list_occurrences(cal.id, include_expired=True) == [live, soon]
+    [kept] = await store.list_notifications()
+    assert kept.notification.key.uid == "soon"
+    assert len(await store.recent_job_runs()) == 1
+
+
+# -- bad input -------------------------------------------------------------
+
+
+async def test_naive_time_is_refused_and_nothing_changes(store: Store) -> None:
+    cal = await store.add_calendar(calendar())
+    with pytest.raises(ValidationError):
+        await store.claim_due_calendars(
+            datetime(2026, 3, 1, 12), limit=5, worker="w", lease_ttl=TTL
+        )
+    with pytest.raises(ValidationError):
+        await store.request_sync(cal.id, datetime(2026, 3, 1, 12))
+    assert (await claim_one(store)).calendar_id == cal.id
+
+
+async def test_bad_claim_arguments_are_refused(store: Store) -> None:
+    with pytest.raises(ValidationError):
+        await store.claim_due_calendars(T0, limit=0, worker="w", lease_ttl=TTL)
+    with pytest.raises(ValidationError):
+        await store.claim_notifications(T0, limit=5, worker="w", lease_ttl=timedelta(0))
+
+
+async def test_a_failed_apply_loses_nothing(store: Store) -> None:
+    occ = occurrence("a", T0 + timedelta(hours=1))
+    cal = await seed(store, occ)
+    await store.request_sync(cal.id, T0)
+    lease = await claim_one(store)
+    await store.release_lease(lease)
+    with pytest.raises(LeaseLost):
+        await store.apply_sync(
+            lease, SyncWrite(state=SyncState(), changes=ChangeSet(removed=(occ,))), T0
+        )
+    assert await store.list_occurrences(cal.id) == [occ]
+
+
+async def test_data_survives_reopening(store_factory: StoreFactory) -> None:
+    occ = occurrence("a", T0 + timedelta(hours=1))
+    async with store_factory() as first:
+        cal = await seed(first, occ)
+        await first.add_notifications(cal.id, [note(occ)], T0)
+    async with store_factory() as second:
+        assert (await second.get_calendar(cal.id)).id == cal.id
+        assert await second.list_occurrences(cal.id) == [occ]
+        assert len(await second.list_notifications()) == 1
