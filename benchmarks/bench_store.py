@@ -1,0 +1,252 @@
+"""How the hot store queries scale with the number of stored occurrences.
+
+For SQLite and PostgreSQL, with 10k, 100k and 1M occurrences loaded through the
+public Store API (5,000 per calendar), the median of N runs of:
+
+  (a) claim_due_calendars while 10 calendars are due,
+  (b) claim_notifications at a `now` where 50 of many pending ones are due,
+  (c) apply_sync of a 1 %-changed ChangeSet (50 of 5,000 updated).
+
+Target: (a) and (b) grow at most 2x from 10k to 1M (index lookups, not scans).
+
+    python benchmarks/bench_store.py [--sizes 10000,100000,1000000] [--runs 15]
+
+PostgreSQL is measured when CALSYNC_TEST_POSTGRES_URL (or --postgres) is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import attrs
+
+from calsync import (
+    Calendar,
+    ChangeSet,
+    Notification,
+    Occurrence,
+    OccurrenceKey,
+    PostgresStore,
+    SQLiteStore,
+    Store,
+    SyncState,
+    SyncWrite,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+PER_CALENDAR = 5_000
+DUE_CALENDARS = 10
+DUE_NOTIFICATIONS = 50
+TTL = timedelta(minutes=5)
+
+
+def occurrences_of(calendar_index: int) -> tuple[Occurrence, ...]:
+    """5,000 occurrences, one every 30 minutes from T0 on."""
+    return tuple(
+        Occurrence(
+            key=OccurrenceKey(f"c{calendar_index}-e{n}", ""),
+            start=T0 + timedelta(minutes=30 * n + calendar_index),
+            end=T0 + timedelta(minutes=30 * n + calendar_index + 25),
+            summary=f"Event {n} of calendar {calendar_index}",
+            location="Room 4",
+        )
+        for n in range(PER_CALENDAR)
+    )
+
+
+async def load(store: Store, total: int) -> list[str]:
+    """Store total/5000 calendars with their occurrences and future notifications."""
+    calendar_ids = []
+    far = T0 + timedelta(days=365)
+    for index in range(total // PER_CALENDAR):
+        due = index < DUE_CALENDARS
+        calendar = await store.add_calendar(
+            Calendar(
+                url=f"https://feeds.example/{index}.ics",
+                created_at=T0,
+                state=SyncState(next_sync_at=T0 if due else far),
+            )
+        )
+        occurrences = occurrences_of(index)
+        await store.request_sync(calendar.id, T0)
+        [lease] = await store.claim_due_calendars(
+            T0, limit=1, worker="load", lease_ttl=TTL
+        )
+        assert lease.calendar_id == calendar.id
+        # Pending notifications for every 10th occurrence; only the first
+        # calendar's earliest ones are due at T0 + 1 h.
+        notes = [
+            Notification(key=o.key, lead=timedelta(minutes=10), start=o.start)
+            for o in occurrences[::10]
+        ]
+        await store.apply_sync(
+            lease,
+            SyncWrite(
+                state=SyncState(next_sync_at=T0 if due else far),
+                changes=ChangeSet(added=occurrences),
+                create=notes,
+            ),
+            T0,
+        )
+        calendar_ids.append(calendar.id)
+    return calendar_ids
+
+
+def due_now(calendar_count: int) -> datetime:
+    """A `now` at which exactly 50 notifications are due.
+
+    Calendar i's occurrence n starts at T0 + 30n + i minutes; notifications exist
+    for n = 0, 10, 20, ... and fire 10 minutes before.
+    """
+    fire_times = sorted(
+        T0 + timedelta(minutes=30 * n + i - 10)
+        for i in range(calendar_count)
+        for n in range(0, PER_CALENDAR, 10)
+    )
+    return fire_times[DUE_NOTIFICATIONS - 1]
+
+
+async def timed(action: Callable[[], Awaitable[object]]) -> float:
+    start = time.perf_counter()
+    await action()
+    return time.perf_counter() - start
+
+
+async def measure(store: Store, calendar_ids: list[str], runs: int) -> dict[str, float]:
+    now = due_now(len(calendar_ids))
+    claim_times, notify_times, apply_times = [], [], []
+    for run in range(runs):
+        leases: list = []
+
+        async def claim_calendars() -> None:
+            leases.extend(
+                await store.claim_due_calendars(
+                    T0, limit=DUE_CALENDARS, worker="bench", lease_ttl=TTL
+                )
+            )
+
+        claim_times.append(await timed(claim_calendars))
+        assert len(leases) == min(DUE_CALENDARS, len(calendar_ids)), len(leases)
+        for lease in leases:
+            await store.release_lease(lease)
+
+        claims: list = []
+
+        async def claim_notifications() -> None:
+            claims.extend(
+                await store.claim_notifications(
+                    now, limit=100, worker="bench", lease_ttl=TTL
+                )
+            )
+
+        notify_times.append(await timed(claim_notifications))
+        assert len(claims) == DUE_NOTIFICATIONS, len(claims)
+        for claim in claims:
+            await store.mark_failed(
+                claim, now, error="bench", retry_at=claim.record.fire_at
+            )
+
+        target = calendar_ids[-1]
+        await store.request_sync(target, T0)
+        [lease] = await store.claim_due_calendars(
+            T0, limit=1, worker="bench", lease_ttl=TTL
+        )
+        assert lease.calendar_id == target
+        current = await store.list_occurrences(target)
+        changed = tuple(
+            attrs.evolve(o, summary=f"{o.summary} (edit {run})") for o in current[::100]
+        )
+        write = SyncWrite(
+            state=SyncState(next_sync_at=T0 + timedelta(days=365)),
+            changes=ChangeSet(updated=changed, unchanged=len(current) - len(changed)),
+        )
+        apply_times.append(await timed(lambda: store.apply_sync(lease, write, T0)))
+    return {
+        "claim_due_calendars": statistics.median(claim_times),
+        "claim_notifications": statistics.median(notify_times),
+        "apply_1pct": statistics.median(apply_times),
+    }
+
+
+async def bench_backend(
+    name: str, make: Callable[[], Store], sizes: list[int], runs: int
+) -> dict[int, dict[str, float]]:
+    results = {}
+    for size in sizes:
+        store = make()
+        async with store:
+            started = time.perf_counter()
+            calendar_ids = await load(store, size)
+            loaded = time.perf_counter() - started
+            print(
+                f"  {name}: loaded {size:,} occurrences in {loaded:.1f} s", flush=True
+            )
+            results[size] = await measure(store, calendar_ids, runs)
+        await cleanup(name, store)
+    return results
+
+
+async def cleanup(name: str, store: Store) -> None:
+    if name == "postgres":
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(
+            os.environ["CALSYNC_TEST_POSTGRES_URL"], autocommit=True
+        ) as conn:
+            schema = store.schema  # type: ignore[attr-defined]
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def table(name: str, results: dict[int, dict[str, float]]) -> None:
+    sizes = sorted(results)
+    print(f"\n{name}: median ms per call")
+    header = f"{'operation':<22}" + "".join(f"{s:>12,}" for s in sizes)
+    print(header + f"{'growth':>10}")
+    for op in ("claim_due_calendars", "claim_notifications", "apply_1pct"):
+        cells = "".join(f"{results[s][op] * 1000:>12.2f}" for s in sizes)
+        growth = results[sizes[-1]][op] / results[sizes[0]][op]
+        target = " (<= 2x)" if op != "apply_1pct" else ""
+        print(f"{op:<22}{cells}{growth:>9.2f}x{target}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument(
+        "--postgres", default=os.environ.get("CALSYNC_TEST_POSTGRES_URL")
+    )
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        counter = iter(range(1000))
+
+        def sqlite() -> Store:
+            return SQLiteStore(Path(tmp) / f"bench-{next(counter)}.db")
+
+        results = {"sqlite": await bench_backend("sqlite", sqlite, sizes, args.runs)}
+    if args.postgres:
+        os.environ["CALSYNC_TEST_POSTGRES_URL"] = args.postgres
+
+        def postgres() -> Store:
+            schema = f"calsync_bench_{uuid.uuid4().hex[:8]}"
+            return PostgresStore(args.postgres, schema=schema)
+
+        results["postgres"] = await bench_backend(
+            "postgres", postgres, sizes, args.runs
+        )
+    for name, backend_results in results.items():
+        table(name, backend_results)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,129 @@
+"""A store client run as its own OS process by the concurrency and crash tests.
+
+Usage: python _child.py BACKEND TARGET MODE WORKER
+BACKEND is "sqlite" (TARGET a file path) or "postgres" (TARGET a schema name, the
+server from CALSYNC_TEST_POSTGRES_URL). It prints one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+
+from calsync import (
+    ChangeSet,
+    LeaseLost,
+    Occurrence,
+    OccurrenceKey,
+    PostgresStore,
+    SQLiteStore,
+    Store,
+    SyncState,
+    SyncWrite,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LONG = timedelta(hours=1)
+
+
+def open_store(backend: str, target: str) -> Store:
+    if backend == "sqlite":
+        return SQLiteStore(target)
+    return PostgresStore(os.environ["CALSYNC_TEST_POSTGRES_URL"], schema=target)
+
+
+def say(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+async def claim_everything(store: Store, worker: str) -> None:
+    """Claim calendars and notifications in small batches until none are left."""
+    calendars: list[str] = []
+    notifications: list[str] = []
+    while True:
+        leases = await store.claim_due_calendars(
+            T0, limit=2, worker=worker, lease_ttl=LONG
+        )
+        claims = await store.claim_notifications(
+            T0, limit=3, worker=worker, lease_ttl=LONG
+        )
+        calendars += [lease.calendar_id for lease in leases]
+        notifications += [claim.id for claim in claims]
+        if not leases and not claims:
+            break
+    say(calendars=calendars, notifications=notifications)
+
+
+async def hold_then_write(store: Store, worker: str) -> None:
+    """Claim at T0, wait for a line on stdin, then try to write under that lease."""
+    [lease] = await store.claim_due_calendars(
+        T0, limit=1, worker=worker, lease_ttl=timedelta(minutes=5)
+    )
+    say(claimed=lease.calendar_id, token=lease.token)
+    await asyncio.to_thread(sys.stdin.readline)
+    try:
+        await store.apply_sync(
+            lease, SyncWrite(state=SyncState(etag=worker)), T0 + timedelta(minutes=6)
+        )
+    except LeaseLost as error:
+        say(outcome="lease_lost", error=str(error))
+    else:
+        say(outcome="written")
+
+
+async def take_over(store: Store, worker: str) -> None:
+    """Claim after the first lease expired, and write."""
+    [lease] = await store.claim_due_calendars(
+        T0 + timedelta(minutes=5), limit=1, worker=worker, lease_ttl=LONG
+    )
+    await store.apply_sync(
+        lease, SyncWrite(state=SyncState(etag=worker)), T0 + timedelta(minutes=5)
+    )
+    say(claimed=lease.calendar_id, token=lease.token, outcome="written")
+
+
+def generation(label: str, count: int) -> tuple[Occurrence, ...]:
+    return tuple(
+        Occurrence(
+            key=OccurrenceKey(f"{label}-{n}"),
+            start=T0 + timedelta(minutes=n),
+            end=T0 + timedelta(minutes=n + 30),
+            summary=f"{label} {n}",
+        )
+        for n in range(count)
+    )
+
+
+async def big_apply(store: Store, worker: str) -> None:
+    """Replace the 'before' generation by the 'after' one in one large apply."""
+    count = int(os.environ.get("CALSYNC_CRASH_ROWS", "20000"))
+    [lease] = await store.claim_due_calendars(
+        T0 + timedelta(days=1), limit=1, worker=worker, lease_ttl=LONG
+    )
+    before = await store.list_occurrences(lease.calendar_id)
+    changes = ChangeSet(added=generation("after", count), removed=tuple(before))
+    write = SyncWrite(state=SyncState(etag="after"), changes=changes)
+    say(applying=len(before))
+    await store.apply_sync(lease, write, T0 + timedelta(days=1))
+    say(applied=True)
+
+
+MODES = {
+    "claim": claim_everything,
+    "hold": hold_then_write,
+    "take_over": take_over,
+    "big_apply": big_apply,
+}
+
+
+async def main() -> None:
+    backend, target, mode, worker = sys.argv[1:5]
+    async with open_store(backend, target) as store:
+        await MODES[mode](store, worker)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
