@@ -23,7 +23,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -115,40 +115,24 @@ def due_now(calendar_count: int) -> datetime:
     return fire_times[DUE_NOTIFICATIONS - 1]
 
 
-async def timed(action: Callable[[], Awaitable[object]]) -> float:
-    start = time.perf_counter()
-    await action()
-    return time.perf_counter() - start
-
-
 async def measure(store: Store, calendar_ids: list[str], runs: int) -> dict[str, float]:
     now = due_now(len(calendar_ids))
     claim_times, notify_times, apply_times = [], [], []
     for run in range(runs):
-        leases: list = []
-
-        async def claim_calendars() -> None:
-            leases.extend(
-                await store.claim_due_calendars(
-                    T0, limit=DUE_CALENDARS, worker="bench", lease_ttl=TTL
-                )
-            )
-
-        claim_times.append(await timed(claim_calendars))
+        started = time.perf_counter()
+        leases = await store.claim_due_calendars(
+            T0, limit=DUE_CALENDARS, worker="bench", lease_ttl=TTL
+        )
+        claim_times.append(time.perf_counter() - started)
         assert len(leases) == min(DUE_CALENDARS, len(calendar_ids)), len(leases)
         for lease in leases:
             await store.release_lease(lease)
 
-        claims: list = []
-
-        async def claim_notifications() -> None:
-            claims.extend(
-                await store.claim_notifications(
-                    now, limit=100, worker="bench", lease_ttl=TTL
-                )
-            )
-
-        notify_times.append(await timed(claim_notifications))
+        started = time.perf_counter()
+        claims = await store.claim_notifications(
+            now, limit=100, worker="bench", lease_ttl=TTL
+        )
+        notify_times.append(time.perf_counter() - started)
         assert len(claims) == DUE_NOTIFICATIONS, len(claims)
         for claim in claims:
             await store.mark_failed(
@@ -169,7 +153,9 @@ async def measure(store: Store, calendar_ids: list[str], runs: int) -> dict[str,
             state=SyncState(next_sync_at=T0 + timedelta(days=365)),
             changes=ChangeSet(updated=changed, unchanged=len(current) - len(changed)),
         )
-        apply_times.append(await timed(lambda: store.apply_sync(lease, write, T0)))
+        started = time.perf_counter()
+        await store.apply_sync(lease, write, T0)
+        apply_times.append(time.perf_counter() - started)
     return {
         "claim_due_calendars": statistics.median(claim_times),
         "claim_notifications": statistics.median(notify_times),
