@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -39,4 +41,9 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     session.install("-e", ".")
-    session.run("python", "benchmarks/bench_parse.py", *session.posargs)
+    """Run every benchmarks/bench_*.py, or those named: nox -s bench -- store fetch."""
+    session.install("-e", ".[postgres]")
+    wanted = set(session.posargs)
+    for script in sorted(Path("benchmarks").glob("bench_*.py")):
+        if not wanted or script.stem.removeprefix("bench_") in wanted:
+            session.run("python", str(script))
