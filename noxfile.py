@@ -40,7 +40,6 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    session.install("-e", ".")
     """Run every benchmarks/bench_*.py, or those named: nox -s bench -- store fetch."""
     session.install("-e", ".[postgres]")
     wanted = set(session.posargs)

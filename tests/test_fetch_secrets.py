@@ -1,0 +1,113 @@
+"""No secret from a feed URL or its credentials reaches a log line, an error or a repr.
+
+Each case fetches ``http://user:password@127.0.0.1:port/...?token=...`` with a
+bearer token from a real server, captures every log record calsync and the
+aiohttp client emit, and searches them, the exception (message, repr, full
+traceback with causes and contexts) and the result for the secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from _feed_server import FeedServer
+from calsync import BasicAuth, BearerAuth, FetchError, HttpFetcher, redact
+
+pytest_plugins = ["_feed_server"]
+
+SECRETS = ("s3cr3t-token", "pa55-word-77", "b34rer-xyz-99")
+# Records from the test server itself are not calsync's output: the server was
+# sent the token on purpose, like any real feed server is.
+SERVER_LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.access")
+
+CASES = {
+    "fetched": "/cal.ics",
+    "not_calendar": "/html",
+    "server_error": "/status/500",
+    "rate_limited": "/status/429",
+    "timeout": "/slow-first-byte",
+    "reset": "/reset",
+    "truncated": "/truncated",
+    "too_large": "/big",
+    "redirect_loop": "/loop",
+    "blocked_redirect": "/redirect",
+    "odd_content_type": "/typed",
+}
+EXTRA_QUERY = {
+    "blocked_redirect": "to=http://169.254.169.254/x%3Ftoken%3Ds3cr3t-token&",
+    "odd_content_type": "type=text/plain&",
+}
+
+
+def secret_url(server: FeedServer, case: str) -> str:
+    query = f"{EXTRA_QUERY.get(case, '')}token=s3cr3t-token"
+    path = CASES[case]
+    return server.url(f"{path}?{query}").replace("http://", "http://user:pa55-word-77@")
+
+
+def leaked(text: str) -> list[str]:
+    return [secret for secret in SECRETS if secret in text]
+
+
+@pytest.fixture
+async def fetcher() -> AsyncIterator[HttpFetcher]:
+    async with HttpFetcher(
+        allow=["127.0.0.1"],
+        total_timeout=timedelta(seconds=0.5),
+        max_body_bytes=1024 * 1024,
+    ) as fetcher:
+        yield fetcher
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_no_secret_reaches_logs_errors_or_reprs(
+    case: str,
+    fetcher: HttpFetcher,
+    feed_server: FeedServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    shown: list[str] = []
+    with caplog.at_level(logging.DEBUG):
+        try:
+            result = await fetcher.fetch(
+                secret_url(feed_server, case), auth=BearerAuth("b34rer-xyz-99")
+            )
+        except FetchError as error:
+            shown += [str(error), repr(error), *traceback.format_exception(error)]
+            shown += [str(value) for value in vars(error).values()]
+        else:
+            shown += [repr(result), result.final_url]
+    for record in caplog.records:
+        if not record.name.startswith(SERVER_LOGGERS):
+            shown += [record.getMessage(), repr(vars(record))]
+    assert feed_server.requests, "the case never reached the server"
+    assert shown
+    assert leaked("\n".join(shown)) == []
+
+
+async def test_the_server_really_received_the_secrets(
+    fetcher: HttpFetcher, feed_server: FeedServer
+) -> None:
+    await fetcher.fetch(secret_url(feed_server, "fetched"))
+    seen = feed_server.requests[-1]
+    assert "token=s3cr3t-token" in seen.query
+    assert seen.headers["Authorization"] == "Basic dXNlcjpwYTU1LXdvcmQtNzc="
+
+
+def test_credentials_and_fetcher_reprs_hold_no_secret() -> None:
+    texts = [
+        repr(BasicAuth("user", "pa55-word-77")),
+        repr(BearerAuth("b34rer-xyz-99")),
+        repr(HttpFetcher(allow=["127.0.0.1"])),
+    ]
+    assert leaked("\n".join(texts)) == []
+
+
+def test_redact_hides_every_secret_of_the_issue_url() -> None:
+    url = "https://user:pa55-word-77@host/cal.ics?token=s3cr3t-token"
+    assert redact(url) == "https://***@host/cal.ics?token=***"
