@@ -150,7 +150,7 @@ async def measure(store: Store, calendar_ids: list[str], runs: int) -> dict[str,
             attrs.evolve(o, summary=f"{o.summary} (edit {run})") for o in current[::100]
         )
         write = SyncWrite(
-            state=SyncState(next_sync_at=T0 + timedelta(days=365)),
+            state=SyncState(next_sync_at=lease.calendar.state.next_sync_at),
             changes=ChangeSet(updated=changed, unchanged=len(current) - len(changed)),
         )
         started = time.perf_counter()

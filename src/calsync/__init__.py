@@ -70,7 +70,9 @@ from ._records import (
 from ._redact import redact
 from ._schedule import Schedule
 from ._store.memory import MemoryStore
+from ._store.postgres import PostgresStore
 from ._store.protocol import Store
+from ._store.sqlite import SQLiteStore
 
 __all__ = [
     "AppliedSync",
@@ -111,9 +113,11 @@ __all__ = [
     "OccurrenceKey",
     "ParseError",
     "ParsedCalendar",
+    "PostgresStore",
     "Problem",
     "PruneCounts",
     "RetryPolicy",
+    "SQLiteStore",
     "Schedule",
     "ScheduleError",
     "SchemaVersionError",

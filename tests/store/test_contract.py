@@ -289,6 +289,20 @@ async def test_request_during_a_sync_survives_its_apply(store: Store) -> None:
     assert (await claim_one(store, T0 + 3 * MINUTE)).calendar_id == cal.id
 
 
+async def test_second_request_during_a_requested_sync_survives_its_apply(
+    store: Store,
+) -> None:
+    cal = await store.add_calendar(
+        calendar(state=SyncState(next_sync_at=T0 + timedelta(days=1)))
+    )
+    await store.request_sync(cal.id, T0)
+    lease = await claim_one(store, T0 + MINUTE)
+    await store.request_sync(cal.id, T0 + 2 * MINUTE)
+    later = SyncState(next_sync_at=T0 + timedelta(days=1))
+    await store.apply_sync(lease, SyncWrite(state=later), T0 + 3 * MINUTE)
+    assert (await claim_one(store, T0 + 4 * MINUTE)).calendar_id == cal.id
+
+
 async def test_expired_lease_is_taken_over_and_the_old_write_refused(
     store: Store,
 ) -> None:

@@ -85,9 +85,11 @@ async def test_four_processes_claim_every_item_exactly_once(
             occurrences = [
                 occurrence(f"e{n}-{i}", T0 + timedelta(minutes=i)) for i in range(5)
             ]
+            await store.request_sync(cal.id, T0)
             [lease] = await store.claim_due_calendars(
                 T0, limit=1, worker="seed", lease_ttl=timedelta(minutes=1)
             )
+            assert lease.calendar_id == cal.id
             notes = [
                 Notification(key=o.key, lead=timedelta(minutes=10), start=o.start)
                 for o in occurrences

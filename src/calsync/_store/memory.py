@@ -187,7 +187,10 @@ class MemoryStore:
         now = as_aware_utc(now)
         self._check_open()
         row = self._row(calendar_id, None)
-        if row.requested_at is None:
+        served = row.lease_claimed_at is not None and (
+            row.requested_at is not None and row.requested_at <= row.lease_claimed_at
+        )
+        if row.requested_at is None or served:
             row.requested_at = now
 
     # -- syncing -----------------------------------------------------------

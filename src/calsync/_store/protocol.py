@@ -98,7 +98,8 @@ class Store(Protocol):
     async def request_sync(self, calendar_id: str, now: datetime) -> None:
         """Ask for a manual sync: the next claim takes it before periodic ones.
 
-        Works on paused calendars too. Raises `CalendarNotFound`.
+        Works on paused calendars too. A request made while a sync is running
+        is kept for the sync after it. Raises `CalendarNotFound`.
         """
 
     # -- syncing -----------------------------------------------------------
