@@ -1,7 +1,8 @@
 """How the hot store queries scale with the number of stored occurrences.
 
 For SQLite and PostgreSQL, with 10k, 100k and 1M occurrences loaded through the
-public Store API (5,000 per calendar), the median of N runs of:
+public Store API into 200 calendars (one of them 5,000 occurrences, the rest
+share the remainder), the median of N runs of:
 
   (a) claim_due_calendars while 10 calendars are due,
   (b) claim_notifications at a `now` where 50 of many pending ones are due,
@@ -43,31 +44,38 @@ from calsync import (
 )
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-PER_CALENDAR = 5_000
+CALENDARS = 200
+TARGET_SIZE = 5_000
 DUE_CALENDARS = 10
 DUE_NOTIFICATIONS = 50
 TTL = timedelta(minutes=5)
 
 
-def occurrences_of(calendar_index: int) -> tuple[Occurrence, ...]:
-    """5,000 occurrences, one every 30 minutes from T0 on."""
+def occurrences_of(calendar_index: int, count: int) -> tuple[Occurrence, ...]:
+    """``count`` occurrences, one every 30 minutes from T0 on."""
     return tuple(
         Occurrence(
             key=OccurrenceKey(f"c{calendar_index}-e{n}", ""),
-            start=T0 + timedelta(minutes=30 * n + calendar_index),
-            end=T0 + timedelta(minutes=30 * n + calendar_index + 25),
+            start=T0 + timedelta(minutes=30 * n, seconds=calendar_index),
+            end=T0 + timedelta(minutes=30 * n + 25, seconds=calendar_index),
             summary=f"Event {n} of calendar {calendar_index}",
             location="Room 4",
         )
-        for n in range(PER_CALENDAR)
+        for n in range(count)
     )
 
 
-async def load(store: Store, total: int) -> list[str]:
-    """Store total/5000 calendars with their occurrences and future notifications."""
+async def load(store: Store, total: int) -> tuple[list[str], datetime]:
+    """Store 200 calendars holding ``total`` occurrences, the last one 5,000.
+
+    Every 10th occurrence has a pending notification. Returns the calendar ids
+    and a `now` at which exactly 50 notifications are due.
+    """
     calendar_ids = []
+    fire_times = []
     far = T0 + timedelta(days=365)
-    for index in range(total // PER_CALENDAR):
+    rest = (total - TARGET_SIZE) // (CALENDARS - 1)
+    for index in range(CALENDARS):
         due = index < DUE_CALENDARS
         calendar = await store.add_calendar(
             Calendar(
@@ -76,18 +84,18 @@ async def load(store: Store, total: int) -> list[str]:
                 state=SyncState(next_sync_at=T0 if due else far),
             )
         )
-        occurrences = occurrences_of(index)
+        size = TARGET_SIZE if index == CALENDARS - 1 else rest
+        occurrences = occurrences_of(index, size)
         await store.request_sync(calendar.id, T0)
         [lease] = await store.claim_due_calendars(
             T0, limit=1, worker="load", lease_ttl=TTL
         )
         assert lease.calendar_id == calendar.id
-        # Pending notifications for every 10th occurrence; only the first
-        # calendar's earliest ones are due at T0 + 1 h.
         notes = [
             Notification(key=o.key, lead=timedelta(minutes=10), start=o.start)
             for o in occurrences[::10]
         ]
+        fire_times += [note.fire_at for note in notes]
         await store.apply_sync(
             lease,
             SyncWrite(
@@ -98,25 +106,15 @@ async def load(store: Store, total: int) -> list[str]:
             T0,
         )
         calendar_ids.append(calendar.id)
-    return calendar_ids
+    fire_times.sort()
+    now = fire_times[DUE_NOTIFICATIONS - 1]
+    assert fire_times[DUE_NOTIFICATIONS] > now, "ties at the cut: pick other times"
+    return calendar_ids, now
 
 
-def due_now(calendar_count: int) -> datetime:
-    """A `now` at which exactly 50 notifications are due.
-
-    Calendar i's occurrence n starts at T0 + 30n + i minutes; notifications exist
-    for n = 0, 10, 20, ... and fire 10 minutes before.
-    """
-    fire_times = sorted(
-        T0 + timedelta(minutes=30 * n + i - 10)
-        for i in range(calendar_count)
-        for n in range(0, PER_CALENDAR, 10)
-    )
-    return fire_times[DUE_NOTIFICATIONS - 1]
-
-
-async def measure(store: Store, calendar_ids: list[str], runs: int) -> dict[str, float]:
-    now = due_now(len(calendar_ids))
+async def measure(
+    store: Store, calendar_ids: list[str], now: datetime, runs: int
+) -> dict[str, float]:
     claim_times, notify_times, apply_times = [], [], []
     for run in range(runs):
         started = time.perf_counter()
@@ -171,12 +169,12 @@ async def bench_backend(
         store = make()
         async with store:
             started = time.perf_counter()
-            calendar_ids = await load(store, size)
+            calendar_ids, now = await load(store, size)
             loaded = time.perf_counter() - started
             print(
                 f"  {name}: loaded {size:,} occurrences in {loaded:.1f} s", flush=True
             )
-            results[size] = await measure(store, calendar_ids, runs)
+            results[size] = await measure(store, calendar_ids, now, runs)
         await cleanup(name, store)
     return results
 
