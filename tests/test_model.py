@@ -359,3 +359,14 @@ def test_values_survive_pickling_for_worker_processes() -> None:
     assert (
         pickle.loads(pickle.dumps(occurrence)).content_hash == occurrence.content_hash
     )
+
+
+def test_nul_characters_are_dropped_from_text_and_keys() -> None:
+    occurrence = Occurrence(
+        key=OccurrenceKey("a\x00b", "2026\x00"),
+        start=datetime(2026, 3, 1, tzinfo=UTC),
+        end=datetime(2026, 3, 1, 1, tzinfo=UTC),
+        summary="Stand\x00-up",
+    )
+    assert occurrence.key == OccurrenceKey("ab", "2026")
+    assert occurrence.summary == "Stand-up"

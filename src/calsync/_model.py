@@ -63,6 +63,11 @@ class Window:
         return start < self.end and end > self.start
 
 
+def _text(value: object) -> str:
+    """Return text as calsync keeps it: no NUL characters (PostgreSQL refuses them)."""
+    return "" if value is None else str(value).replace("\x00", "")
+
+
 @attrs.frozen(order=True)
 class OccurrenceKey:
     """What identifies one occurrence of a calendar across syncs.
@@ -72,15 +77,11 @@ class OccurrenceKey:
     for an all-day instance.
     """
 
-    uid: str
-    recurrence_id: str = ""
+    uid: str = attrs.field(converter=_text)
+    recurrence_id: str = attrs.field(default="", converter=_text)
 
     def __str__(self) -> str:
         return f"{self.uid}@{self.recurrence_id}" if self.recurrence_id else self.uid
-
-
-def _text(value: object) -> str:
-    return "" if value is None else str(value)
 
 
 @attrs.frozen

@@ -792,3 +792,10 @@ async def test_data_survives_reopening(store_factory: StoreFactory) -> None:
         assert (await second.get_calendar(cal.id)).id == cal.id
         assert await second.list_occurrences(cal.id) == [occ]
         assert len(await second.list_notifications()) == 1
+
+
+async def test_text_with_nul_characters_is_stored(store: Store) -> None:
+    hostile = attrs.evolve(occurrence("a\x00b", T0), summary="x\x00y")
+    cal = await seed(store, hostile)
+    [stored] = await store.list_occurrences(cal.id)
+    assert (stored.key.uid, stored.summary) == ("ab", "xy")
