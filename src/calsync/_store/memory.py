@@ -20,7 +20,6 @@ from calsync._errors import (
     CalendarNotFound,
     LeaseLost,
     StoreError,
-    ValidationError,
 )
 from calsync._model import (
     ChangeSet,
@@ -42,7 +41,7 @@ from calsync._records import (
     SyncWrite,
     notification_id,
 )
-from calsync._store.protocol import SCHEMA_VERSION
+from calsync._store.protocol import SCHEMA_VERSION, check_claim
 
 __all__ = ["MemoryStore"]
 
@@ -201,7 +200,7 @@ class MemoryStore:
         """Lease due calendars: requested ones first, then by ``next_sync_at``."""
         now = as_aware_utc(now)
         self._check_open()
-        _check_claim(limit, worker, lease_ttl)
+        check_claim(limit, worker, lease_ttl)
         free = [row for row in self._calendars.values() if not row.leased_at(now)]
         requested = sorted(
             (row for row in free if row.requested_at is not None),
@@ -343,7 +342,7 @@ class MemoryStore:
         """Claim pending notifications due at ``now`` until ``now + lease_ttl``."""
         now = as_aware_utc(now)
         self._check_open()
-        _check_claim(limit, worker, lease_ttl)
+        check_claim(limit, worker, lease_ttl)
         due = sorted(
             (
                 row
@@ -591,12 +590,3 @@ def _stage_changes(
             staged[occurrence.key] = _OccurrenceRow(
                 staged[occurrence.key].occurrence, True
             )
-
-
-def _check_claim(limit: int, worker: str, lease_ttl: timedelta) -> None:
-    if not isinstance(limit, int) or limit < 1:
-        raise ValidationError(f"limit must be an int >= 1, got {limit!r}")
-    if not worker:
-        raise ValidationError("worker must name the claiming worker")
-    if not isinstance(lease_ttl, timedelta) or lease_ttl <= timedelta(0):
-        raise ValidationError(f"lease_ttl must be a timedelta > 0, got {lease_ttl!r}")

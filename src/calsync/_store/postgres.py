@@ -46,7 +46,7 @@ from calsync._store._rows import (
     Codec,
     micros,
 )
-from calsync._store.protocol import SCHEMA_VERSION
+from calsync._store.protocol import SCHEMA_VERSION, check_claim
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -610,7 +610,7 @@ class PostgresStore:
     ) -> list[Lease]:
         """Lease due calendars: requested ones first, then by ``next_sync_at``."""
         now = as_aware_utc(now)
-        _check_claim(limit, worker, lease_ttl)
+        check_claim(limit, worker, lease_ttl)
         params = {
             "now": now,
             "limit": limit,
@@ -701,7 +701,7 @@ class PostgresStore:
     ) -> list[NotificationClaim]:
         """Claim pending notifications due at ``now`` until ``now + lease_ttl``."""
         now = as_aware_utc(now)
-        _check_claim(limit, worker, lease_ttl)
+        check_claim(limit, worker, lease_ttl)
         expires = now + lease_ttl
         params = {"now": now, "limit": limit, "worker": worker, "expires": expires}
         rows = await self._all(_CLAIM_NOTIFICATIONS, params)
@@ -1212,15 +1212,6 @@ def _lease_lost(lease: Lease) -> LeaseLost:
         f"the lease of worker {lease.worker!r} on calendar {lease.calendar.label} "
         "is no longer held: another worker took it over, or it was released"
     )
-
-
-def _check_claim(limit: int, worker: str, lease_ttl: timedelta) -> None:
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise ValidationError(f"limit must be an int >= 1, got {limit!r}")
-    if not isinstance(worker, str) or not worker:
-        raise ValidationError("worker must name the claiming worker")
-    if not isinstance(lease_ttl, timedelta) or lease_ttl <= timedelta(0):
-        raise ValidationError(f"lease_ttl must be a timedelta > 0, got {lease_ttl!r}")
 
 
 def _redacted_conninfo(url: str) -> str:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
+from calsync._errors import ValidationError
 from calsync._model import Notification, Occurrence, Window
 from calsync._records import (
     AppliedSync,
@@ -25,7 +26,7 @@ from calsync._records import (
     SyncWrite,
 )
 
-__all__ = ["SCHEMA_VERSION", "Store"]
+__all__ = ["SCHEMA_VERSION", "Store", "check_claim"]
 
 SCHEMA_VERSION = 1
 """The schema this version of calsync writes; a newer one in a database is refused."""
@@ -234,3 +235,13 @@ class Store(Protocol):
         ``notifications_before`` (never pending or failed ones); job runs that
         finished before ``job_runs_before``.
         """
+
+
+def check_claim(limit: int, worker: str, lease_ttl: timedelta) -> None:
+    """Refuse claim arguments no store can honour, with `ValidationError`."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValidationError(f"limit must be an int >= 1, got {limit!r}")
+    if not isinstance(worker, str) or not worker:
+        raise ValidationError("worker must name the claiming worker")
+    if not isinstance(lease_ttl, timedelta) or lease_ttl <= timedelta(0):
+        raise ValidationError(f"lease_ttl must be a timedelta > 0, got {lease_ttl!r}")

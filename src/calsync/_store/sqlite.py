@@ -54,7 +54,7 @@ from calsync._store._rows import (
     from_epoch_micros,
     micros,
 )
-from calsync._store.protocol import SCHEMA_VERSION
+from calsync._store.protocol import SCHEMA_VERSION, check_claim
 
 __all__ = ["SQLiteStore"]
 
@@ -465,7 +465,7 @@ class SQLiteStore:
     ) -> list[Lease]:
         """Lease up to ``limit`` due calendars: requested ones first, then by time."""
         now = as_aware_utc(now)
-        _check_claim(limit, worker, lease_ttl)
+        check_claim(limit, worker, lease_ttl)
         return await self._write(_claim_calendars, now, limit, worker, lease_ttl)
 
     async def renew_lease(self, lease: Lease, now: datetime, ttl: timedelta) -> Lease:
@@ -535,7 +535,7 @@ class SQLiteStore:
     ) -> list[NotificationClaim]:
         """Claim up to ``limit`` due pending notifications until ``now + lease_ttl``."""
         now = as_aware_utc(now)
-        _check_claim(limit, worker, lease_ttl)
+        check_claim(limit, worker, lease_ttl)
         return await self._write(_claim_notifications, now, limit, worker, lease_ttl)
 
     async def mark_delivered(self, claim: NotificationClaim, now: datetime) -> None:
@@ -785,15 +785,6 @@ def _execute(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> int:
 
 def _execute_many(conn: sqlite3.Connection, sql: str, rows: Sequence[Any]) -> int:
     return conn.executemany(sql, rows).rowcount if rows else 0
-
-
-def _check_claim(limit: int, worker: str, lease_ttl: timedelta) -> None:
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise ValidationError(f"limit must be an int >= 1, got {limit!r}")
-    if not worker:
-        raise ValidationError("worker must name the claiming worker")
-    if not isinstance(lease_ttl, timedelta) or lease_ttl <= timedelta(0):
-        raise ValidationError(f"lease_ttl must be a timedelta > 0, got {lease_ttl!r}")
 
 
 def _not_found(calendar_id: str) -> CalendarNotFound:
