@@ -42,6 +42,7 @@ from ._fetch import (
     next_sync_at,
 )
 from ._ics import parse_ics
+from ._incremental import ParseCache, ParseCacheStats
 from ._model import (
     ChangeSet,
     Notification,
@@ -111,6 +112,8 @@ __all__ = [
     "NotificationStatus",
     "Occurrence",
     "OccurrenceKey",
+    "ParseCache",
+    "ParseCacheStats",
     "ParseError",
     "ParsedCalendar",
     "PostgresStore",

@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import icalendar
@@ -28,6 +28,9 @@ from recurring_ical_events.selection.name import ComponentsWithName
 from ._errors import ParseError, TimezoneError, ValidationError
 from ._model import Occurrence, OccurrenceKey, ParsedCalendar, Problem, Window
 from ._zones import resolve_zone, zone_name
+
+if TYPE_CHECKING:
+    from ._incremental import ParseCache
 
 __all__ = ["parse_ics"]
 
@@ -69,12 +72,15 @@ def parse_ics(
     *,
     default_tz: str | tzinfo = "UTC",
     max_occurrences: int = 20_000,
+    cache: ParseCache | None = None,
 ) -> ParsedCalendar:
     """Expand a feed body's events (VEVENTs) into their occurrences inside ``window``.
 
     Raises `ParseError` when the body is not iCalendar at all, `TimezoneError`
     for an unknown ``default_tz``. Broken components, an unknown X-WR-TIMEZONE
     and hitting ``max_occurrences`` become `Problem` entries on the result.
+    With a `ParseCache` (one per calendar), only the events whose text changed
+    since the last parse are read again; the result is the same as without it.
     """
     if not isinstance(window, Window):
         raise ValidationError(f"window must be a calsync.Window, got {window!r}")
@@ -84,28 +90,66 @@ def parse_ics(
     problems: list[Problem] = []
     text = _decode(data, problems)
     _require_icalendar(text)
+    if cache is not None:
+        # Imported here: the cache is built from this module's parts.
+        from ._incremental import ParseCache, reparse
+
+        if not isinstance(cache, ParseCache):
+            raise ValidationError(f"cache must be a calsync.ParseCache, got {cache!r}")
+        parsed = reparse(cache, text, window, zone, max_occurrences, problems)
+        if parsed is not None:
+            return parsed
+    return _parse_whole(text, window, zone, max_occurrences, problems)
+
+
+def _parse_whole(
+    text: str, window: Window, zone: tzinfo, limit: int, problems: list[Problem]
+) -> ParsedCalendar:
+    """Parse the whole body with icalendar in one go, then expand it group by group."""
     calendar, events = _read(text, problems)
     timezone_name = _text_of(calendar, "X-WR-TIMEZONE") or None
+    expander = _expander_for(window, zone, limit, timezone_name, problems)
+    groups = _group_by_uid(events, problems)
+    expansions = [expander.expand_group(uid, group) for uid, group in groups.items()]
+    return _finish(text, calendar, timezone_name, problems, expansions, limit)
+
+
+def _expander_for(
+    window: Window,
+    zone: tzinfo,
+    limit: int,
+    timezone_name: str | None,
+    problems: list[Problem],
+) -> _Expander:
+    """Return the expander for a calendar, reading floating times in its zone."""
     feed_zone = _feed_zone(timezone_name, problems)
-    expander = _Expander(
-        window, feed_zone or zone, repair=feed_zone, limit=max_occurrences
-    )
+    return _Expander(window, feed_zone or zone, repair=feed_zone, limit=limit)
+
+
+def _finish(
+    text: str,
+    calendar: Any,
+    timezone_name: str | None,
+    problems: list[Problem],
+    expansions: Iterable[_Expansion],
+    limit: int,
+) -> ParsedCalendar:
+    """Assemble the groups' expansions into the result, in the calendar's order."""
     occurrences: list[Occurrence] = []
-    for uid, group in _group_by_uid(events, problems).items():
-        try:
-            occurrences.extend(expander.expand(uid, group))
-        except Exception as error:
-            problems.append(Problem("event skipped", _reason(error), uid=uid))
-        problems.extend(expander.take_problems())
+    capped = False
+    for expansion in expansions:
+        occurrences.extend(expansion.occurrences)
+        problems.extend(expansion.problems)
+        capped = capped or expansion.capped
     occurrences = _unique(occurrences, problems)
     occurrences.sort(key=lambda o: (o.start, o.key))
-    if len(occurrences) > max_occurrences or expander.capped:
-        occurrences = occurrences[:max_occurrences]
+    if len(occurrences) > limit or capped:
+        occurrences = occurrences[:limit]
         last = f", up to {occurrences[-1].start.isoformat()}" if occurrences else ""
         problems.append(
             Problem(
                 "too many occurrences",
-                f"the window holds more than {max_occurrences}; kept the earliest "
+                f"the window holds more than {limit}; kept the earliest "
                 f"{len(occurrences)}{last}",
             )
         )
@@ -315,18 +359,24 @@ def _group_by_uid(
 ) -> dict[str, list[Any]]:
     groups: dict[str, list[Any]] = {}
     for event in events:
-        uid = _text_of(event, "UID")
-        if not uid:
-            uid = _stand_in_uid(event)
-            problems.append(
-                Problem(
-                    "event without UID",
-                    f"gave it the stand-in UID {uid!r}, made of its start and summary",
-                    uid=uid,
-                )
-            )
+        uid, missing = _uid_of(event)
+        if missing is not None:
+            problems.append(missing)
         groups.setdefault(uid, []).append(event)
     return groups
+
+
+def _uid_of(event: Any) -> tuple[str, Problem | None]:
+    """Return an event's UID, or a stand-in and the problem that reports it."""
+    uid = _text_of(event, "UID")
+    if uid:
+        return uid, None
+    uid = _stand_in_uid(event)
+    return uid, Problem(
+        "event without UID",
+        f"gave it the stand-in UID {uid!r}, made of its start and summary",
+        uid=uid,
+    )
 
 
 def _stand_in_uid(event: Any) -> str:
@@ -372,6 +422,24 @@ class _Instance(_RieOccurrence):  # type: ignore[misc]
 _SELECTION = ComponentsWithName("VEVENT", adapter=_Source, occurrence=_Instance)
 
 
+@attrs.frozen
+class _Expansion:
+    """One UID group's share of a parse: its occurrences and problems, in order.
+
+    ``spent`` is the dense-rule budget it used and ``need`` the calendar budget
+    that must be left before it for the same result (0: any budget will do).
+    """
+
+    occurrences: tuple[Occurrence, ...]
+    problems: tuple[Problem, ...]
+    spent: int = 0
+    need: int = 0
+    capped: bool = False
+
+
+_NOTHING = _Expansion((), ())
+
+
 class _Expander:
     """Turns UID groups into occurrences, bounding the work of dense rules."""
 
@@ -387,16 +455,40 @@ class _Expander:
         self.budget = _CALENDAR_INSTANCE_BUDGET
         self.capped = False
         self.problems: list[Problem] = []
+        self._group_budget = self.budget
+        self._need = 0
 
-    def take_problems(self) -> list[Problem]:
-        problems, self.problems = self.problems, []
-        return problems
+    def expand_group(self, uid: str, group: list[Any]) -> _Expansion:
+        """Expand one UID group; a group that cannot be expanded becomes a problem."""
+        self._group_budget, self._need, self.capped = self.budget, 0, False
+        skipped = []
+        try:
+            occurrences = self.expand(uid, group)
+        except Exception as error:
+            occurrences = []
+            skipped = [Problem("event skipped", _reason(error), uid=uid)]
+        problems, self.problems = skipped + self.problems, []
+        unchanged = self.budget == self._group_budget and not self.capped
+        if not occurrences and not problems and unchanged:
+            return _NOTHING
+        return _Expansion(
+            tuple(occurrences),
+            tuple(problems),
+            spent=self._group_budget - self.budget,
+            need=self._need,
+            capped=self.capped,
+        )
 
-    def expand(self, uid: str, group: list[Any]) -> list[Occurrence]:
-        recurring = any(
+    @staticmethod
+    def is_recurring(group: Iterable[Any]) -> bool:
+        """Whether a group has instances beyond its events' own DTSTARTs."""
+        return any(
             "RRULE" in event or "RDATE" in event or "RECURRENCE-ID" in event
             for event in group
         )
+
+    def expand(self, uid: str, group: list[Any]) -> list[Occurrence]:
+        recurring = self.is_recurring(group)
         if not recurring and all(self._clearly_outside(event) for event in group):
             return []
         self._note_unknown_zones(uid, group)
@@ -448,6 +540,16 @@ class _Expander:
                     )
 
     def _clearly_outside(self, event: Any) -> bool:
+        return self.outside(self.span(event))
+
+    def outside(self, span: tuple[datetime, datetime] | None) -> bool:
+        """Whether a single event spanning ``span`` is far from the window."""
+        return span is not None and (
+            span[1] < self.query_start or span[0] >= self.query_end
+        )
+
+    def span(self, event: Any) -> tuple[datetime, datetime] | None:
+        """Return the earliest and latest instant of a single event, if readable."""
         try:
             start = self._instant(event["DTSTART"].dt)
             if "DTEND" in event:
@@ -457,8 +559,8 @@ class _Expander:
             else:
                 end = start
         except Exception:
-            return False
-        return max(start, end) < self.query_start or min(start, end) >= self.query_end
+            return None
+        return min(start, end), max(start, end)
 
     def _note_unknown_zones(self, uid: str, group: list[Any]) -> None:
         for event in group:
@@ -504,6 +606,8 @@ class _Expander:
             periods = min(periods, -(-count // kept))
         # dateutil builds every candidate of a period, even those BYSETPOS drops.
         wanted = periods * per_period
+        spent = self._group_budget - self.budget
+        self._need = max(self._need, spent + _SERIES_INSTANCE_BUDGET)
         allowed = min(_SERIES_INSTANCE_BUDGET, self.budget)
         end = query_end
         if wanted > allowed:

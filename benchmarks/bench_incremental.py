@@ -1,0 +1,116 @@
+"""Benchmark: parse_ics through a ParseCache against a whole parse_ics.
+
+On the 1.6 MB Google export (4,778 VEVENTs), window 2019: a whole parse of the
+edited body against a parse through a cache that holds the body before the
+edit. Edits: 1 % of the events (random, seeded), one event, and no edit but the
+window slid by a day. Runs alternate so machine noise hits both alike. Also
+prints what the cache holds after a parse of the body (tracemalloc), and the
+peak while it is filled.
+
+    python benchmarks/bench_incremental.py [--runs 5] [--file PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import re
+import statistics
+import time
+import tracemalloc
+import warnings
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import calsync
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+DEFAULT_FILE = CORPUS / "recurring-ical-events" / "benchmark-google-export-issue42.ics"
+WINDOW = calsync.Window(
+    datetime(2019, 1, 1, tzinfo=UTC), datetime(2020, 1, 1, tzinfo=UTC)
+)
+SLID = calsync.Window(WINDOW.start + timedelta(days=1), WINDOW.end + timedelta(days=1))
+TARGETS = {"1 % of events edited": 10.0, "one event edited": 30.0}
+
+
+def edit_events(body: bytes, share: float, seed: int) -> bytes:
+    """Change the SUMMARY of a seeded random ``share`` of the events (at least 1)."""
+    summaries = [m.start() for m in re.finditer(rb"(?m)^SUMMARY", body)]
+    count = max(1, round(len(summaries) * share))
+    chosen = sorted(random.Random(seed).sample(summaries, count))
+    for start in reversed(chosen):
+        end = body.index(b":", start) + 1
+        body = body[:end] + b"edited " + body[end:]
+    return body
+
+
+def time_once(
+    body: bytes, window: calsync.Window, cache: calsync.ParseCache | None
+) -> float:
+    started = time.perf_counter()
+    calsync.parse_ics(body, window, cache=cache)
+    return time.perf_counter() - started
+
+
+def measure(body: bytes, runs: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Per case, the whole-parse and cached-parse times, interleaved run by run."""
+    cases = {
+        "1 % of events edited": (edit_events(body, 0.01, seed=1), WINDOW),
+        "one event edited": (edit_events(body, 0.0, seed=2), WINDOW),
+        "window slid by a day": (body, SLID),
+    }
+    results: dict[str, tuple[list[float], list[float]]] = {}
+    cache = calsync.ParseCache()
+    for _ in range(runs):
+        for name, (edited, window) in cases.items():
+            whole = time_once(edited, window, None)
+            calsync.parse_ics(body, WINDOW, cache=cache)  # back to the unedited body
+            cached = time_once(edited, window, cache)
+            samples = results.setdefault(name, ([], []))
+            samples[0].append(whole)
+            samples[1].append(cached)
+    return results
+
+
+def footprint(body: bytes) -> tuple[float, float]:
+    """Return (MB the cache holds after a parse, MB at the peak of that parse)."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    cache = calsync.ParseCache()
+    calsync.parse_ics(body, WINDOW, cache=cache)
+    gc.collect()
+    held, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del cache
+    return (held - before) / 1e6, (peak - before) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--file", type=Path, default=DEFAULT_FILE)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    body = args.file.read_bytes()
+    results = measure(body, args.runs)
+    held, peak = footprint(body)
+    print(f"input: {args.file.name}, {len(body):,} bytes, window 2019")
+    print(f"runs: {args.runs} (interleaved), times in seconds\n")
+    print(
+        f"{'case':<24} {'whole median':>12} {'cached median':>13} {'ratio':>8}  target"
+    )
+    for name, (whole, cached) in results.items():
+        ratio = statistics.median(whole) / statistics.median(cached)
+        target = f">= {TARGETS[name]:.0f}x" if name in TARGETS else "-"
+        print(
+            f"{name:<24} {statistics.median(whole):>12.4f} "
+            f"{statistics.median(cached):>13.4f} {ratio:>7.1f}x  {target}"
+        )
+    print(f"\ncache held after parsing the body (tracemalloc): {held:6.1f} MB")
+    print(f"peak while parsing the body into an empty cache:  {peak:6.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""ParseCache as a specification: same result as a whole parse, less reading."""
+
+from __future__ import annotations
+
+import random
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from calsync import ParseCache, ValidationError, Window, parse_ics
+from conftest import CORPUS, ics
+
+YEAR_2026 = Window(datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+GOOGLE_EXPORT = CORPUS / "recurring-ical-events" / "benchmark-google-export-issue42.ics"
+
+SERIES = """
+    UID:series
+    DTSTART;TZID=Europe/Berlin:20260701T090000
+    DTEND;TZID=Europe/Berlin:20260701T100000
+    SUMMARY:Standup
+    RRULE:FREQ=WEEKLY;COUNT=4
+"""
+OVERRIDE = """
+    UID:series
+    RECURRENCE-ID;TZID=Europe/Berlin:20260708T090000
+    DTSTART;TZID=Europe/Berlin:20260708T140000
+    DTEND;TZID=Europe/Berlin:20260708T150000
+    SUMMARY:Standup (moved)
+"""
+LUNCH = "UID:lunch\nDTSTART:20260702T120000Z\nDURATION:PT1H\nSUMMARY:Lunch"
+DINNER = "UID:dinner\nDTSTART:20260702T190000Z\nDURATION:PT2H\nSUMMARY:Dinner"
+CUSTOM_ZONE = """
+BEGIN:VTIMEZONE
+TZID:Calsync Test Zone {offset}
+BEGIN:STANDARD
+DTSTART:19700101T000000
+TZOFFSETFROM:{offset}
+TZOFFSETTO:{offset}
+END:STANDARD
+END:VTIMEZONE
+"""
+
+
+def parse_both(
+    body: str | bytes, window: Window = YEAR_2026, cache: ParseCache | None = None
+) -> tuple[object, object]:
+    """Parse through the cache and whole; return both results."""
+    cached = parse_ics(body, window, cache=cache if cache is not None else ParseCache())
+    return cached, parse_ics(body, window)
+
+
+def warm(body: str, window: Window = YEAR_2026) -> ParseCache:
+    cache = ParseCache()
+    parse_ics(body, window, cache=cache)
+    return cache
+
+
+# --- reading less -----------------------------------------------------------
+
+
+def test_unchanged_body_reads_no_event_again() -> None:
+    body = ics(SERIES, OVERRIDE, LUNCH)
+    cache = warm(body)
+    parse_ics(body, YEAR_2026, cache=cache)
+    assert cache.stats.events_read == 0
+    assert cache.stats.groups_reused == 2
+
+
+def test_edited_event_is_the_only_one_read_again() -> None:
+    cache = warm(ics(SERIES, OVERRIDE, LUNCH, DINNER))
+    brunch = LUNCH.replace("Lunch", "Brunch")
+    parse_ics(ics(SERIES, OVERRIDE, brunch, DINNER), YEAR_2026, cache=cache)
+    assert (cache.stats.events_read, cache.stats.groups_expanded) == (1, 1)
+
+
+def test_edited_override_expands_its_whole_uid_group_again() -> None:
+    cache = warm(ics(SERIES, OVERRIDE, LUNCH))
+    edited = OVERRIDE.replace("(moved)", "(moved again)")
+    parsed = parse_ics(ics(SERIES, edited, LUNCH), YEAR_2026, cache=cache)
+    assert cache.stats.groups_expanded == 1
+    assert "Standup (moved again)" in {o.summary for o in parsed.occurrences}
+
+
+def test_reordered_uid_groups_are_not_read_again() -> None:
+    cache = warm(ics(SERIES, OVERRIDE, LUNCH, DINNER))
+    parse_ics(ics(DINNER, LUNCH, SERIES, OVERRIDE), YEAR_2026, cache=cache)
+    assert (cache.stats.events_read, cache.stats.groups_expanded) == (0, 0)
+
+
+def test_override_moved_before_its_master_reads_the_group_again() -> None:
+    cache = warm(ics(SERIES, OVERRIDE, LUNCH))
+    cached, whole = parse_both(ics(OVERRIDE, LUNCH, SERIES), cache=cache)
+    assert (cache.stats.events_read, cache.stats.groups_expanded) == (2, 1)
+    assert cached == whole
+
+
+def test_cache_remembers_only_the_latest_body() -> None:
+    cache = warm(ics(SERIES, OVERRIDE, LUNCH, DINNER))
+    parse_ics(ics(LUNCH), YEAR_2026, cache=cache)
+    assert len(cache) == 1
+
+
+def test_cleared_cache_reads_every_event_again() -> None:
+    body = ics(SERIES, OVERRIDE, LUNCH)
+    cache = warm(body)
+    cache.clear()
+    parse_ics(body, YEAR_2026, cache=cache)
+    assert cache.stats.events_read == 3
+
+
+def test_cache_must_be_a_parse_cache() -> None:
+    with pytest.raises(ValidationError, match="ParseCache"):
+        parse_ics(ics(LUNCH), YEAR_2026, cache={})  # type: ignore[arg-type]
+
+
+# --- what invalidates what --------------------------------------------------
+
+
+def test_changed_vtimezone_rereads_every_event() -> None:
+    # A zone name no other test uses: icalendar learns VTIMEZONEs process-wide.
+    zone = CUSTOM_ZONE.format(offset="+0300")
+    event = "UID:z\nDTSTART;TZID=Calsync Test Zone +0300:20260701T090000\nDURATION:PT1H"
+    cache = warm(ics(event, LUNCH, header=zone))
+    added = zone + CUSTOM_ZONE.format(offset="+0400")
+    cached, whole = parse_both(ics(event, LUNCH, header=added), cache=cache)
+    assert cache.stats.events_read == 2
+    assert cached == whole
+
+
+def test_changed_x_wr_timezone_expands_every_group_again() -> None:
+    floating = "UID:f\nDTSTART:20260701T090000\nDURATION:PT1H"
+    cache = warm(ics(floating, LUNCH, header="X-WR-TIMEZONE:Europe/Berlin"))
+    body = ics(floating, LUNCH, header="X-WR-TIMEZONE:Asia/Tokyo")
+    cached, whole = parse_both(body, cache=cache)
+    assert cache.stats.groups_reused == 0
+    assert cached == whole
+    assert cached.occurrences[0].start == datetime(2026, 7, 1, 0, tzinfo=UTC)
+
+
+def test_changed_default_zone_expands_every_group_again() -> None:
+    body = ics("UID:f\nDTSTART:20260701T090000\nDURATION:PT1H", LUNCH)
+    cache = warm(body)
+    cached = parse_ics(body, YEAR_2026, default_tz="America/New_York", cache=cache)
+    assert cache.stats.groups_reused == 0
+    assert cached == parse_ics(body, YEAR_2026, default_tz="America/New_York")
+
+
+def test_event_follows_a_vtimezone_icalendar_learns_after_it_was_cached() -> None:
+    # icalendar learns VTIMEZONEs process-wide, here from another calendar's feed.
+    event = "UID:late\nDTSTART;TZID=Calsync Late Zone +0500:20260701T090000"
+    body = ics(event, LUNCH)
+    cache = warm(body)
+    zone = CUSTOM_ZONE.format(offset="+0500").replace("Test", "Late")
+    parse_ics(ics(LUNCH, header=zone), YEAR_2026)
+    cached, whole = parse_both(body, cache=cache)
+    assert cached == whole
+    assert cached.occurrences[0].start == datetime(2026, 7, 1, 4, tzinfo=UTC)
+
+
+# --- window slides ----------------------------------------------------------
+
+
+def test_window_slide_adds_and_expires_occurrences_like_a_whole_parse() -> None:
+    daily = "UID:daily\nDTSTART:20260101T090000Z\nDURATION:PT1H\nRRULE:FREQ=DAILY"
+    body = ics(daily, LUNCH)
+    week = Window(datetime(2026, 6, 28, tzinfo=UTC), datetime(2026, 7, 5, tzinfo=UTC))
+    cache = warm(body, week)
+    later = Window(week.start + timedelta(days=3), week.end + timedelta(days=3))
+    cached, whole = parse_both(body, later, cache=cache)
+    assert cached == whole
+    assert cached.occurrences[-1].start == datetime(2026, 7, 7, 9, tzinfo=UTC)
+
+
+def test_window_slide_reads_an_event_entering_the_window_again() -> None:
+    august = "UID:aug\nDTSTART:20260810T090000Z\nDURATION:PT1H\nSUMMARY:August"
+    body = ics(august, LUNCH)
+    july = Window(datetime(2026, 7, 1, tzinfo=UTC), datetime(2026, 7, 31, tzinfo=UTC))
+    cache = warm(body, july)
+    later = Window(july.start + timedelta(days=30), july.end + timedelta(days=30))
+    cached, whole = parse_both(body, later, cache=cache)
+    assert cache.stats.events_read == 1
+    assert [o.summary for o in cached.occurrences] == ["August"]
+    assert cached == whole
+
+
+# --- the same result as a whole parse ---------------------------------------
+
+
+def test_moved_broken_event_is_reported_at_its_new_line() -> None:
+    bad = "UID:bad-rule\nDTSTART:20260701T090000Z\nRRULE:FREQ=WEEKLY;UNTL=20261023"
+    cache = warm(ics(bad, LUNCH, DINNER))
+    body = ics(LUNCH, DINNER, bad)
+    cached, whole = parse_both(body, cache=cache)
+    assert cache.stats.events_read == 0
+    assert cached == whole
+    (problem,) = cached.problems
+    assert problem.line == body.splitlines().index("UID:bad-rule") + 1
+
+
+def test_structurally_broken_body_is_parsed_whole() -> None:
+    unclosed = "SUMMARY:Lunch\r\nBEGIN:VALARM\r\nX"
+    body = ics(LUNCH, DINNER).replace("SUMMARY:Lunch", unclosed)
+    cache = warm(ics(LUNCH, DINNER))
+    cached, whole = parse_both(body, cache=cache)
+    assert cache.stats.whole
+    assert cached == whole
+
+
+def test_body_that_is_not_utf8_gives_the_same_problem_with_a_cache() -> None:
+    latin = "UID:latin\nDTSTART:20260701T090000Z\nSUMMARY:Caf\u00e9"
+    body = ics(latin).encode("cp1252")
+    cached, whole = parse_both(body)
+    assert cached == whole
+    assert cached.problems[0].what == "body is not UTF-8"
+
+
+def test_max_occurrences_keeps_the_earliest_across_cached_groups() -> None:
+    first = "UID:a\nDTSTART:20260101T090000Z\nRRULE:FREQ=DAILY;COUNT=10"
+    second = "UID:b\nDTSTART:20260101T100000Z\nRRULE:FREQ=DAILY;COUNT=10"
+    cache = ParseCache()
+    parse_ics(ics(first, second), YEAR_2026, max_occurrences=4, cache=cache)
+    body = ics(second, first, LUNCH)
+    cached = parse_ics(body, YEAR_2026, max_occurrences=4, cache=cache)
+    assert cached == parse_ics(body, YEAR_2026, max_occurrences=4)
+    assert cached.problems[-1].what == "too many occurrences"
+
+
+def test_calendar_wide_budget_for_dense_rules_follows_the_new_order() -> None:
+    # Each series spends a tenth of the calendar's budget; later ones get less.
+    dense = [
+        f"UID:dense-{n}\nDTSTART:2000010{n % 9 + 1}T000000Z\nRRULE:FREQ=MINUTELY"
+        for n in range(12)
+    ]
+    cache = warm(ics(*dense))
+    reordered = [dense[11], *dense[:11]]
+    cached, whole = parse_both(ics(*reordered), cache=cache)
+    assert cache.stats.events_read == 0
+    assert cached == whole
+    assert len({p.why for p in cached.problems}) > 2
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_google_export_after_editing_one_percent_equals_a_whole_parse() -> None:
+    text = GOOGLE_EXPORT.read_text(encoding="utf-8")
+    year = Window(datetime(2019, 1, 1, tzinfo=UTC), datetime(2020, 1, 1, tzinfo=UTC))
+    cache = warm(text, year)
+    edited = _edit_summaries(text, share=0.01, seed=42)
+    slid = Window(year.start + timedelta(days=1), year.end + timedelta(days=1))
+    cached, whole = parse_both(edited, slid, cache=cache)
+    assert cached == whole
+    assert 40 <= cache.stats.events_read <= 50
+
+
+def _edit_summaries(text: str, *, share: float, seed: int) -> str:
+    summaries = [m.start() for m in re.finditer(r"(?m)^SUMMARY:", text)]
+    chosen = sorted(random.Random(seed).sample(summaries, int(len(summaries) * share)))
+    for start in reversed(chosen):
+        text = text[: start + 8] + "edited " + text[start + 8 :]
+    return text
