@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -645,7 +646,23 @@ class SQLiteStore:
         return _transaction(conn, begin, work)
 
     def _connect(self) -> int:
-        """Open the connection (on its thread) and bring the schema up to date."""
+        """Open the connection (on its thread) and bring the schema up to date.
+
+        SQLite can refuse at once, without waiting on ``busy_timeout``, while
+        another process switches a new file to WAL; such a refusal is retried
+        until the timeout is spent.
+        """
+        deadline = time.monotonic() + self._busy_timeout.total_seconds()
+        while True:
+            try:
+                return self._connect_once()
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.02)
+
+    def _connect_once(self) -> int:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise StoreError(
                 f"SQLite {sqlite3.sqlite_version} is too old for calsync: it needs "
