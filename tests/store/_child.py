@@ -43,6 +43,8 @@ async def claim_everything(store: Store, worker: str) -> None:
     """Claim calendars and notifications in small batches until none are left."""
     calendars: list[str] = []
     notifications: list[str] = []
+    say(ready=True)
+    await asyncio.to_thread(sys.stdin.readline)
     while True:
         leases = await store.claim_due_calendars(
             T0, limit=2, worker=worker, lease_ttl=LONG
@@ -54,6 +56,7 @@ async def claim_everything(store: Store, worker: str) -> None:
         notifications += [claim.id for claim in claims]
         if not leases and not claims:
             break
+        await asyncio.sleep(0.005)  # let the others at the lock between batches
     say(calendars=calendars, notifications=notifications)
 
 

@@ -110,6 +110,14 @@ async def test_four_processes_claim_every_item_exactly_once(
             }
         expected_calendars = {c.id for c in await store.list_calendars()}
     children = [spawn(backend, name, "claim", f"worker-{i}") for i in range(4)]
+    for child in children:  # all open the store, then all start at once
+        assert child.stdout is not None
+        ready = await asyncio.to_thread(child.stdout.readline)
+        assert json.loads(ready) == {"ready": True}
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
     results = [finish(child)[-1] for child in children]
     calendar_claims = Counter(c for r in results for c in r["calendars"])
     notification_claims = Counter(n for r in results for n in r["notifications"])
