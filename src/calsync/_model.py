@@ -19,6 +19,7 @@ __all__ = [
     "Problem",
     "Window",
     "as_aware_utc",
+    "optional_aware_utc",
 ]
 
 
@@ -32,6 +33,11 @@ def as_aware_utc(value: datetime) -> datetime:
             "datetime, e.g. datetime.now(UTC)"
         )
     return value.astimezone(UTC)
+
+
+def optional_aware_utc(value: datetime | None) -> datetime | None:
+    """Return `as_aware_utc` of ``value``, or None for None."""
+    return None if value is None else as_aware_utc(value)
 
 
 @attrs.frozen

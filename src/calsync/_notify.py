@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from ._errors import ValidationError
 from ._model import Notification, Occurrence, as_aware_utc
 
-__all__ = ["notifications_due"]
+__all__ = ["notifications_due", "validated_leads"]
 
 _CANCELLED = "CANCELLED"
 
@@ -26,7 +26,7 @@ def notifications_due(
     (key, lead, start) triples it has already created; this function keeps no state.
     """
     now = as_aware_utc(now)
-    lead_list = _validated_leads(leads)
+    lead_list = validated_leads(leads)
     if not isinstance(late_grace, timedelta) or late_grace < timedelta(0):
         raise ValidationError(
             f"late_grace must be a timedelta >= 0, got {late_grace!r}"
@@ -46,7 +46,8 @@ def notifications_due(
     return due
 
 
-def _validated_leads(leads: Iterable[timedelta]) -> list[timedelta]:
+def validated_leads(leads: Iterable[timedelta]) -> list[timedelta]:
+    """Return the distinct leads, sorted; refuse anything but timedeltas >= 0."""
     if isinstance(leads, timedelta):
         raise ValidationError(
             "leads must be a collection of timedeltas, e.g. (timedelta(minutes=10),)"

@@ -12,7 +12,14 @@ import attrs
 
 from ._auth import BasicAuth, BearerAuth
 from ._errors import ValidationError
-from ._model import ChangeSet, Notification, Occurrence, as_aware_utc
+from ._model import (
+    ChangeSet,
+    Notification,
+    Occurrence,
+    as_aware_utc,
+    optional_aware_utc,
+)
+from ._notify import validated_leads
 from ._redact import redact
 
 __all__ = [
@@ -32,10 +39,6 @@ __all__ = [
 ]
 
 
-def _optional_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else as_aware_utc(value)
-
-
 def _non_negative_int(
     instance: object, attribute: attrs.Attribute[int], value: int
 ) -> None:
@@ -49,15 +52,7 @@ def _non_empty(instance: object, attribute: attrs.Attribute[str], value: str) ->
 
 
 def _leads(values: Iterable[timedelta]) -> tuple[timedelta, ...]:
-    if isinstance(values, timedelta):
-        raise ValidationError(
-            "leads must be a collection of timedeltas, e.g. (timedelta(minutes=10),)"
-        )
-    leads = tuple(sorted(set(values)))
-    for lead in leads:
-        if not isinstance(lead, timedelta) or lead < timedelta(0):
-            raise ValidationError(f"a lead must be a timedelta >= 0, got {lead!r}")
-    return leads
+    return tuple(validated_leads(values))
 
 
 def _positive_span(
@@ -107,14 +102,16 @@ class SyncState:
     last_modified: str | None = None
     body_hash: str | None = None
     last_attempt_at: datetime | None = attrs.field(
-        default=None, converter=_optional_utc
+        default=None, converter=optional_aware_utc
     )
     last_success_at: datetime | None = attrs.field(
-        default=None, converter=_optional_utc
+        default=None, converter=optional_aware_utc
     )
     last_error: str | None = None
     consecutive_failures: int = attrs.field(default=0, validator=_non_negative_int)
-    next_sync_at: datetime | None = attrs.field(default=None, converter=_optional_utc)
+    next_sync_at: datetime | None = attrs.field(
+        default=None, converter=optional_aware_utc
+    )
     circuit: CircuitState = attrs.field(
         default=CircuitState.CLOSED, converter=CircuitState
     )
@@ -206,7 +203,7 @@ def notification_id(calendar_id: str, notification: Notification) -> str:
     The same (calendar, occurrence key, lead, start) always gets the same id, in
     every store and every process.
     """
-    lead_us = _micros(notification.lead)
+    lead_us = notification.lead // timedelta(microseconds=1)
     start = notification.start.isoformat()
     text = "\x1f".join(
         (
@@ -218,10 +215,6 @@ def notification_id(calendar_id: str, notification: Notification) -> str:
         )
     )
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-def _micros(span: timedelta) -> int:
-    return (span.days * 86_400 + span.seconds) * 1_000_000 + span.microseconds
 
 
 @attrs.frozen
@@ -240,7 +233,9 @@ class NotificationRecord:
     due_at: datetime = attrs.field(converter=as_aware_utc)
     attempts: int = 0
     last_error: str | None = None
-    delivered_at: datetime | None = attrs.field(default=None, converter=_optional_utc)
+    delivered_at: datetime | None = attrs.field(
+        default=None, converter=optional_aware_utc
+    )
 
     @property
     def fire_at(self) -> datetime:

@@ -16,14 +16,10 @@ from datetime import datetime, timedelta
 import attrs
 
 from calsync._errors import ValidationError
-from calsync._model import as_aware_utc
+from calsync._model import as_aware_utc, optional_aware_utc
 from calsync._records import CircuitState
 
 __all__ = ["Circuit", "CircuitBreaker"]
-
-
-def _optional_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else as_aware_utc(value)
 
 
 @attrs.frozen
@@ -40,7 +36,9 @@ class Circuit:
         default=CircuitState.CLOSED, converter=CircuitState
     )
     consecutive_failures: int = attrs.field(default=0)
-    next_probe_at: datetime | None = attrs.field(default=None, converter=_optional_utc)
+    next_probe_at: datetime | None = attrs.field(
+        default=None, converter=optional_aware_utc
+    )
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.consecutive_failures, bool) or self.consecutive_failures < 0:

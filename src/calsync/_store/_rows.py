@@ -22,6 +22,7 @@ from calsync._records import (
     CircuitState,
     JobOutcome,
     JobRun,
+    Lease,
     NotificationRecord,
     NotificationStatus,
     SyncState,
@@ -31,10 +32,13 @@ __all__ = [
     "CALENDAR_COLUMNS",
     "NOTIFICATION_COLUMNS",
     "OCCURRENCE_COLUMNS",
+    "SETTINGS_COLUMNS",
+    "STATE_COLUMNS",
     "Codec",
     "column_list",
     "epoch_micros",
     "from_epoch_micros",
+    "lease_params",
     "micros",
     "span",
 ]
@@ -106,10 +110,20 @@ NOTIFICATION_COLUMNS = (
 )
 """Notification columns in the order `Codec.notification_row` yields them."""
 
+STATE_COLUMNS = CALENDAR_COLUMNS[CALENDAR_COLUMNS.index("etag") :]
+"""The sync-state columns, written only under a lease."""
+
+SETTINGS_COLUMNS = tuple(
+    column
+    for column in CALENDAR_COLUMNS[: CALENDAR_COLUMNS.index("etag")]
+    if column not in ("id", "owner", "created_at")
+)
+"""The columns `Store.update_calendar` replaces."""
+
 
 def micros(value: timedelta) -> int:
     """Return a span as whole microseconds, exactly."""
-    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    return value // timedelta(microseconds=1)
 
 
 def span(value: int) -> timedelta:
@@ -275,6 +289,16 @@ class Codec:
             alarms=tuple(span(value) for value in json.loads(row["alarms"])),
         )
 
+    def joined_occurrence(
+        self, row: Mapping[str, Any], prefix: str = "o_"
+    ) -> Occurrence | None:
+        """Build the occurrence a LEFT JOIN brought in as ``o_*`` columns, if any."""
+        if row[f"{prefix}calendar_id"] is None:
+            return None
+        return self.occurrence(
+            {column: row[f"{prefix}{column}"] for column in OCCURRENCE_COLUMNS}
+        )
+
     def notification_row(self, record: NotificationRecord) -> tuple[Any, ...]:
         """Return the values of `NOTIFICATION_COLUMNS` for a notification record."""
         notification = record.notification
@@ -333,6 +357,11 @@ def _date_value(text: str | None) -> date | None:
     return None if text is None else date.fromisoformat(text)
 
 
-def column_list(columns: Sequence[str]) -> str:
-    """Return ``a, b, c`` for a SELECT or INSERT."""
-    return ", ".join(columns)
+def column_list(columns: Sequence[str], prefix: str = "") -> str:
+    """Return ``a, b, c`` (each with ``prefix``, e.g. ``o.``) for a SELECT or INSERT."""
+    return ", ".join(f"{prefix}{column}" for column in columns)
+
+
+def lease_params(lease: Lease) -> dict[str, Any]:
+    """Return the named parameters that identify a held lease."""
+    return {"id": lease.calendar_id, "token": lease.token, "worker": lease.worker}

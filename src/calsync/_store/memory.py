@@ -17,8 +17,6 @@ import attrs
 
 from calsync._errors import (
     CalendarExists,
-    CalendarNotFound,
-    LeaseLost,
     StoreError,
 )
 from calsync._model import (
@@ -41,7 +39,12 @@ from calsync._records import (
     SyncWrite,
     notification_id,
 )
-from calsync._store.protocol import SCHEMA_VERSION, check_claim
+from calsync._store.protocol import (
+    SCHEMA_VERSION,
+    calendar_not_found,
+    check_claim,
+    lease_lost,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -485,7 +488,7 @@ class MemoryStore:
     def _row(self, calendar_id: str, owner: str | None) -> _CalendarRow:
         row = self._calendars.get(calendar_id)
         if row is None or (owner is not None and row.calendar.owner != owner):
-            raise CalendarNotFound(f"no calendar {calendar_id!r} in the store")
+            raise calendar_not_found(calendar_id)
         return row
 
     def _check_url_free(self, calendar: Calendar) -> None:
@@ -504,10 +507,7 @@ class MemoryStore:
     def _held(self, lease: Lease) -> _CalendarRow:
         row = self._calendars.get(lease.calendar_id)
         if row is None or not _holds(row, lease):
-            raise LeaseLost(
-                f"the lease of worker {lease.worker!r} on calendar "
-                f"{lease.calendar.label} is no longer held"
-            )
+            raise lease_lost(lease)
         return row
 
     def _cancel_stale(

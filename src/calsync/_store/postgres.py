@@ -19,8 +19,6 @@ import attrs
 
 from calsync._errors import (
     CalendarExists,
-    CalendarNotFound,
-    LeaseLost,
     SchemaVersionError,
     StoreError,
     ValidationError,
@@ -43,10 +41,19 @@ from calsync._store._rows import (
     CALENDAR_COLUMNS,
     NOTIFICATION_COLUMNS,
     OCCURRENCE_COLUMNS,
+    SETTINGS_COLUMNS,
+    STATE_COLUMNS,
     Codec,
+    column_list,
+    lease_params,
     micros,
 )
-from calsync._store.protocol import SCHEMA_VERSION, check_claim
+from calsync._store.protocol import (
+    SCHEMA_VERSION,
+    calendar_not_found,
+    check_claim,
+    lease_lost,
+)
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -76,25 +83,6 @@ def _to_timestamptz(value: datetime) -> datetime:
 
 
 _CODEC = Codec(_to_timestamptz, _from_timestamptz)
-_STATE_COLUMNS = CALENDAR_COLUMNS[CALENDAR_COLUMNS.index("etag") :]
-_SETTINGS_COLUMNS = (
-    "url",
-    "name",
-    "schedule",
-    "leads",
-    "tz",
-    "window_past",
-    "horizon",
-    "use_alarms",
-    "auth",
-    "paused",
-)
-
-
-def _cols(columns: Sequence[str], prefix: str = "") -> str:
-    return ", ".join(f"{prefix}{column}" for column in columns)
-
-
 # -- schema ----------------------------------------------------------------
 # Statements use {s} for the quoted schema name; `PostgresStore._q` fills it in.
 
@@ -230,10 +218,10 @@ _READ_VERSION = "SELECT max(version) AS version FROM {s}.schema_version"
 _CLEAR_VERSION = "DELETE FROM {s}.schema_version"
 _WRITE_VERSION = "INSERT INTO {s}.schema_version (version) VALUES (%s)"
 
-_CALENDAR = f"{_cols(CALENDAR_COLUMNS)}, lease_token"
+_CALENDAR = f"{column_list(CALENDAR_COLUMNS)}, lease_token"
 
 _INSERT_CALENDAR = f"""
-    INSERT INTO {{s}}.calendars ({_cols(CALENDAR_COLUMNS)})
+    INSERT INTO {{s}}.calendars ({column_list(CALENDAR_COLUMNS)})
     VALUES ({", ".join(["%s"] * len(CALENDAR_COLUMNS))})
     ON CONFLICT DO NOTHING
     RETURNING {_CALENDAR}
@@ -250,7 +238,7 @@ _LIST_CALENDARS = f"""
 """
 _UPDATE_CALENDAR = f"""
     UPDATE {{s}}.calendars SET
-        {", ".join(f"{column} = %({column})s" for column in _SETTINGS_COLUMNS)},
+        {", ".join(f"{column} = %({column})s" for column in SETTINGS_COLUMNS)},
         etag = CASE WHEN url = %(url)s THEN etag END,
         last_modified = CASE WHEN url = %(url)s THEN last_modified END,
         body_hash = CASE WHEN url = %(url)s THEN body_hash END
@@ -288,7 +276,7 @@ _CLAIM_CALENDARS = f"""
         lease_expires_at = %(expires)s,
         lease_claimed_at = %(now)s
     FROM due WHERE c.id = due.id
-    RETURNING {_cols(CALENDAR_COLUMNS, "c.")}, c.lease_token, c.sync_requested_at
+    RETURNING {column_list(CALENDAR_COLUMNS, "c.")}, c.lease_token, c.sync_requested_at
 """
 _CLAIM_REQUESTED = _CLAIM_CALENDARS.replace(
     "{due}", "sync_requested_at IS NOT NULL"
@@ -314,7 +302,7 @@ _LOCK_LEASED = """
 """
 _WRITE_STATE = f"""
     UPDATE {{s}}.calendars SET
-        {", ".join(f"{column} = %s" for column in _STATE_COLUMNS)},
+        {", ".join(f"{column} = %s" for column in STATE_COLUMNS)},
         sync_requested_at = CASE
             WHEN sync_requested_at <= lease_claimed_at THEN NULL
             ELSE sync_requested_at
@@ -344,7 +332,7 @@ _OCCURRENCE_TYPES = (
     "text",
 )
 _UPSERT_OCCURRENCES = f"""
-    INSERT INTO {{s}}.occurrences ({_cols(OCCURRENCE_COLUMNS)}, expired)
+    INSERT INTO {{s}}.occurrences ({column_list(OCCURRENCE_COLUMNS)}, expired)
     SELECT *, false FROM unnest(
         {", ".join(f"%s::{kind}[]" for kind in _OCCURRENCE_TYPES)}
     )
@@ -402,7 +390,7 @@ _INSERT_NOTIFICATIONS = """
 """
 
 _LIST_OCCURRENCES = f"""
-    SELECT {_cols(OCCURRENCE_COLUMNS)} FROM {{s}}.occurrences
+    SELECT {column_list(OCCURRENCE_COLUMNS)} FROM {{s}}.occurrences
     WHERE calendar_id = %(calendar_id)s
       AND (%(expired)s OR NOT expired)
       AND (%(end)s::timestamptz IS NULL OR start_at < %(end)s)
@@ -413,7 +401,7 @@ _LIST_OCCURRENCES = f"""
     ORDER BY start_at, uid COLLATE "C", recurrence_id COLLATE "C"
 """
 _OCCURRENCES_STARTING = f"""
-    SELECT {_cols(OCCURRENCE_COLUMNS, "o.")}
+    SELECT {column_list(OCCURRENCE_COLUMNS, "o.")}
     FROM {{s}}.occurrences AS o JOIN {{s}}.calendars AS c ON c.id = o.calendar_id
     WHERE NOT o.expired AND o.start_at >= %s AND o.start_at < %s AND NOT c.paused
     ORDER BY o.start_at, o.calendar_id COLLATE "C", o.uid COLLATE "C",
@@ -421,7 +409,7 @@ _OCCURRENCES_STARTING = f"""
 """
 
 _LIST_NOTIFICATIONS = f"""
-    SELECT {_cols(NOTIFICATION_COLUMNS)} FROM {{s}}.notifications
+    SELECT {column_list(NOTIFICATION_COLUMNS)} FROM {{s}}.notifications
     WHERE (%(calendar_id)s::text IS NULL OR calendar_id = %(calendar_id)s)
       AND (%(status)s::text IS NULL OR status = %(status)s)
     ORDER BY fire_at, id COLLATE "C"
@@ -440,7 +428,7 @@ _CLAIM_NOTIFICATIONS = f"""
             claim_token = n.claim_token + 1,
             due_at = %(expires)s
         FROM due WHERE n.id = due.id
-        RETURNING {_cols(NOTIFICATION_COLUMNS, "n.")}, n.claim_token,
+        RETURNING {column_list(NOTIFICATION_COLUMNS, "n.")}, n.claim_token,
             due.due_at AS was_due
     )
     SELECT claimed.*, {", ".join(f"o.{c} AS o_{c}" for c in OCCURRENCE_COLUMNS)}
@@ -577,7 +565,7 @@ class PostgresStore:
         """Return one calendar (of ``owner`` if given); raises `CalendarNotFound`."""
         row = await self._one(_CALENDAR_BY_ID, (calendar_id,))
         if row is None or (owner is not None and row["owner"] != owner):
-            raise _not_found(calendar_id)
+            raise calendar_not_found(calendar_id)
         return _CODEC.calendar(row)
 
     async def list_calendars(self, *, owner: str | None = None) -> list[Calendar]:
@@ -595,13 +583,13 @@ class PostgresStore:
         """Delete a calendar; its occurrences and notifications go with it."""
         count = await self._count(_DELETE_CALENDAR, {"id": calendar_id, "owner": owner})
         if count == 0:
-            raise _not_found(calendar_id)
+            raise calendar_not_found(calendar_id)
 
     async def request_sync(self, calendar_id: str, now: datetime) -> None:
         """Ask for a manual sync; one made during a sync is kept for the next."""
         now = as_aware_utc(now)
         if await self._count(_REQUEST_SYNC, (now, calendar_id)) == 0:
-            raise _not_found(calendar_id)
+            raise calendar_not_found(calendar_id)
 
     # -- syncing -----------------------------------------------------------
 
@@ -622,15 +610,15 @@ class PostgresStore:
     async def renew_lease(self, lease: Lease, now: datetime, ttl: timedelta) -> Lease:
         """Extend a held lease to ``now + ttl``; raises `LeaseLost` otherwise."""
         now = as_aware_utc(now)
-        params = {**_lease_params(lease), "expires": now + ttl}
+        params = {**lease_params(lease), "expires": now + ttl}
         row = await self._one(_RENEW_LEASE, params)
         if row is None:
-            raise _lease_lost(lease)
+            raise lease_lost(lease)
         return attrs.evolve(lease, calendar=_CODEC.calendar(row), expires_at=now + ttl)
 
     async def release_lease(self, lease: Lease) -> None:
         """Give a lease back; a lost one is ignored."""
-        await self._count(_RELEASE_LEASE, _lease_params(lease))
+        await self._count(_RELEASE_LEASE, lease_params(lease))
 
     async def apply_sync(
         self, lease: Lease, write: SyncWrite, now: datetime
@@ -708,7 +696,7 @@ class PostgresStore:
         return [
             NotificationClaim(
                 record=_CODEC.notification(row),
-                occurrence=_claimed_occurrence(row),
+                occurrence=_CODEC.joined_occurrence(row),
                 worker=worker,
                 token=row["claim_token"],
                 expires_at=expires,
@@ -979,7 +967,7 @@ class PostgresStore:
 
         old = await _fetch_one(conn, self._q(_CALENDAR_BY_ID), (calendar.id,))
         if old is None:
-            raise _not_found(calendar.id)
+            raise calendar_not_found(calendar.id)
         await self._check_url_free(conn, attrs.evolve(calendar, owner=old["owner"]))
         values = dict(zip(CALENDAR_COLUMNS, _CODEC.calendar_row(calendar), strict=True))
         try:
@@ -990,7 +978,7 @@ class PostgresStore:
                 f"{calendar.label} was being updated"
             ) from None
         if row is None:
-            raise _not_found(calendar.id)
+            raise calendar_not_found(calendar.id)
         return _CODEC.calendar(row)
 
     async def _claim_calendars(
@@ -1024,7 +1012,7 @@ class PostgresStore:
             or row["lease_token"] != lease.token
             or row["lease_worker"] != lease.worker
         ):
-            raise _lease_lost(lease)
+            raise lease_lost(lease)
         cancelled = 0
         if write.changes is not None:
             await self._write_changes(conn, lease.calendar_id, write.changes)
@@ -1098,7 +1086,7 @@ class PostgresStore:
         # (which holds it FOR UPDATE), so the insert sees its occurrences.
         locked = await _fetch_one(conn, self._q(_LOCK_CALENDAR_KEY), (calendar_id,))
         if locked is None:
-            raise _not_found(calendar_id)
+            raise calendar_not_found(calendar_id)
         return await self._insert_notifications(conn, calendar_id, notifications, now)
 
     async def _insert_notifications(
@@ -1130,7 +1118,7 @@ class PostgresStore:
         self, conn: _Connection, calendar_id: str, params: dict[str, Any]
     ) -> list[DictRow]:
         if await _fetch_one(conn, self._q(_CALENDAR_BY_ID), (calendar_id,)) is None:
-            raise _not_found(calendar_id)
+            raise calendar_not_found(calendar_id)
         return await _fetch_all(conn, self._q(_LIST_OCCURRENCES), params)
 
     async def _prune(
@@ -1189,29 +1177,6 @@ async def _row_count(conn: _Connection, statement: str, params: Any) -> int:
 def _keys(occurrences: Iterable[Occurrence]) -> tuple[list[str], list[str]]:
     keys = [occurrence.key for occurrence in occurrences]
     return [key.uid for key in keys], [key.recurrence_id for key in keys]
-
-
-def _claimed_occurrence(row: DictRow) -> Occurrence | None:
-    if row["o_calendar_id"] is None:
-        return None
-    return _CODEC.occurrence(
-        {column: row[f"o_{column}"] for column in OCCURRENCE_COLUMNS}
-    )
-
-
-def _lease_params(lease: Lease) -> dict[str, Any]:
-    return {"id": lease.calendar_id, "token": lease.token, "worker": lease.worker}
-
-
-def _not_found(calendar_id: str) -> CalendarNotFound:
-    return CalendarNotFound(f"no calendar {calendar_id!r} in the store")
-
-
-def _lease_lost(lease: Lease) -> LeaseLost:
-    return LeaseLost(
-        f"the lease of worker {lease.worker!r} on calendar {lease.calendar.label} "
-        "is no longer held: another worker took it over, or it was released"
-    )
 
 
 def _redacted_conninfo(url: str) -> str:

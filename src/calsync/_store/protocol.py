@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from calsync._errors import ValidationError
+from calsync._errors import CalendarNotFound, LeaseLost, ValidationError
 from calsync._model import Notification, Occurrence, Window
 from calsync._records import (
     AppliedSync,
@@ -26,7 +26,13 @@ from calsync._records import (
     SyncWrite,
 )
 
-__all__ = ["SCHEMA_VERSION", "Store", "check_claim"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Store",
+    "calendar_not_found",
+    "check_claim",
+    "lease_lost",
+]
 
 SCHEMA_VERSION = 1
 """The schema this version of calsync writes; a newer one in a database is refused."""
@@ -245,3 +251,20 @@ def check_claim(limit: int, worker: str, lease_ttl: timedelta) -> None:
         raise ValidationError("worker must name the claiming worker")
     if not isinstance(lease_ttl, timedelta) or lease_ttl <= timedelta(0):
         raise ValidationError(f"lease_ttl must be a timedelta > 0, got {lease_ttl!r}")
+
+
+def calendar_not_found(calendar_id: str) -> CalendarNotFound:
+    """Return the error every store raises for an unknown calendar id."""
+    return CalendarNotFound(
+        f"no calendar {calendar_id!r} in the store: check the id (and owner), "
+        "or list_calendars() to see what is stored"
+    )
+
+
+def lease_lost(lease: Lease) -> LeaseLost:
+    """Return the error every store raises for a write under a lost lease."""
+    return LeaseLost(
+        f"the lease of worker {lease.worker!r} on calendar {lease.calendar.label} "
+        "is no longer held (taken over after it expired, or released): "
+        "nothing was written"
+    )

@@ -25,8 +25,6 @@ import attrs
 
 from calsync._errors import (
     CalendarExists,
-    CalendarNotFound,
-    LeaseLost,
     SchemaVersionError,
     StoreError,
     ValidationError,
@@ -49,13 +47,21 @@ from calsync._store._rows import (
     CALENDAR_COLUMNS,
     NOTIFICATION_COLUMNS,
     OCCURRENCE_COLUMNS,
+    SETTINGS_COLUMNS,
+    STATE_COLUMNS,
     Codec,
     column_list,
     epoch_micros,
     from_epoch_micros,
+    lease_params,
     micros,
 )
-from calsync._store.protocol import SCHEMA_VERSION, check_claim
+from calsync._store.protocol import (
+    SCHEMA_VERSION,
+    calendar_not_found,
+    check_claim,
+    lease_lost,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -194,12 +200,6 @@ assert len(MIGRATIONS) == SCHEMA_VERSION, "one migration per schema version"
 
 # -- statements ----------------------------------------------------------------
 
-_STATE_COLUMNS = CALENDAR_COLUMNS[CALENDAR_COLUMNS.index("etag") :]
-_SETTINGS_COLUMNS = tuple(
-    column
-    for column in CALENDAR_COLUMNS[: CALENDAR_COLUMNS.index("etag")]
-    if column not in ("id", "owner", "created_at")
-)
 _SELECT_CALENDARS = f"SELECT {column_list(CALENDAR_COLUMNS)} FROM calendars"
 _INSERT_CALENDAR = (
     f"INSERT INTO calendars ({column_list(CALENDAR_COLUMNS)}) "
@@ -208,7 +208,7 @@ _INSERT_CALENDAR = (
 # Every right-hand side sees the row before the update: ``url`` is the old URL.
 _UPDATE_SETTINGS = (
     "UPDATE calendars SET "
-    + ", ".join(f"{column} = :{column}" for column in _SETTINGS_COLUMNS)
+    + ", ".join(f"{column} = :{column}" for column in SETTINGS_COLUMNS)
     + ", etag = CASE WHEN url = :url THEN etag END"
     + ", last_modified = CASE WHEN url = :url THEN last_modified END"
     + ", body_hash = CASE WHEN url = :url THEN body_hash END"
@@ -239,7 +239,7 @@ _HOLDS_LEASE = "id = :id AND lease_token = :token AND lease_worker = :worker"
 # A request made after the claim survives the apply: that sync may predate it.
 _FINISH_SYNC = (
     "UPDATE calendars SET "
-    + ", ".join(f"{column} = :{column}" for column in _STATE_COLUMNS)
+    + ", ".join(f"{column} = :{column}" for column in STATE_COLUMNS)
     + """,
         sync_requested_at = CASE WHEN sync_requested_at <= lease_claimed_at
                             THEN NULL ELSE sync_requested_at END,
@@ -284,7 +284,7 @@ _INSERT_NOTIFICATION = """
       AND recurrence_id = :recurrence_id AND start_at = :start_at AND NOT expired
     ON CONFLICT DO NOTHING
 """
-_NOTIFICATION_SELECT = ", ".join(f"n.{column}" for column in NOTIFICATION_COLUMNS)
+_NOTIFICATION_SELECT = column_list(NOTIFICATION_COLUMNS, "n.")
 _CLAIMED_OCCURRENCE_SELECT = ", ".join(
     f"o.{column} AS o_{column}" for column in OCCURRENCE_COLUMNS
 )
@@ -319,7 +319,7 @@ _REQUEUE = """
     WHERE id = ? AND status = 'failed'
 """
 _OCCURRENCES_STARTING = f"""
-    SELECT {", ".join(f"o.{column}" for column in OCCURRENCE_COLUMNS)}
+    SELECT {column_list(OCCURRENCE_COLUMNS, "o.")}
     FROM occurrences AS o JOIN calendars AS c ON c.id = o.calendar_id
     WHERE NOT o.expired AND o.start_at >= :start AND o.start_at < :end
       AND NOT c.paused
@@ -804,13 +804,6 @@ def _execute_many(conn: sqlite3.Connection, sql: str, rows: Sequence[Any]) -> in
     return conn.executemany(sql, rows).rowcount if rows else 0
 
 
-def _not_found(calendar_id: str) -> CalendarNotFound:
-    return CalendarNotFound(
-        f"no calendar {calendar_id!r} in the store: check the id (and owner), "
-        "or list_calendars() to see what is stored"
-    )
-
-
 def _calendar_row(
     conn: sqlite3.Connection, calendar_id: str, owner: str | None = None
 ) -> dict[str, Any]:
@@ -818,7 +811,7 @@ def _calendar_row(
         f"{_SELECT_CALENDARS} WHERE id = ?", (calendar_id,)
     ).fetchone()
     if row is None or (owner is not None and row["owner"] != owner):
-        raise _not_found(calendar_id)
+        raise calendar_not_found(calendar_id)
     return row
 
 
@@ -827,7 +820,7 @@ def _require_calendar(conn: sqlite3.Connection, calendar_id: str) -> None:
         "SELECT 1 FROM calendars WHERE id = ?", (calendar_id,)
     ).fetchone()
     if found is None:
-        raise _not_found(calendar_id)
+        raise calendar_not_found(calendar_id)
 
 
 def _calendar(
@@ -880,7 +873,7 @@ def _update_calendar(conn: sqlite3.Connection, calendar: Calendar) -> Calendar:
     values = dict(zip(CALENDAR_COLUMNS, CODEC.calendar_row(calendar), strict=True))
     conn.execute(
         _UPDATE_SETTINGS,
-        {column: values[column] for column in (*_SETTINGS_COLUMNS, "id")},
+        {column: values[column] for column in (*SETTINGS_COLUMNS, "id")},
     )
     state = old.state
     if calendar.url != old.url:
@@ -905,7 +898,7 @@ def _request_sync(conn: sqlite3.Connection, calendar_id: str, now: datetime) -> 
         {"now": epoch_micros(now), "id": calendar_id},
     ).rowcount
     if changed == 0:
-        raise _not_found(calendar_id)
+        raise calendar_not_found(calendar_id)
 
 
 def _claim_calendars(
@@ -933,24 +926,12 @@ def _claim_calendars(
     ]
 
 
-def _lease_params(lease: Lease) -> dict[str, Any]:
-    return {"id": lease.calendar_id, "token": lease.token, "worker": lease.worker}
-
-
-def _lease_lost(lease: Lease) -> LeaseLost:
-    return LeaseLost(
-        f"the lease of worker {lease.worker!r} on calendar {lease.calendar.label} "
-        "is no longer held (taken over after it expired, or released): "
-        "nothing was written"
-    )
-
-
 def _renew_lease(conn: sqlite3.Connection, lease: Lease, expires_at: datetime) -> Lease:
     row = conn.execute(
-        f"{_SELECT_CALENDARS} WHERE {_HOLDS_LEASE}", _lease_params(lease)
+        f"{_SELECT_CALENDARS} WHERE {_HOLDS_LEASE}", lease_params(lease)
     ).fetchone()
     if row is None:
-        raise _lease_lost(lease)
+        raise lease_lost(lease)
     conn.execute(
         "UPDATE calendars SET lease_expires_at = :expires_at WHERE id = :id",
         {"id": lease.calendar_id, "expires_at": epoch_micros(expires_at)},
@@ -962,7 +943,7 @@ def _release_lease(conn: sqlite3.Connection, lease: Lease) -> None:
     conn.execute(
         "UPDATE calendars SET lease_worker = NULL, lease_expires_at = NULL, "
         f"lease_claimed_at = NULL WHERE {_HOLDS_LEASE}",
-        _lease_params(lease),
+        lease_params(lease),
     )
 
 
@@ -970,10 +951,10 @@ def _apply_sync(
     conn: sqlite3.Connection, lease: Lease, write: SyncWrite, now: datetime
 ) -> AppliedSync:
     held = conn.execute(
-        f"SELECT 1 FROM calendars WHERE {_HOLDS_LEASE}", _lease_params(lease)
+        f"SELECT 1 FROM calendars WHERE {_HOLDS_LEASE}", lease_params(lease)
     ).fetchone()
     if held is None:
-        raise _lease_lost(lease)
+        raise lease_lost(lease)
     calendar_id = lease.calendar_id
     cancelled = 0
     if write.changes is not None:
@@ -1016,7 +997,7 @@ def _finish_sync(
     """Write the sync state, clear a request the sync served, release the lease."""
     if state.next_sync_at is None:
         state = attrs.evolve(state, next_sync_at=now)
-    values = dict(zip(_STATE_COLUMNS, CODEC.state_values(state), strict=True))
+    values = dict(zip(STATE_COLUMNS, CODEC.state_values(state), strict=True))
     conn.execute(_FINISH_SYNC, {**values, "id": calendar_id})
 
 
@@ -1143,21 +1124,13 @@ def _claim_notifications(
     return [
         NotificationClaim(
             record=CODEC.notification({**row, "due_at": due_at}),
-            occurrence=_claimed_occurrence(row),
+            occurrence=CODEC.joined_occurrence(row),
             worker=worker,
             token=row["claim_token"] + 1,
             expires_at=expires_at,
         )
         for row in rows
     ]
-
-
-def _claimed_occurrence(row: dict[str, Any]) -> Occurrence | None:
-    if row["o_uid"] is None:
-        return None
-    return CODEC.occurrence(
-        {column: row[f"o_{column}"] for column in OCCURRENCE_COLUMNS}
-    )
 
 
 def _record_job_run(conn: sqlite3.Connection, run: JobRun) -> None:
