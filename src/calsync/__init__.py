@@ -21,6 +21,7 @@ from ._errors import (
     TimezoneError,
     ValidationError,
 )
+from ._engine import Engine
 from ._fetch import (
     Circuit,
     CircuitBreaker,
@@ -40,6 +41,16 @@ from ._fetch import (
     HttpFetcher,
     RetryPolicy,
     next_sync_at,
+)
+from ._handlers import (
+    Delivery,
+    DeliveryError,
+    Handler,
+    LoggingHandler,
+    WebhookHandler,
+    WebhookVerificationError,
+    sign_webhook,
+    verify_webhook,
 )
 from ._ics import parse_ics
 from ._incremental import ParseCache, ParseCacheStats
@@ -69,7 +80,20 @@ from ._records import (
     notification_id,
 )
 from ._redact import redact
+from ._results import (
+    CalendarStatus,
+    CheckResult,
+    CleanupResult,
+    DispatchResult,
+    EngineStatus,
+    JobStats,
+    SyncDueResult,
+    SyncOutcome,
+    SyncResult,
+)
+from ._runner import Runner, Triggers
 from ._schedule import Schedule
+from ._settings import Settings
 from ._store.memory import MemoryStore
 from ._store.postgres import PostgresStore
 from ._store.protocol import Store
@@ -82,11 +106,19 @@ __all__ = [
     "Calendar",
     "CalendarExists",
     "CalendarNotFound",
+    "CalendarStatus",
     "CalsyncError",
     "ChangeSet",
+    "CheckResult",
     "Circuit",
     "CircuitBreaker",
     "CircuitState",
+    "CleanupResult",
+    "Delivery",
+    "DeliveryError",
+    "DispatchResult",
+    "Engine",
+    "EngineStatus",
     "FetchBlocked",
     "FetchConnectionError",
     "FetchError",
@@ -99,12 +131,15 @@ __all__ = [
     "FetchTooManyRedirects",
     "Fetcher",
     "FileFetcher",
+    "Handler",
     "HostLimiter",
     "HttpFetcher",
     "JobOutcome",
     "JobRun",
+    "JobStats",
     "Lease",
     "LeaseLost",
+    "LoggingHandler",
     "MemoryStore",
     "Notification",
     "NotificationClaim",
@@ -120,16 +155,24 @@ __all__ = [
     "Problem",
     "PruneCounts",
     "RetryPolicy",
+    "Runner",
     "SQLiteStore",
     "Schedule",
     "ScheduleError",
     "SchemaVersionError",
+    "Settings",
     "Store",
     "StoreError",
+    "SyncDueResult",
+    "SyncOutcome",
+    "SyncResult",
     "SyncState",
     "SyncWrite",
     "TimezoneError",
+    "Triggers",
     "ValidationError",
+    "WebhookHandler",
+    "WebhookVerificationError",
     "Window",
     "diff",
     "next_sync_at",
@@ -137,4 +180,6 @@ __all__ = [
     "notifications_due",
     "parse_ics",
     "redact",
+    "sign_webhook",
+    "verify_webhook",
 ]

@@ -11,7 +11,7 @@ import functools
 import re
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-__all__ = ["redact"]
+__all__ = ["redact", "redact_text"]
 
 MASK = "***"
 
@@ -35,6 +35,16 @@ def redact(url: str) -> str:
     a URL that cannot be split is masked whole.
     """
     return _redact(str(url))
+
+
+_URL_IN_TEXT = re.compile(
+    r"\b(?:https?|webcal|wss?|ftp|postgres(?:ql)?|redis|amqp)://[^\s'\"<>]+", re.I
+)
+
+
+def redact_text(text: str) -> str:
+    """Return free text (an error message from a handler, say) with every URL in it redacted."""
+    return _URL_IN_TEXT.sub(lambda match: _redact(match.group(0)), str(text))
 
 
 # Feed URLs repeat every sync, and every log line and result needs them redacted.

@@ -106,6 +106,10 @@ class FileFetcher:
             bytes_read=len(snapshot.body),
         )
 
+    def check_url(self, url: str) -> None:
+        """Refuse a URL that is not a local path, or one outside the root."""
+        self._path(url)
+
     def _path(self, url: str) -> Path:
         parts = urlsplit(url)
         if parts.scheme.lower() == "file":

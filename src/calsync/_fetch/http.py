@@ -282,6 +282,11 @@ class HttpFetcher:
             auto_decompress=True,
         )
 
+    def check_url(self, url: str) -> None:
+        """Refuse a URL that is not an absolute http, https or webcal URL, or a blocked host."""
+        target, _ = self._first_target(url, None)
+        self._check_target(url, target)
+
     def _first_target(self, url: str, auth: Auth | None) -> tuple[URL, Auth | None]:
         if not isinstance(url, str):
             raise FetchInvalidURL(str(url), "the URL must be a string")

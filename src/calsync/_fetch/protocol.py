@@ -107,6 +107,14 @@ class Fetcher(Protocol):
         """
         ...
 
+    def check_url(self, url: str) -> None:
+        """Refuse a URL this fetcher could never fetch, before it is stored.
+
+        Raises `FetchInvalidURL` (or `FetchBlocked` for a target the fetcher's
+        policy forbids outright); does no I/O.
+        """
+        ...
+
     async def aclose(self) -> None:
         """Release connections and other resources; the fetcher is unusable after."""
         ...

@@ -1,0 +1,59 @@
+"""The mass-deletion guard (DESIGN §3): a feed that suddenly drops most events is held back."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import attrs
+
+from ._model import ChangeSet, Occurrence
+
+__all__ = ["Guarded", "guard_removals"]
+
+
+@attrs.frozen
+class Guarded:
+    """A ChangeSet after the guard: ``held`` removals kept back, ``fingerprint`` of them."""
+
+    changes: ChangeSet
+    held: int = 0
+    fingerprint: str | None = None
+
+
+def guard_removals(
+    changes: ChangeSet,
+    stored: int,
+    current: Iterable[Occurrence],
+    *,
+    minimum: int,
+    fraction: float,
+    previous_fingerprint: str | None,
+    confirmed: bool = False,
+) -> Guarded:
+    """Hold back the removals of a sync that would remove too much of a calendar.
+
+    Too much: all of ``stored`` occurrences, or more than ``fraction`` of them and
+    more than ``minimum``. Held removals are applied when the feed says the same
+    again: the UIDs of ``current`` (the feed's occurrences now) fingerprint what it
+    said, so neither a new DTSTAMP nor the sliding window makes a repeat look new.
+    ``confirmed`` applies them at once.
+    """
+    removed = len(changes.removed)
+    if removed == 0 or confirmed:
+        return Guarded(changes)
+    everything = removed >= stored
+    too_many = removed > minimum and removed > stored * fraction
+    if not (everything or too_many):
+        return Guarded(changes)
+    fingerprint = _fingerprint(current)
+    if fingerprint == previous_fingerprint:
+        return Guarded(changes)
+    return Guarded(attrs.evolve(changes, removed=()), removed, fingerprint)
+
+
+def _fingerprint(current: Iterable[Occurrence]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for uid in sorted({occurrence.key.uid for occurrence in current}):
+        digest.update(uid.encode() + b"\x1e")
+    return digest.hexdigest()

@@ -1,0 +1,183 @@
+"""What the Engine's jobs return: plain attrs values a host can log, count or show."""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from datetime import datetime, timedelta
+
+import attrs
+
+from ._model import Problem, as_aware_utc, optional_aware_utc
+from ._records import Calendar, CircuitState, JobOutcome
+
+__all__ = [
+    "CalendarStatus",
+    "CheckResult",
+    "CleanupResult",
+    "DispatchResult",
+    "EngineStatus",
+    "JobStats",
+    "SyncDueResult",
+    "SyncOutcome",
+    "SyncResult",
+]
+
+
+class SyncOutcome(enum.StrEnum):
+    """How one calendar's sync ended."""
+
+    CHANGED = "changed"
+    """Occurrences were added, updated, removed or expired."""
+    UNCHANGED = "unchanged"
+    """304, the same body, or a new body with the same occurrences."""
+    FAILED = "failed"
+    """The fetch or the parse failed; nothing stored was touched."""
+    HELD = "held"
+    """The mass-deletion guard held removals back; the rest was applied."""
+    BUSY = "busy"
+    """Another worker holds the calendar's lease; nothing was done."""
+    LOST = "lost"
+    """The lease was lost before the write; nothing was written."""
+
+
+@attrs.frozen
+class SyncResult:
+    """The outcome of syncing one calendar."""
+
+    calendar_id: str
+    label: str
+    outcome: SyncOutcome = attrs.field(converter=SyncOutcome)
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    expired: int = 0
+    unchanged: int = 0
+    held_removals: int = 0
+    problems: tuple[Problem, ...] = attrs.field(default=(), converter=tuple)
+    error: str | None = None
+    not_modified: bool = False
+    notifications_created: int = 0
+    notifications_cancelled: int = 0
+    next_sync_at: datetime | None = attrs.field(
+        default=None, converter=optional_aware_utc
+    )
+    elapsed: timedelta = timedelta(0)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the sync did its job (also when held back or busy elsewhere)."""
+        return self.outcome not in (SyncOutcome.FAILED, SyncOutcome.LOST)
+
+
+@attrs.frozen
+class SyncDueResult:
+    """The outcome of one `Engine.sync_due` cycle: one `SyncResult` per calendar."""
+
+    results: tuple[SyncResult, ...] = attrs.field(converter=tuple)
+    started_at: datetime = attrs.field(converter=as_aware_utc)
+    finished_at: datetime = attrs.field(converter=as_aware_utc)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many calendars ended in each outcome, plus ``synced`` in all."""
+        counts = Counter(str(result.outcome) for result in self.results)
+        return {"synced": len(self.results), **counts}
+
+    @property
+    def failed(self) -> tuple[SyncResult, ...]:
+        """The calendars whose sync failed."""
+        return tuple(result for result in self.results if not result.ok)
+
+
+@attrs.frozen
+class CheckResult:
+    """The outcome of `Engine.check_notifications`.
+
+    ``next_fire_at`` is the earliest fire time still ahead among the occurrences
+    scanned, so a runner can wake up just in time for it.
+    """
+
+    created: int = 0
+    missed: int = 0
+    scanned: int = 0
+    next_fire_at: datetime | None = attrs.field(
+        default=None, converter=optional_aware_utc
+    )
+
+
+@attrs.frozen
+class DispatchResult:
+    """The outcome of `Engine.dispatch_notifications`.
+
+    ``held`` counts notifications put back without an attempt (their calendar is
+    paused, or their lead was removed and the next sync will cancel them).
+    """
+
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    held: int = 0
+    errors: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class CleanupResult:
+    """How many rows `Engine.cleanup` removed, by kind."""
+
+    occurrences: int = 0
+    notifications: int = 0
+    job_runs: int = 0
+
+
+@attrs.frozen
+class CalendarStatus:
+    """A calendar with its health: ``stale`` when no success in ``stale_factor`` cadences."""
+
+    calendar: Calendar
+    stale: bool
+
+    @property
+    def id(self) -> str:
+        """The calendar's id."""
+        return self.calendar.id
+
+    @property
+    def label(self) -> str:
+        """The calendar's name or redacted URL, with its id."""
+        return self.calendar.label
+
+    @property
+    def circuit(self) -> CircuitState:
+        """Whether the calendar's feed is fetched normally, rested or probed."""
+        return self.calendar.state.circuit
+
+
+@attrs.frozen
+class JobStats:
+    """Recent runs of one job: how many, how the last ended, durations p50/p95."""
+
+    job: str
+    runs: int
+    last_outcome: JobOutcome | None
+    last_finished_at: datetime | None
+    p50: timedelta
+    p95: timedelta
+    last_error: str | None = None
+
+
+@attrs.frozen
+class EngineStatus:
+    """A snapshot for dashboards and `calsync status`."""
+
+    calendars: tuple[CalendarStatus, ...]
+    pending: int
+    failed: int
+    missed: int
+    jobs: tuple[JobStats, ...]
+    checked_at: datetime = attrs.field(converter=as_aware_utc)
+
+    @property
+    def stale(self) -> tuple[CalendarStatus, ...]:
+        """The calendars without a recent successful sync."""
+        return tuple(status for status in self.calendars if status.stale)

@@ -1,0 +1,313 @@
+"""The bundled asyncio runner: the Engine's jobs on their triggers, stopped gracefully.
+
+It needs nothing but the standard library, so a host app can embed it in its own
+event loop (``async with Runner(engine, handler): ...``) or run it as a service
+(``calsync run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Self
+
+import attrs
+
+from ._engine import Engine
+from ._errors import ValidationError
+from ._handlers import Handler
+from ._results import CheckResult, DispatchResult, SyncDueResult
+from ._schedule import Schedule
+
+__all__ = ["Runner", "Triggers"]
+
+logger = logging.getLogger("calsync.runner")
+
+_JOBS = ("sync_due", "check_notifications", "dispatch_notifications", "cleanup")
+# Jobs that run at once when the runner starts (a missed cleanup is found in history).
+_AT_START = frozenset({"sync_due", "check_notifications", "dispatch_notifications"})
+# Wake a little after a fire time, never a hair before it.
+_FIRE_MARGIN = timedelta(milliseconds=50)
+# Sleep in slices this long at most, so clock jumps and suspends are noticed.
+_LONGEST_SLEEP = 60.0
+_WATCH_EVERY = 5.0
+
+
+def _schedule(instance: Triggers, attribute: attrs.Attribute[str], value: str) -> None:
+    Schedule.parse(value, instance.tz)
+
+
+@attrs.frozen
+class Triggers:
+    """When the runner runs each job (`Schedule` texts, read in ``tz``); DESIGN §5."""
+
+    sync_due: str = attrs.field(default="every 30s", validator=_schedule)
+    check_notifications: str = attrs.field(default="every 60s", validator=_schedule)
+    dispatch_notifications: str = attrs.field(default="every 10s", validator=_schedule)
+    cleanup: str = attrs.field(default="daily 03:00", validator=_schedule)
+    tz: str = attrs.field(default="UTC", kw_only=True)
+
+    def schedule(self, job: str) -> Schedule:
+        """Return the parsed schedule of one job."""
+        text: str = getattr(self, job)
+        return Schedule.parse(text, self.tz)
+
+
+@attrs.frozen
+class _Deadlines:
+    """How long a job may run before the watchdog logs it as stuck."""
+
+    sync_due: timedelta = timedelta(minutes=10)
+    check_notifications: timedelta = timedelta(minutes=2)
+    dispatch_notifications: timedelta = timedelta(minutes=5)
+    cleanup: timedelta = timedelta(minutes=30)
+
+
+class Runner:
+    """Run an Engine's jobs on their triggers until stopped; an async context manager.
+
+    The first cycle syncs everything due (missed runs coalesce into one), checks
+    and dispatches at once. Stopping lets running jobs finish for
+    ``shutdown_timeout``, then cancels them; a cancelled sync gives its lease back.
+    A job running past its entry in ``deadlines`` (by job name) is logged as stuck.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        handler: Handler,
+        *,
+        triggers: Triggers | None = None,
+        shutdown_timeout: timedelta = timedelta(seconds=8),
+        deadlines: Mapping[str, timedelta] | None = None,
+    ) -> None:
+        if not callable(handler):
+            raise ValidationError(f"handler must be callable, got {handler!r}")
+        if shutdown_timeout <= timedelta(0):
+            raise ValidationError("shutdown_timeout must be positive")
+        self._engine = engine
+        self._handler = handler
+        self._triggers = triggers if triggers is not None else Triggers()
+        self._shutdown_timeout = shutdown_timeout.total_seconds()
+        self._deadlines = attrs.evolve(_Deadlines(), **(deadlines or {}))
+        self._stopping = asyncio.Event()
+        self._wake = {job: asyncio.Event() for job in _JOBS}
+        self._running: dict[str, float] = {}
+        self._warned: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listeners: list[Callable[[str, object], object]] = []
+
+    @property
+    def triggers(self) -> Triggers:
+        """When each job runs."""
+        return self._triggers
+
+    def on_result(self, listener: Callable[[str, object], object]) -> None:
+        """Call ``listener(job, result)`` after every job run (for displays and metrics)."""
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        """Start the job loops and the watchdog on the running event loop."""
+        if self._tasks:
+            raise RuntimeError("the runner is already started")
+        self._stopping.clear()
+        for job in _JOBS:
+            self._tasks.append(asyncio.create_task(self._loop(job), name=f"calsync.{job}"))
+        self._tasks.append(asyncio.create_task(self._watchdog(), name="calsync.watchdog"))
+        logger.info(
+            "runner started as worker %s",
+            self._engine.settings.worker,
+            extra={"calsync_worker": self._engine.settings.worker},
+        )
+
+    def request_stop(self) -> None:
+        """Ask the runner to stop; `run` then returns after a graceful shutdown."""
+        self._stopping.set()
+        for event in self._wake.values():
+            event.set()
+
+    def wake(self, job: str) -> None:
+        """Run ``job`` now instead of at its next trigger (a webhook, a button)."""
+        self._wake[job].set()
+
+    async def stop(self) -> None:
+        """Stop: let running jobs finish for ``shutdown_timeout``, then cancel them."""
+        self.request_stop()
+        tasks, self._tasks = self._tasks, []
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self._shutdown_timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            logger.warning(
+                "cancelled %d job(s) still running after %.0f s: %s",
+                len(pending),
+                self._shutdown_timeout,
+                ", ".join(task.get_name() for task in pending),
+            )
+            await asyncio.wait(pending, timeout=1.5)
+        logger.info("runner stopped")
+
+    async def run(self, *, install_signal_handlers: bool = False) -> None:
+        """Run until `request_stop` (or SIGTERM/SIGINT, if asked to handle them)."""
+        loop = asyncio.get_running_loop()
+        handled: list[signal.Signals] = []
+        if install_signal_handlers:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self._on_signal, signum)
+                handled.append(signum)
+        self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            try:
+                await self.stop()
+            finally:
+                for signum in handled:
+                    loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: signal.Signals) -> None:
+        if self._stopping.is_set():
+            logger.warning("%s again: cancelling running jobs now", signum.name)
+            for task in self._tasks:
+                task.cancel()
+            return
+        logger.info("%s received: stopping gracefully", signum.name)
+        self.request_stop()
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- loops -------------------------------------------------------------
+
+    async def _loop(self, job: str) -> None:
+        schedule = self._triggers.schedule(job)
+        if job not in _AT_START:
+            await self._sleep_until(await self._first_run(job, schedule), job)
+        while not self._stopping.is_set():
+            result = await self._run(job)
+            next_at = schedule.next_after(self._engine.now())
+            if isinstance(result, CheckResult) and result.next_fire_at is not None:
+                next_at = min(next_at, result.next_fire_at + _FIRE_MARGIN)
+            await self._sleep_until(next_at, job)
+
+    async def _first_run(self, job: str, schedule: Schedule) -> datetime:
+        """When a non-startup job first runs: now if a run was missed, else its next time."""
+        now = self._engine.now()
+        runs = await self._engine.store.recent_job_runs(job=job, limit=1)
+        if runs and schedule.next_after(runs[0].started_at) <= now:
+            return now
+        return schedule.next_after(now)
+
+    async def _sleep_until(self, when: datetime, job: str) -> None:
+        wake = self._wake[job]
+        while not self._stopping.is_set() and not wake.is_set():
+            seconds = (when - self._engine.now()).total_seconds()
+            if seconds <= 0:
+                break
+            try:
+                await asyncio.wait_for(wake.wait(), min(seconds, _LONGEST_SLEEP))
+            except TimeoutError:
+                continue
+        wake.clear()
+
+    async def _run(self, job: str) -> object:
+        self._running[job] = time.monotonic()
+        try:
+            result = await self._call(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("job %s failed", job, extra={"calsync_job": job})
+            return None
+        finally:
+            self._running.pop(job, None)
+            self._warned.discard(job)
+        self._after(job, result)
+        return result
+
+    def _call(self, job: str) -> Awaitable[object]:
+        engine = self._engine
+        if job == "sync_due":
+            return engine.sync_due()
+        if job == "check_notifications":
+            return engine.check_notifications()
+        if job == "dispatch_notifications":
+            return engine.dispatch_notifications(self._handler)
+        return engine.cleanup()
+
+    def _after(self, job: str, result: object) -> None:
+        """Chain the jobs: new reminders are dispatched at once, changes checked at once."""
+        if isinstance(result, SyncDueResult):
+            _log_sync(result)
+            if any(r.notifications_created for r in result.results):
+                self.wake("dispatch_notifications")
+            if any(r.added or r.updated for r in result.results):
+                self.wake("check_notifications")
+        if isinstance(result, CheckResult) and result.created:
+            self.wake("dispatch_notifications")
+        if isinstance(result, DispatchResult) and (result.delivered or result.dead):
+            logger.info(
+                "dispatched: %d delivered, %d to retry, %d dead",
+                result.delivered,
+                result.retried,
+                result.dead,
+                extra={"calsync_job": job},
+            )
+        for listener in self._listeners:
+            try:
+                listener(job, result)
+            except Exception:
+                logger.exception("a runner listener failed on %s", job)
+
+    async def _watchdog(self) -> None:
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            for job, started in list(self._running.items()):
+                limit: timedelta = getattr(self._deadlines, job)
+                running = now - started
+                if running > limit.total_seconds() and job not in self._warned:
+                    self._warned.add(job)
+                    logger.warning(
+                        "job %s has been running for %.0f s, past its %.0f s deadline",
+                        job,
+                        running,
+                        limit.total_seconds(),
+                        extra={"calsync_job": job, "calsync_running_s": running},
+                    )
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self._watch_every())
+            except TimeoutError:
+                continue
+
+
+    def _watch_every(self) -> float:
+        shortest = min(attrs.astuple(self._deadlines))
+        return min(_WATCH_EVERY, max(shortest.total_seconds() / 2, 0.05))
+
+
+def _log_sync(result: SyncDueResult) -> None:
+    if not result.results:
+        return
+    counts = result.counts
+    logger.info(
+        "synced %d calendar(s): %s",
+        counts["synced"],
+        ", ".join(f"{count} {name}" for name, count in counts.items() if name != "synced"),
+        extra={"calsync_job": "sync_due", "calsync_counts": counts},
+    )

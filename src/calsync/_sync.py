@@ -1,0 +1,485 @@
+"""Syncing one leased calendar: fetch, parse, diff, guard, and one atomic write."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+
+import attrs
+
+from ._diff import diff
+from ._errors import CalsyncError, LeaseLost
+from ._fetch.breaker import Circuit
+from ._fetch.errors import FetchError
+from ._fetch.limits import HostLimiter
+from ._fetch.policy import next_sync_at
+from ._fetch.protocol import Fetcher, FetchResult
+from ._guard import guard_removals
+from ._ics import parse_ics
+from ._incremental import ParseCache
+from ._model import ChangeSet, Notification, Occurrence, ParsedCalendar, Window
+from ._notify import notifications_due
+from ._records import (
+    AppliedSync,
+    Calendar,
+    CircuitState,
+    Lease,
+    NotificationStatus,
+    SyncState,
+    SyncWrite,
+)
+from ._redact import redact_text
+from ._results import SyncOutcome, SyncResult
+from ._schedule import Schedule
+from ._settings import Settings
+from ._store.protocol import Store
+
+__all__ = ["Syncer", "leads_for", "schedule_of"]
+
+logger = logging.getLogger("calsync.sync")
+
+Clock = Callable[[], datetime]
+
+# Pending notifications of one calendar read per sync to find removed leads.
+_PENDING_SCAN_LIMIT = 100_000
+
+
+@functools.lru_cache(maxsize=1024)
+def schedule_of(text: str, tz: str | None) -> Schedule:
+    """Return a calendar's parsed schedule (cached: every sync needs it)."""
+    return Schedule.parse(text, tz or "UTC")
+
+
+def leads_for(
+    calendar: Calendar, occurrence: Occurrence, lookahead: timedelta
+) -> tuple[timedelta, ...]:
+    """The leads an occurrence's reminders use: the calendar's, and its VALARMs if asked."""
+    if not calendar.use_alarms or not occurrence.alarms:
+        return calendar.leads
+    alarms = (lead for lead in occurrence.alarms if lead <= lookahead)
+    return tuple(sorted({*calendar.leads, *alarms}))
+
+
+@attrs.frozen
+class _Fetched:
+    """A fetch that brought a body worth parsing, or None for "nothing new"."""
+
+    result: FetchResult
+    body_hash: str | None
+
+
+class _Failure(Exception):
+    """A sync step failed in a way that is recorded on the calendar, not raised."""
+
+    def __init__(self, message: str, error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error = error
+
+
+class Syncer:
+    """Syncs leased calendars for one Engine; holds its parse caches and host limiter."""
+
+    def __init__(
+        self,
+        store: Store,
+        fetcher: Fetcher,
+        settings: Settings,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._fetcher = fetcher
+        self._settings = settings
+        self._clock = clock
+        self._caches: OrderedDict[str, ParseCache] = OrderedDict()
+        self._limiters: dict[asyncio.AbstractEventLoop, HostLimiter] = {}
+        self._parse_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+    async def sync(
+        self, lease: Lease, *, force: bool = False, confirm_removals: bool = False
+    ) -> SyncResult:
+        """Sync one leased calendar and release its lease by writing, whatever happens.
+
+        A failure is recorded on the calendar (backoff, circuit) and returned;
+        only cancellation propagates, after giving the lease back.
+        """
+        started = time.monotonic()
+        calendar = lease.calendar
+        try:
+            result = await self._sync(lease, force=force, confirm=confirm_removals)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(lease))
+            raise
+        except LeaseLost as error:
+            logger.warning(
+                "lost the lease on %s during its sync: nothing was written",
+                calendar.label,
+                extra={"calsync_calendar_id": calendar.id},
+            )
+            result = _result(calendar, SyncOutcome.LOST, error=str(error))
+        elapsed = timedelta(seconds=time.monotonic() - started)
+        return attrs.evolve(result, elapsed=elapsed)
+
+    async def _release(self, lease: Lease) -> None:
+        try:
+            await self._store.release_lease(lease)
+        except Exception:
+            logger.exception("could not release the lease on %s", lease.calendar.label)
+
+    async def _sync(self, lease: Lease, *, force: bool, confirm: bool) -> SyncResult:
+        calendar = lease.calendar
+        now = self._clock()
+        try:
+            fetched = await self._fetch(calendar, now, force=force)
+            if fetched.body_hash is None:
+                return await self._unchanged(lease, fetched.result, now)
+            parsed = await self._parse(calendar, fetched.result, now)
+            return await self._apply(lease, fetched, parsed, now, confirm=confirm)
+        except _Failure as failure:
+            return await self._failed(lease, failure, self._clock())
+
+    # -- fetching ----------------------------------------------------------
+
+    async def _fetch(
+        self, calendar: Calendar, now: datetime, *, force: bool
+    ) -> _Fetched:
+        state = calendar.state
+        fresh = (
+            force
+            or state.held_removals > 0
+            or _window_stale(state, now, self._settings.reparse_after)
+        )
+        try:
+            async with self._limiter().slot(calendar.url):
+                result = await self._fetcher.fetch(
+                    calendar.url,
+                    etag=None if fresh else state.etag,
+                    last_modified=None if fresh else state.last_modified,
+                    auth=calendar.auth,
+                )
+        except FetchError as error:
+            raise _Failure(str(error), error) from None
+        if result.body is None:
+            return _Fetched(result, None)
+        body_hash = hashlib.blake2b(result.body, digest_size=16).hexdigest()
+        if not fresh and body_hash == state.body_hash:
+            return _Fetched(result, None)
+        return _Fetched(result, body_hash)
+
+    def _limiter(self) -> HostLimiter:
+        loop = asyncio.get_running_loop()
+        limiter = self._limiters.get(loop)
+        if limiter is None:
+            limiter = self._limiters[loop] = HostLimiter(
+                concurrency=self._settings.per_host_concurrency,
+                rate=self._settings.per_host_rate,
+                burst=self._settings.per_host_concurrency,
+            )
+        return limiter
+
+    # -- parsing -----------------------------------------------------------
+
+    async def _parse(
+        self, calendar: Calendar, fetched: FetchResult, now: datetime
+    ) -> ParsedCalendar:
+        assert fetched.body is not None
+        window = _window(calendar, now)
+        cache = self._cache(calendar.id)
+        parse = functools.partial(
+            parse_ics,
+            fetched.body,
+            window,
+            default_tz=calendar.tz or "UTC",
+            max_occurrences=self._settings.max_occurrences,
+            cache=cache,
+        )
+        timeout = self._settings.parse_timeout.total_seconds()
+        try:
+            async with self._parse_slot():
+                return await asyncio.wait_for(asyncio.to_thread(parse), timeout)
+        except TimeoutError:
+            # The thread runs on; its cache must not be reused.
+            self._caches.pop(calendar.id, None)
+            raise _Failure(
+                f"parsing the feed of {calendar.label} took longer than "
+                f"{timeout:g} s and was abandoned: the feed is too large or "
+                "expands to too many occurrences (raise Settings.parse_timeout, "
+                "or narrow the calendar's horizon)"
+            ) from None
+        except CalsyncError as error:
+            raise _Failure(f"{calendar.label}: {error}", error) from None
+        except Exception as error:
+            logger.exception(
+                "unexpected error parsing %s",
+                calendar.label,
+                extra={"calsync_calendar_id": calendar.id},
+            )
+            raise _Failure(
+                f"{calendar.label}: the feed could not be parsed "
+                f"({type(error).__name__}); see the log for details",
+                error,
+            ) from None
+
+    def _parse_slot(self) -> asyncio.Semaphore:
+        # Parsing holds the GIL: two at a time keep the loop and memory calm.
+        loop = asyncio.get_running_loop()
+        slot = self._parse_slots.get(loop)
+        if slot is None:
+            slot = self._parse_slots[loop] = asyncio.Semaphore(2)
+        return slot
+
+    def _cache(self, calendar_id: str) -> ParseCache | None:
+        size = self._settings.parse_cache_size
+        if size == 0:
+            return None
+        cache = self._caches.pop(calendar_id, None) or ParseCache()
+        self._caches[calendar_id] = cache
+        while len(self._caches) > size:
+            self._caches.popitem(last=False)
+        return cache
+
+    # -- writing -----------------------------------------------------------
+
+    async def _unchanged(
+        self, lease: Lease, fetched: FetchResult, now: datetime
+    ) -> SyncResult:
+        calendar = lease.calendar
+        state = self._succeeded(calendar, fetched, now, calendar.state.refresh_interval)
+        cancel = await self.stale_leads(calendar, None)
+        applied = await self._write(lease, SyncWrite(state, cancel=cancel), now)
+        return _result(
+            calendar,
+            SyncOutcome.UNCHANGED,
+            not_modified=not fetched.modified,
+            next_sync_at=state.next_sync_at,
+            notifications_cancelled=applied.cancelled,
+        )
+
+    async def _apply(
+        self,
+        lease: Lease,
+        fetched: _Fetched,
+        parsed: ParsedCalendar,
+        now: datetime,
+        *,
+        confirm: bool,
+    ) -> SyncResult:
+        calendar = lease.calendar
+        window = _window(calendar, now)
+        stored = await self._store.list_occurrences(calendar.id)
+        changes = diff(stored, parsed.occurrences, window)
+        guarded = guard_removals(
+            changes,
+            len(stored),
+            parsed.occurrences,
+            minimum=self._settings.mass_deletion_min,
+            fraction=self._settings.mass_deletion_fraction,
+            previous_fingerprint=calendar.state.held_removals_hash,
+            confirmed=confirm,
+        )
+        changes = guarded.changes
+        state = attrs.evolve(
+            self._succeeded(calendar, fetched.result, now, parsed.refresh_interval),
+            body_hash=fetched.body_hash,
+            parsed_at=now,
+            refresh_interval=parsed.refresh_interval,
+            held_removals=guarded.held,
+            held_removals_hash=guarded.fingerprint,
+        )
+        if guarded.held:
+            # Parse again next time even if the body is the same: a repeat confirms.
+            state = attrs.evolve(state, body_hash=None)
+            logger.warning(
+                "held back %d removals from %s: the feed dropped %d of %d events; "
+                "they are applied if the next sync says the same, or on confirmation",
+                guarded.held,
+                calendar.label,
+                guarded.held,
+                len(stored),
+                extra={"calsync_calendar_id": calendar.id},
+            )
+        create = self._due_now(calendar, (*changes.added, *changes.updated), now)
+        cancel = await self.stale_leads(calendar, parsed.occurrences)
+        write = SyncWrite(state, _or_none(changes), create=create, cancel=cancel)
+        applied = await self._write(lease, write, now)
+        return _changed_result(calendar, changes, guarded.held, parsed, state, applied)
+
+    def _succeeded(
+        self,
+        calendar: Calendar,
+        fetched: FetchResult,
+        now: datetime,
+        refresh_interval: timedelta | None,
+    ) -> SyncState:
+        schedule = schedule_of(calendar.schedule, calendar.tz)
+        cadence = schedule.next_after(now) - now
+        return attrs.evolve(
+            calendar.state,
+            etag=fetched.etag,
+            last_modified=fetched.last_modified,
+            last_attempt_at=now,
+            last_success_at=now,
+            last_error=None,
+            consecutive_failures=0,
+            circuit=CircuitState.CLOSED,
+            next_sync_at=next_sync_at(
+                now, cadence, refresh_interval=refresh_interval, max_age=fetched.max_age
+            ),
+        )
+
+    async def _failed(
+        self, lease: Lease, failure: _Failure, now: datetime
+    ) -> SyncResult:
+        calendar = lease.calendar
+        state = calendar.state
+        circuit = self._settings.breaker.record_failure(_circuit_of(state, now), now)
+        if circuit.state is CircuitState.CLOSED:
+            retry_at = self._settings.retry.next_attempt(
+                now, circuit.consecutive_failures, error=failure.error
+            )
+        else:
+            assert circuit.next_probe_at is not None
+            retry_at = circuit.next_probe_at
+        message = redact_text(failure.message)
+        state = attrs.evolve(
+            state,
+            last_attempt_at=now,
+            last_error=message,
+            consecutive_failures=circuit.consecutive_failures,
+            circuit=circuit.state,
+            next_sync_at=retry_at,
+        )
+        await self._write(lease, SyncWrite(state), now)
+        logger.warning(
+            "sync of %s failed (%d in a row, circuit %s, next try %s): %s",
+            calendar.label,
+            circuit.consecutive_failures,
+            circuit.state,
+            retry_at.isoformat(),
+            message,
+            extra={
+                "calsync_calendar_id": calendar.id,
+                "calsync_failures": circuit.consecutive_failures,
+            },
+        )
+        return _result(
+            calendar, SyncOutcome.FAILED, error=message, next_sync_at=retry_at
+        )
+
+    async def _write(
+        self, lease: Lease, write: SyncWrite, now: datetime
+    ) -> AppliedSync:
+        ttl = self._settings.lease_ttl
+        if lease.expires_at - now < ttl / 2:
+            lease = await self._store.renew_lease(lease, now, ttl)
+        return await self._store.apply_sync(lease, write, now)
+
+    # -- notifications -----------------------------------------------------
+
+    def _due_now(
+        self, calendar: Calendar, occurrences: Sequence[Occurrence], now: datetime
+    ) -> tuple[Notification, ...]:
+        """Reminders already due for new or changed occurrences, created in the same write."""
+        grace = self._settings.late_grace
+        lookahead = self._settings.alarm_lookahead
+        due: list[Notification] = []
+        for occurrence in occurrences:
+            if occurrence.start - now > lookahead:
+                continue
+            leads = leads_for(calendar, occurrence, lookahead)
+            due.extend(
+                notifications_due([occurrence], leads=leads, now=now, late_grace=grace)
+            )
+        return tuple(due)
+
+    async def stale_leads(
+        self, calendar: Calendar, current: Iterable[Occurrence] | None = None
+    ) -> tuple[Notification, ...]:
+        """Pending reminders whose lead the calendar no longer has: to cancel."""
+        pending = await self._store.list_notifications(
+            calendar_id=calendar.id,
+            status=NotificationStatus.PENDING,
+            limit=_PENDING_SCAN_LIMIT,
+        )
+        if not pending:
+            return ()
+        alarms: dict[object, tuple[timedelta, ...]] = {}
+        if calendar.use_alarms and current is not None:
+            alarms = {occurrence.key: occurrence.alarms for occurrence in current}
+        lookahead = self._settings.alarm_lookahead
+        stale = []
+        for record in pending:
+            notification = record.notification
+            if notification.lead in calendar.leads:
+                continue
+            if calendar.use_alarms and (
+                current is None
+                or (
+                    notification.lead in alarms.get(notification.key, ())
+                    and notification.lead <= lookahead
+                )
+            ):
+                continue
+            stale.append(notification)
+        return tuple(stale)
+
+
+def _window(calendar: Calendar, now: datetime) -> Window:
+    return Window(now - calendar.window_past, now + calendar.horizon)
+
+
+def _window_stale(state: SyncState, now: datetime, reparse_after: timedelta) -> bool:
+    """Whether the window slid far enough since the last parse to expand again."""
+    return state.parsed_at is None or now - state.parsed_at >= reparse_after
+
+
+def _circuit_of(state: SyncState, now: datetime) -> Circuit:
+    if state.circuit is CircuitState.CLOSED:
+        return Circuit(CircuitState.CLOSED, state.consecutive_failures)
+    return Circuit(state.circuit, state.consecutive_failures, state.next_sync_at or now)
+
+
+def _or_none(changes: ChangeSet) -> ChangeSet | None:
+    touched = changes.added or changes.updated or changes.removed or changes.expired
+    return changes if touched else None
+
+
+def _result(calendar: Calendar, outcome: SyncOutcome, **fields: object) -> SyncResult:
+    return SyncResult(calendar.id, calendar.label, outcome, **fields)  # type: ignore[arg-type]
+
+
+def _changed_result(
+    calendar: Calendar,
+    changes: ChangeSet,
+    held: int,
+    parsed: ParsedCalendar,
+    state: SyncState,
+    applied: AppliedSync,
+) -> SyncResult:
+    if held:
+        outcome = SyncOutcome.HELD
+    elif _or_none(changes) is not None:
+        outcome = SyncOutcome.CHANGED
+    else:
+        outcome = SyncOutcome.UNCHANGED
+    return SyncResult(
+        calendar.id,
+        calendar.label,
+        outcome,
+        added=len(changes.added),
+        updated=len(changes.updated),
+        removed=len(changes.removed),
+        expired=len(changes.expired),
+        unchanged=changes.unchanged,
+        held_removals=held,
+        problems=parsed.problems,
+        notifications_created=applied.created,
+        notifications_cancelled=applied.cancelled,
+        next_sync_at=state.next_sync_at,
+    )

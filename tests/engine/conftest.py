@@ -1,0 +1,94 @@
+"""Fixtures for Engine tests: a real feed server, a real SQLite store, a manual clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import attrs
+import pytest
+
+from calsync import Delivery, Engine, HttpFetcher, Settings, SQLiteStore
+from calsync.testing import FeedServer, ManualClock
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+def event(
+    uid: str,
+    start: datetime,
+    *,
+    minutes: int = 30,
+    summary: str | None = None,
+    status: str | None = None,
+    rrule: str | None = None,
+) -> str:
+    """One VEVENT in UTC."""
+    end = start + timedelta(minutes=minutes)
+    lines = [
+        "BEGIN:VEVENT",
+        f"UID:{uid}",
+        "DTSTAMP:20260101T000000Z",
+        f"DTSTART:{start:%Y%m%dT%H%M%SZ}",
+        f"DTEND:{end:%Y%m%dT%H%M%SZ}",
+        f"SUMMARY:{summary or uid}",
+    ]
+    if status:
+        lines.append(f"STATUS:{status}")
+    if rrule:
+        lines.append(f"RRULE:{rrule}")
+    lines.append("END:VEVENT")
+    return "\r\n".join(lines)
+
+
+def ics(*events: str, extra: str = "") -> str:
+    """A VCALENDAR around ``events``."""
+    head = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//calsync tests//EN"]
+    if extra:
+        head.append(extra)
+    return "\r\n".join([*head, *events, "END:VCALENDAR"]) + "\r\n"
+
+
+@attrs.define
+class Recorder:
+    """A handler that records what it was given, failing the first ``fail`` calls."""
+
+    fail: int = 0
+    deliveries: list[Delivery] = attrs.Factory(list)
+    calls: int = 0
+
+    async def __call__(self, delivery: Delivery) -> None:
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise RuntimeError(f"handler down (call {self.calls})")
+        self.deliveries.append(delivery)
+
+    @property
+    def ids(self) -> list[str]:
+        return [delivery.id for delivery in self.deliveries]
+
+
+@pytest.fixture
+async def feeds() -> AsyncIterator[FeedServer]:
+    async with FeedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+def settings(**changes: object) -> Settings:
+    """Settings for tests: no per-host rate limit, a fixed worker name."""
+    return Settings(worker="test-worker", per_host_rate=None, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def engine(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Engine]:
+    store = SQLiteStore(tmp_path / "calsync.db")
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    async with Engine(store, fetcher, settings=settings(), clock=clock) as engine:
+        yield engine

@@ -1,0 +1,288 @@
+"""Engine.sync_calendar and sync_due against a real feed server and a real SQLite store."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from calsync import (
+    CalendarExists,
+    CircuitState,
+    Engine,
+    FetchInvalidURL,
+    NotificationStatus,
+    ScheduleError,
+    SyncOutcome,
+    TimezoneError,
+    ValidationError,
+)
+from calsync.testing import FeedServer, ManualClock
+
+from .conftest import MINUTE, T0, event, ics
+
+
+async def test_add_calendar_refuses_bad_input_and_stores_nothing(
+    engine: Engine, feeds: FeedServer
+) -> None:
+    url = feeds.url("/a.ics")
+    with pytest.raises(FetchInvalidURL, match="scheme"):
+        await engine.add_calendar("ftp://example.com/a.ics")
+    with pytest.raises(ScheduleError, match="fortnightly"):
+        await engine.add_calendar(url, every="fortnightly")
+    with pytest.raises(ValidationError, match="10x"):
+        await engine.add_calendar(url, leads=["10x"])
+    with pytest.raises(TimezoneError, match="Mars/Olympus"):
+        await engine.add_calendar(url, tz="Mars/Olympus")
+    assert await engine.list_calendars() == []
+
+
+async def test_add_calendar_reads_short_forms(
+    engine: Engine, feeds: FeedServer
+) -> None:
+    calendar = await engine.add_calendar(
+        feeds.url("/a.ics"), every="5m", leads=["1h30m", "10m"], tz="Europe/Berlin"
+    )
+    assert calendar.schedule == "every 5m"
+    assert calendar.leads == (timedelta(minutes=10), timedelta(minutes=90))
+    with pytest.raises(CalendarExists):
+        await engine.add_calendar(feeds.url("/a.ics"))
+
+
+async def test_first_sync_stores_occurrences_then_304_changes_nothing(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    feeds.set(
+        "/a.ics",
+        ics(event("a", T0 + 2 * MINUTE * 60), event("b", T0 + timedelta(days=1))),
+    )
+    calendar = await engine.add_calendar(feeds.url("/a.ics"))
+    first = await engine.sync_calendar(calendar.id)
+    assert (first.outcome, first.added) == (SyncOutcome.CHANGED, 2)
+    clock.advance(timedelta(minutes=15))
+    second = await engine.sync_calendar(calendar.id)
+    assert second.outcome is SyncOutcome.UNCHANGED
+    assert second.not_modified
+    assert feeds.requests("/a.ics")[-1].conditional
+    assert len(await engine.store.list_occurrences(calendar.id)) == 2
+
+
+async def test_same_body_without_validators_is_not_parsed_again(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    feeds.set("/a.ics", ics(event("a", T0 + timedelta(hours=2))), validators=False)
+    calendar = await engine.add_calendar(feeds.url("/a.ics"))
+    await engine.sync_calendar(calendar.id)
+    clock.advance(timedelta(minutes=15))
+    again = await engine.sync_calendar(calendar.id)
+    assert again.outcome is SyncOutcome.UNCHANGED
+    assert not again.not_modified
+    stored = await engine.get_calendar(calendar.id)
+    assert stored.state.parsed_at == T0  # the same body was not parsed again
+
+
+async def test_window_slide_reparses_an_unchanged_feed_after_a_day(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    feeds.set("/a.ics", ics(event("d", T0, rrule="FREQ=DAILY")))
+    calendar = await engine.add_calendar(feeds.url("/a.ics"), horizon=timedelta(days=3))
+    await engine.sync_calendar(calendar.id)
+    before = {o.start for o in await engine.store.list_occurrences(calendar.id)}
+    clock.advance(timedelta(days=1, minutes=1))
+    result = await engine.sync_calendar(calendar.id)
+    assert not feeds.requests("/a.ics")[-1].conditional
+    # The window is now [T0+1m, T0+4d+1m): the instances of T0+3d and T0+4d entered.
+    assert result.added == 2
+    after = {o.start for o in await engine.store.list_occurrences(calendar.id)}
+    assert max(before) == T0 + timedelta(days=2)
+    assert max(after) == T0 + timedelta(days=4)
+
+
+async def test_edit_move_and_delete_are_applied_and_reminders_follow(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + 5 * MINUTE
+    feeds.set("/a.ics", ics(event("m", start), event("gone", start)))
+    calendar = await engine.add_calendar(feeds.url("/a.ics"))
+    first = await engine.sync_calendar(calendar.id)
+    assert first.notifications_created == 2  # both already inside the 10 min lead
+    moved = start + timedelta(hours=3)
+    feeds.set("/a.ics", ics(event("m", moved, summary="moved")))
+    clock.advance(MINUTE)
+    second = await engine.sync_calendar(calendar.id)
+    assert (second.updated, second.removed) == (1, 1)
+    records = await engine.store.list_notifications(calendar_id=calendar.id)
+    assert {r.status for r in records} == {NotificationStatus.CANCELLED}
+    clock.set(moved - 10 * MINUTE)
+    check = await engine.check_notifications()
+    assert check.created == 1
+    pending = await engine.store.list_notifications(status=NotificationStatus.PENDING)
+    assert [r.notification.start for r in pending] == [moved]
+
+
+async def test_empty_feed_is_held_then_applied_when_it_repeats(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    feeds.set(
+        "/a.ics", ics(*(event(f"e{i}", T0 + i * timedelta(hours=1)) for i in range(30)))
+    )
+    calendar = await engine.add_calendar(feeds.url("/a.ics"))
+    await engine.sync_calendar(calendar.id)
+    feeds.set("/a.ics", ics())
+    clock.advance(timedelta(minutes=15))
+    held = await engine.sync_calendar(calendar.id)
+    assert held.outcome is SyncOutcome.HELD
+    assert (held.held_removals, held.removed) == (30, 0)
+    assert len(await engine.store.list_occurrences(calendar.id)) == 30
+    flagged = await engine.get_calendar(calendar.id)
+    assert flagged.state.held_removals == 30
+    clock.advance(timedelta(minutes=15))
+    repeated = await engine.sync_calendar(calendar.id)
+    assert repeated.removed == 30
+    assert await engine.store.list_occurrences(calendar.id) == []
+    assert (await engine.get_calendar(calendar.id)).state.held_removals == 0
+
+
+async def test_confirm_removals_applies_a_held_deletion_at_once(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    feeds.set(
+        "/a.ics", ics(*(event(f"e{i}", T0 + i * timedelta(hours=1)) for i in range(3)))
+    )
+    calendar = await engine.add_calendar(feeds.url("/a.ics"))
+    await engine.sync_calendar(calendar.id)
+    feeds.set("/a.ics", ics())
+    assert (await engine.sync_calendar(calendar.id)).outcome is SyncOutcome.HELD
+    confirmed = await engine.sync_calendar(calendar.id, confirm_removals=True)
+    assert confirmed.removed == 3
+
+
+async def test_a_few_removals_are_not_held(engine: Engine, feeds: FeedServer) -> None:
+    events = [event(f"e{i}", T0 + i * timedelta(hours=1)) for i in range(30)]
+    feeds.set("/a.ics", ics(*events))
+    calendar = await engine.add_calendar(feeds.url("/a.ics"))
+    await engine.sync_calendar(calendar.id)
+    feeds.set("/a.ics", ics(*events[:20]))
+    result = await engine.sync_calendar(calendar.id)
+    assert (result.outcome, result.removed) == (SyncOutcome.CHANGED, 10)
+
+
+async def test_broken_feed_fails_alone_and_loses_nothing(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    feeds.set("/good.ics", ics(event("g", T0 + timedelta(hours=1))))
+    feeds.set("/bad.ics", ics(event("b", T0 + timedelta(hours=1))))
+    good = await engine.add_calendar(feeds.url("/good.ics"), name="Good")
+    bad = await engine.add_calendar(feeds.url("/bad.ics"), name="Bad")
+    await engine.sync_due()
+    feeds.set(
+        "/bad.ics", "<html><body>Please log in</body></html>", content_type="text/html"
+    )
+    feeds.set(
+        "/good.ics",
+        ics(event("g", T0 + timedelta(hours=1)), event("h", T0 + timedelta(hours=2))),
+    )
+    await engine.request_sync(good.id)
+    await engine.request_sync(bad.id)
+    cycle = await engine.sync_due()
+    by_id = {result.calendar_id: result for result in cycle.results}
+    assert by_id[good.id].added == 1
+    failed = by_id[bad.id]
+    assert failed.outcome is SyncOutcome.FAILED
+    assert failed.error is not None and "bad.ics" in failed.error
+    assert "HTML" in failed.error or "html" in failed.error
+    assert [o.key.uid for o in await engine.store.list_occurrences(bad.id)] == ["b"]
+    state = (await engine.get_calendar(bad.id)).state
+    assert state.consecutive_failures == 1
+    assert state.next_sync_at is not None and state.next_sync_at > clock()
+
+
+async def test_retry_after_is_honoured(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    feeds.set("/a.ics", ics())
+    feeds.fail("/a.ics", 503, retry_after=3600)
+    calendar = await engine.add_calendar(feeds.url("/a.ics"))
+    result = await engine.sync_calendar(calendar.id)
+    assert result.outcome is SyncOutcome.FAILED
+    assert result.next_sync_at is not None
+    assert result.next_sync_at >= clock() + timedelta(hours=1)
+
+
+async def test_circuit_opens_after_repeated_failures_and_closes_on_success(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    feeds.set("/a.ics", ics())
+    feeds.fail("/a.ics", 500)
+    calendar = await engine.add_calendar(feeds.url("/a.ics"))
+    threshold = engine.settings.breaker.failure_threshold
+    for _ in range(threshold):
+        await engine.sync_calendar(calendar.id)
+        clock.advance(timedelta(minutes=1))
+    state = (await engine.get_calendar(calendar.id)).state
+    assert state.circuit is CircuitState.OPEN
+    assert state.next_sync_at is not None
+    assert state.next_sync_at - clock() > timedelta(minutes=30)
+    feeds.recover("/a.ics")
+    clock.set(state.next_sync_at)
+    probe = await engine.sync_due()
+    assert [r.outcome for r in probe.results] == [SyncOutcome.CHANGED] or [
+        r.outcome for r in probe.results
+    ] == [SyncOutcome.UNCHANGED]
+    assert (await engine.get_calendar(calendar.id)).state.circuit is CircuitState.CLOSED
+
+
+async def test_refresh_interval_is_a_floor_for_the_next_sync(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    feeds.set("/a.ics", ics(extra="REFRESH-INTERVAL;VALUE=DURATION:PT6H"))
+    calendar = await engine.add_calendar(feeds.url("/a.ics"), every="15m")
+    result = await engine.sync_calendar(calendar.id)
+    assert result.next_sync_at == clock() + timedelta(hours=6)
+    clock.advance(timedelta(hours=6))
+    again = await engine.sync_calendar(calendar.id)  # a 304 keeps the floor
+    assert again.not_modified
+    assert again.next_sync_at == clock() + timedelta(hours=6)
+
+
+async def test_sync_due_takes_manual_requests_first_and_skips_calendars_not_due(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    for name in ("a", "b", "c"):
+        feeds.set(f"/{name}.ics", ics())
+    ids = [(await engine.add_calendar(feeds.url(f"/{n}.ics"))).id for n in "abc"]
+    assert (await engine.sync_due()).counts["synced"] == 3
+    assert (await engine.sync_due()).counts["synced"] == 0
+    await engine.request_sync(ids[2])
+    again = await engine.sync_due(limit=1)
+    assert [r.calendar_id for r in again.results] == [ids[2]]
+
+
+async def test_sync_of_a_leased_calendar_is_busy(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    feeds.set("/a.ics", ics())
+    calendar = await engine.add_calendar(feeds.url("/a.ics"))
+    leases = await engine.store.claim_due_calendars(
+        clock(), limit=1, worker="other", lease_ttl=timedelta(minutes=5)
+    )
+    assert [lease.calendar_id for lease in leases] == [calendar.id]
+    result = await engine.sync_calendar(calendar.id)
+    assert result.outcome is SyncOutcome.BUSY
+    assert feeds.requests("/a.ics") == ()
+
+
+async def test_removing_a_lead_cancels_its_pending_reminders(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    feeds.set("/a.ics", ics(event("a", T0 + 5 * MINUTE)))
+    calendar = await engine.add_calendar(feeds.url("/a.ics"), leads=["10m", "30m"])
+    first = await engine.sync_calendar(calendar.id)
+    assert first.notifications_created == 2
+    await engine.update_calendar(calendar.id, leads=["30m"])
+    records = await engine.store.list_notifications(calendar_id=calendar.id)
+    statuses = {r.notification.lead: r.status for r in records}
+    assert statuses == {
+        timedelta(minutes=10): NotificationStatus.CANCELLED,
+        timedelta(minutes=30): NotificationStatus.PENDING,
+    }
