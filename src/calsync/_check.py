@@ -18,6 +18,8 @@ from ._sync import leads_for
 
 __all__ = ["check", "missed"]
 
+# How far past the longest lead a check looks, so it can tell the next fire time.
+_LOOKAHEAD = timedelta(minutes=2)
 # How far back a restart looks for reminders that could not fire while calsync was down.
 MISSED_LOOKBACK = timedelta(days=7)
 _CANCELLED = "CANCELLED"
@@ -33,7 +35,7 @@ class _Plan:
 async def check(
     store: Store, settings: Settings, now: datetime, previous_check: datetime | None
 ) -> CheckResult:
-    """Add the pending notifications due at ``now``; record those missed since ``previous_check``.
+    """Add the notifications due at ``now``; record those missed since the last check.
 
     Missed: the whole span in which a reminder could fire, [start - lead, start +
     late grace), fell between the previous check and this one, so calsync was not
@@ -70,13 +72,13 @@ async def check(
 
 
 def _reach(calendars: Iterable[Calendar], alarm_lookahead: timedelta) -> timedelta:
-    """How far ahead starts must be scanned so every lead's fire time is seen."""
+    """How far ahead to scan starts: every lead's fire time, and a little beyond."""
     reach = timedelta(0)
     for calendar in calendars:
         reach = max(reach, *calendar.leads)
         if calendar.use_alarms:
             reach = max(reach, alarm_lookahead)
-    return reach + timedelta(seconds=1)
+    return reach + _LOOKAHEAD
 
 
 def _plan(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ._errors import CalendarNotFound
 from ._handlers import Delivery, DeliveryError, Handler, invoke
@@ -137,6 +137,9 @@ async def _failed(
     retry_at = None
     if not permanent and attempt < settings.max_attempts:
         retry_at = settings.delivery_retry.next_attempt(now, attempt)
+        asked = _asked_retry(error, now, settings)
+        if asked is not None:
+            retry_at = max(retry_at, asked)
     if not await store.mark_failed(claim, now, error=message, retry_at=retry_at):
         return
     tally.errors.append(f"{claim.id}: {message}")
@@ -161,6 +164,17 @@ async def _failed(
             message,
             extra=_extra(claim, calendar),
         )
+
+
+def _asked_retry(
+    error: Exception, now: datetime, settings: Settings
+) -> datetime | None:
+    """The receiver's Retry-After as an instant, trusted up to the policy's limit."""
+    if not isinstance(error, DeliveryError) or error.retry_after is None:
+        return None
+    hint = error.retry_after
+    delay = hint if isinstance(hint, timedelta) else hint - now
+    return now + min(max(delay, timedelta(0)), settings.delivery_retry.max_retry_after)
 
 
 def _describe(error: Exception, settings: Settings) -> str:

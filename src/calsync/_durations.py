@@ -1,4 +1,4 @@
-"""Durations as people write them in configs and on the command line: ``10m``, ``1h30m``."""
+"""Durations as people write them in configs and commands: ``10m``, ``1h30m``."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def as_duration(value: timedelta | str) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    """Write a duration the way `parse_duration` reads it: ``1h30m``; ``0s`` for zero."""
+    """Write a duration as `parse_duration` reads it: ``1h30m``; ``0s`` for zero."""
     seconds = int(value.total_seconds())
     if seconds == 0:
         return "0s"

@@ -82,12 +82,12 @@ _SETTABLE = frozenset(
 
 
 def utc_now() -> datetime:
-    """The real clock: the current time in UTC."""
+    """Return the current time in UTC: the real clock."""
     return datetime.now(UTC)
 
 
 class Engine:
-    """calsync's jobs over one `Store` and one `Fetcher`; use it as an async context manager.
+    """calsync's jobs over one `Store` and one `Fetcher`; an async context manager.
 
     Entering opens the store; leaving closes the store and the fetcher. ``clock``
     is the only source of the current time (tests pass a `calsync.testing.ManualClock`).
@@ -126,7 +126,7 @@ class Engine:
         return self._settings
 
     def now(self) -> datetime:
-        """The current time by the engine's clock, aware UTC."""
+        """Return the current time by the engine's clock, aware UTC."""
         return self._now()
 
     def _now(self) -> datetime:
@@ -213,9 +213,9 @@ class Engine:
     async def update_calendar(
         self, calendar_id: str, *, owner: str | None = None, **changes: Any
     ) -> Calendar:
-        """Change a calendar's settings: url, name, every, leads, tz, window_past, horizon,
-        use_alarms, auth.
+        """Change a calendar's settings, by the keyword names of `add_calendar`.
 
+        Settable: url, name, every, leads, tz, window_past, horizon, use_alarms, auth.
         Validated like `add_calendar`. Pending reminders of a lead that was
         removed are cancelled, and the calendar is synced again soon.
         """
@@ -260,7 +260,7 @@ class Engine:
         )
 
     async def pause(self, calendar_id: str, *, owner: str | None = None) -> Calendar:
-        """Stop syncing a calendar and creating its reminders; pending ones still go out."""
+        """Stop syncing a calendar and creating its reminders; pending ones still go."""
         return await self._set_paused(calendar_id, owner, paused=True)
 
     async def resume(self, calendar_id: str, *, owner: str | None = None) -> Calendar:
@@ -284,7 +284,7 @@ class Engine:
         await self._store.remove_calendar(calendar_id, owner=owner)
 
     async def request_sync(self, calendar_id: str, *, owner: str | None = None) -> None:
-        """Ask for a sync before periodic ones (a webhook, a button); `sync_due` runs it."""
+        """Ask for a sync ahead of periodic ones; the next `sync_due` runs it."""
         calendar = await self._store.get_calendar(calendar_id, owner=owner)
         await self._store.request_sync(calendar.id, self._now())
 
@@ -297,7 +297,7 @@ class Engine:
     async def sync_calendar(
         self, calendar_id: str, *, force: bool = False, confirm_removals: bool = False
     ) -> SyncResult:
-        """Sync one calendar now, paused or not; `SyncOutcome.BUSY` if another worker is.
+        """Sync one calendar now, paused or not; BUSY if another worker is syncing it.
 
         ``force`` fetches without validators and parses even an unchanged body;
         ``confirm_removals`` applies removals the mass-deletion guard would hold.
@@ -394,7 +394,7 @@ class Engine:
         )
 
     async def cleanup(self) -> CleanupResult:
-        """Prune expired occurrences, old notifications and job history past retention."""
+        """Prune expired occurrences, old notifications and job history (retention)."""
 
         async def job() -> CleanupResult:
             now = self._now()
@@ -448,7 +448,7 @@ class Engine:
     # -- reading -----------------------------------------------------------
 
     async def status(self, *, owner: str | None = None) -> EngineStatus:
-        """Health per calendar (stale, circuit, last error), queue depth, job durations."""
+        """Return each calendar's health, the queue depth and job durations."""
         now = self._now()
         calendars = await self._store.list_calendars(owner=owner)
         statuses = tuple(
@@ -481,7 +481,7 @@ class Engine:
     async def upcoming(
         self, *, days: float = 7, owner: str | None = None
     ) -> list[Upcoming]:
-        """Occurrences of the next ``days`` with the reminders they will fire, from the store."""
+        """Return the next ``days``' occurrences and their reminders, from the store."""
         return await upcoming(
             self._store,
             self._now(),

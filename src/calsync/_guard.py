@@ -1,4 +1,4 @@
-"""The mass-deletion guard (DESIGN §3): a feed that suddenly drops most events is held back."""
+"""The mass-deletion guard (DESIGN §3): a feed that drops most events is held back."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ __all__ = ["Guarded", "guard_removals"]
 
 @attrs.frozen
 class Guarded:
-    """A ChangeSet after the guard: ``held`` removals kept back, ``fingerprint`` of them."""
+    """A ChangeSet after the guard: ``held`` removals kept back, and a fingerprint."""
 
     changes: ChangeSet
     held: int = 0

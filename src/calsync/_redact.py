@@ -43,7 +43,7 @@ _URL_IN_TEXT = re.compile(
 
 
 def redact_text(text: str) -> str:
-    """Return free text (an error message from a handler, say) with every URL in it redacted."""
+    """Return free text (a handler's error message, say) with every URL redacted."""
     return _URL_IN_TEXT.sub(lambda match: _redact(match.group(0)), str(text))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import attrs
@@ -22,6 +23,18 @@ __all__ = [
     "SyncOutcome",
     "SyncResult",
 ]
+
+
+def _problems(values: Iterable[Problem]) -> tuple[Problem, ...]:
+    return tuple(values)
+
+
+def _results(values: Iterable[SyncResult]) -> tuple[SyncResult, ...]:
+    return tuple(values)
+
+
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
 
 
 class SyncOutcome(enum.StrEnum):
@@ -54,7 +67,7 @@ class SyncResult:
     expired: int = 0
     unchanged: int = 0
     held_removals: int = 0
-    problems: tuple[Problem, ...] = attrs.field(default=(), converter=tuple)
+    problems: tuple[Problem, ...] = attrs.field(default=(), converter=_problems)
     error: str | None = None
     not_modified: bool = False
     notifications_created: int = 0
@@ -74,7 +87,7 @@ class SyncResult:
 class SyncDueResult:
     """The outcome of one `Engine.sync_due` cycle: one `SyncResult` per calendar."""
 
-    results: tuple[SyncResult, ...] = attrs.field(converter=tuple)
+    results: tuple[SyncResult, ...] = attrs.field(converter=_results)
     started_at: datetime = attrs.field(converter=as_aware_utc)
     finished_at: datetime = attrs.field(converter=as_aware_utc)
 
@@ -118,7 +131,7 @@ class DispatchResult:
     retried: int = 0
     dead: int = 0
     held: int = 0
-    errors: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    errors: tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
 
 @attrs.frozen
@@ -132,7 +145,7 @@ class CleanupResult:
 
 @attrs.frozen
 class CalendarStatus:
-    """A calendar with its health: ``stale`` when no success in ``stale_factor`` cadences."""
+    """A calendar and its health: ``stale`` if no success in a few cadences."""
 
     calendar: Calendar
     stale: bool

@@ -108,7 +108,7 @@ class Runner:
         return self._triggers
 
     def on_result(self, listener: Callable[[str, object], object]) -> None:
-        """Call ``listener(job, result)`` after every job run (for displays and metrics)."""
+        """Call ``listener(job, result)`` after every job run (displays, metrics)."""
         self._listeners.append(listener)
 
     def start(self) -> None:
@@ -117,8 +117,12 @@ class Runner:
             raise RuntimeError("the runner is already started")
         self._stopping.clear()
         for job in _JOBS:
-            self._tasks.append(asyncio.create_task(self._loop(job), name=f"calsync.{job}"))
-        self._tasks.append(asyncio.create_task(self._watchdog(), name="calsync.watchdog"))
+            self._tasks.append(
+                asyncio.create_task(self._loop(job), name=f"calsync.{job}")
+            )
+        self._tasks.append(
+            asyncio.create_task(self._watchdog(), name="calsync.watchdog")
+        )
         logger.info(
             "runner started as worker %s",
             self._engine.settings.worker,
@@ -207,7 +211,7 @@ class Runner:
             await self._sleep_until(next_at, job)
 
     async def _first_run(self, job: str, schedule: Schedule) -> datetime:
-        """When a non-startup job first runs: now if a run was missed, else its next time."""
+        """Return when a job first runs: now if a run was missed, else its next time."""
         now = self._engine.now()
         runs = await self._engine.store.recent_job_runs(job=job, limit=1)
         if runs and schedule.next_after(runs[0].started_at) <= now:
@@ -252,7 +256,7 @@ class Runner:
         return engine.cleanup()
 
     def _after(self, job: str, result: object) -> None:
-        """Chain the jobs: new reminders are dispatched at once, changes checked at once."""
+        """Chain the jobs: new reminders are dispatched, changes checked, at once."""
         if isinstance(result, SyncDueResult):
             _log_sync(result)
             if any(r.notifications_created for r in result.results):
@@ -295,9 +299,8 @@ class Runner:
             except TimeoutError:
                 continue
 
-
     def _watch_every(self) -> float:
-        shortest = min(attrs.astuple(self._deadlines))
+        shortest: timedelta = min(attrs.astuple(self._deadlines))
         return min(_WATCH_EVERY, max(shortest.total_seconds() / 2, 0.05))
 
 
@@ -308,6 +311,8 @@ def _log_sync(result: SyncDueResult) -> None:
     logger.info(
         "synced %d calendar(s): %s",
         counts["synced"],
-        ", ".join(f"{count} {name}" for name, count in counts.items() if name != "synced"),
+        ", ".join(
+            f"{count} {name}" for name, count in counts.items() if name != "synced"
+        ),
         extra={"calsync_job": "sync_due", "calsync_counts": counts},
     )

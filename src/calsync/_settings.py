@@ -56,7 +56,7 @@ def _fraction(
 
 
 def _rate(
-    instance: object, attribute: attrs.Attribute[float | None], value: float | None
+    instance: object, attribute: attrs.Attribute[float], value: float | None
 ) -> None:
     if value is not None and (
         isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
@@ -94,16 +94,16 @@ class Settings:
     )
     mass_deletion_min: int = attrs.field(default=20, validator=_at_least_one)
     mass_deletion_fraction: float = attrs.field(default=0.5, validator=_fraction)
-    retry: RetryPolicy = RetryPolicy()
-    breaker: CircuitBreaker = CircuitBreaker()
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    breaker: CircuitBreaker = attrs.field(factory=CircuitBreaker)
     dispatch_batch: int = attrs.field(default=100, validator=_at_least_one)
     dispatch_concurrency: int = attrs.field(default=10, validator=_at_least_one)
     handler_timeout: timedelta = attrs.field(
         default=timedelta(seconds=30), validator=_positive
     )
     max_attempts: int = attrs.field(default=8, validator=_at_least_one)
-    delivery_retry: RetryPolicy = RetryPolicy(
-        base=timedelta(seconds=30), cap=timedelta(hours=1)
+    delivery_retry: RetryPolicy = attrs.field(
+        factory=lambda: RetryPolicy(base=timedelta(seconds=30), cap=timedelta(hours=1))
     )
     keep_expired_occurrences: timedelta = attrs.field(
         default=timedelta(days=7), validator=_not_negative

@@ -59,7 +59,7 @@ def schedule_of(text: str, tz: str | None) -> Schedule:
 def leads_for(
     calendar: Calendar, occurrence: Occurrence, lookahead: timedelta
 ) -> tuple[timedelta, ...]:
-    """The leads an occurrence's reminders use: the calendar's, and its VALARMs if asked."""
+    """Return an occurrence's leads: the calendar's, and its VALARMs if asked."""
     if not calendar.use_alarms or not occurrence.alarms:
         return calendar.leads
     alarms = (lead for lead in occurrence.alarms if lead <= lookahead)
@@ -84,7 +84,7 @@ class _Failure(Exception):
 
 
 class Syncer:
-    """Syncs leased calendars for one Engine; holds its parse caches and host limiter."""
+    """Syncs leased calendars for one Engine; holds its parse caches and host limits."""
 
     def __init__(
         self,
@@ -385,7 +385,7 @@ class Syncer:
     def _due_now(
         self, calendar: Calendar, occurrences: Sequence[Occurrence], now: datetime
     ) -> tuple[Notification, ...]:
-        """Reminders already due for new or changed occurrences, created in the same write."""
+        """Return reminders already due for new or changed occurrences (same write)."""
         grace = self._settings.late_grace
         lookahead = self._settings.alarm_lookahead
         due: list[Notification] = []

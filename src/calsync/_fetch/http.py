@@ -283,7 +283,7 @@ class HttpFetcher:
         )
 
     def check_url(self, url: str) -> None:
-        """Refuse a URL that is not an absolute http, https or webcal URL, or a blocked host."""
+        """Refuse a URL that is not http, https or webcal, or whose host is blocked."""
         target, _ = self._first_target(url, None)
         self._check_target(url, target)
 

@@ -1,0 +1,225 @@
+"""check_notifications, dispatch_notifications, status and cleanup over a real store."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from calsync import (
+    DeliveryError,
+    Engine,
+    JobOutcome,
+    NotificationStatus,
+    SyncOutcome,
+)
+from calsync.testing import FeedServer, ManualClock
+
+from .conftest import MINUTE, T0, Recorder, event, ics
+
+
+async def _calendar_with(
+    engine: Engine, feeds: FeedServer, *events: str, **kw: object
+) -> str:
+    feeds.set("/a.ics", ics(*events))
+    calendar = await engine.add_calendar(feeds.url("/a.ics"), **kw)  # type: ignore[arg-type]
+    result = await engine.sync_calendar(calendar.id)
+    assert result.ok
+    return calendar.id
+
+
+async def test_reminder_is_created_at_its_fire_time_and_delivered_once(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + timedelta(hours=1)
+    await _calendar_with(engine, feeds, event("a", start, summary="Standup"))
+    assert (await engine.check_notifications()).created == 0
+    clock.set(start - 10 * MINUTE - timedelta(seconds=1))
+    early = await engine.check_notifications()
+    assert early.created == 0
+    assert early.next_fire_at == start - 10 * MINUTE
+    clock.set(start - 10 * MINUTE)
+    assert (await engine.check_notifications()).created == 1
+    assert (await engine.check_notifications()).created == 0
+    handler = Recorder()
+    first = await engine.dispatch_notifications(handler)
+    second = await engine.dispatch_notifications(handler)
+    assert (first.delivered, second.delivered) == (1, 0)
+    [delivery] = handler.deliveries
+    assert delivery.occurrence is not None
+    assert delivery.occurrence.summary == "Standup"
+    assert delivery.notification.fire_at == start - 10 * MINUTE
+    assert delivery.attempt == 1
+
+
+async def test_cancelled_event_gets_no_reminder(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + timedelta(hours=1)
+    await _calendar_with(engine, feeds, event("a", start, status="CANCELLED"))
+    clock.set(start - 5 * MINUTE)
+    assert (await engine.check_notifications()).created == 0
+
+
+async def test_several_leads_each_fire_once(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + timedelta(hours=2)
+    await _calendar_with(engine, feeds, event("a", start), leads=["1h", "10m"])
+    handler = Recorder()
+    for minutes in (61, 60, 30, 10, 5, 0):
+        clock.set(start - minutes * MINUTE)
+        await engine.check_notifications()
+        await engine.dispatch_notifications(handler)
+    leads = sorted(d.notification.lead for d in handler.deliveries)
+    assert leads == [timedelta(minutes=10), timedelta(hours=1)]
+
+
+async def test_failed_delivery_retries_with_backoff_then_dead_letters(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + 5 * MINUTE
+    await _calendar_with(engine, feeds, event("a", start))
+    handler = Recorder(fail=100)
+    attempts = engine.settings.max_attempts
+    for _ in range(attempts):
+        result = await engine.dispatch_notifications(handler)
+        assert result.delivered == 0
+        clock.advance(timedelta(hours=2))
+    assert handler.calls == attempts
+    status = await engine.status()
+    assert status.failed == 1
+    [dead] = await engine.store.list_notifications(status=NotificationStatus.FAILED)
+    assert dead.attempts == attempts
+    assert dead.last_error is not None and "handler down" in dead.last_error
+    assert await engine.requeue([dead.id]) == 1
+    handler.fail = 0
+    assert (await engine.dispatch_notifications(handler)).delivered == 1
+    assert handler.ids == [dead.id]
+
+
+async def test_a_retry_waits_for_its_backoff(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    await _calendar_with(engine, feeds, event("a", T0 + 5 * MINUTE))
+    handler = Recorder(fail=1)
+    first = await engine.dispatch_notifications(handler)
+    assert (first.retried, first.errors[0].split(": ", 1)[1]) == (
+        1,
+        "RuntimeError: handler down (call 1)",
+    )
+    clock.advance(engine.settings.delivery_retry.ceiling(1))
+    assert (await engine.dispatch_notifications(handler)).delivered == 1
+
+
+async def test_permanent_delivery_error_dead_letters_at_once(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    await _calendar_with(engine, feeds, event("a", T0 + 5 * MINUTE))
+
+    def refuse(delivery: object) -> None:
+        raise DeliveryError("the receiver said 410 Gone", permanent=True)
+
+    result = await engine.dispatch_notifications(refuse)
+    assert (result.dead, result.retried) == (1, 0)
+
+
+async def test_sync_handler_runs_outside_the_event_loop(
+    engine: Engine, feeds: FeedServer
+) -> None:
+    import threading
+
+    await _calendar_with(engine, feeds, event("a", T0 + 5 * MINUTE))
+    threads: list[str] = []
+    result = await engine.dispatch_notifications(
+        lambda delivery: threads.append(threading.current_thread().name)
+    )
+    assert result.delivered == 1
+    assert threads != [threading.main_thread().name]
+
+
+async def test_downtime_past_the_grace_is_recorded_as_missed(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + timedelta(hours=1)
+    await _calendar_with(
+        engine, feeds, event("a", start), event("b", start + timedelta(hours=3))
+    )
+    await engine.check_notifications()
+    clock.set(start + 5 * MINUTE)  # down over a's whole reminder span
+    result = await engine.check_notifications()
+    assert (result.created, result.missed) == (0, 1)
+    [missed] = await engine.store.list_notifications(status=NotificationStatus.MISSED)
+    assert missed.notification.key.uid == "a"
+    assert (await engine.status()).missed == 1
+    assert (await engine.dispatch_notifications(Recorder())).delivered == 0
+
+
+async def test_restart_within_the_late_grace_still_fires(
+    tmp_path: object, feeds: FeedServer, clock: ManualClock
+) -> None:
+    from pathlib import Path
+
+    from calsync import HttpFetcher, SQLiteStore
+
+    from .conftest import settings
+
+    store = SQLiteStore(Path(str(tmp_path)) / "grace.db")
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    config = settings(late_grace=timedelta(minutes=15))
+    async with Engine(store, fetcher, settings=config, clock=clock) as engine:
+        start = T0 + timedelta(hours=1)
+        await _calendar_with(engine, feeds, event("a", start))
+        await engine.check_notifications()
+        clock.set(start + 5 * MINUTE)
+        result = await engine.check_notifications()
+        assert (result.created, result.missed) == (1, 0)
+        assert (await engine.dispatch_notifications(Recorder())).delivered == 1
+
+
+async def test_status_reports_stale_calendars_queue_and_job_durations(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    calendar_id = await _calendar_with(engine, feeds, event("a", T0 + 5 * MINUTE))
+    feeds.fail("/a.ics", 500)
+    await engine.dispatch_notifications(Recorder())
+    clock.advance(timedelta(minutes=46))  # 3 cadences of 15 min, and a bit
+    await engine.sync_calendar(calendar_id)
+    status = await engine.status()
+    [calendar] = status.calendars
+    assert calendar.stale
+    assert calendar.calendar.state.last_error is not None
+    assert "500" in calendar.calendar.state.last_error
+    jobs = {job.job: job for job in status.jobs}
+    assert jobs["sync_calendar"].runs == 2
+    assert jobs["sync_calendar"].last_outcome is JobOutcome.PARTIAL
+    assert jobs["dispatch_notifications"].runs == 1
+    assert jobs["sync_due"].runs == 0
+
+
+async def test_cleanup_prunes_past_retention_only(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + 5 * MINUTE
+    calendar_id = await _calendar_with(engine, feeds, event("a", start))
+    await engine.dispatch_notifications(Recorder())
+    clock.advance(timedelta(days=2))
+    assert (await engine.sync_calendar(calendar_id, force=True)).expired == 1
+    assert (await engine.cleanup()).notifications == 0
+    clock.advance(timedelta(days=40))
+    pruned = await engine.cleanup()
+    assert (pruned.occurrences, pruned.notifications) == (1, 1)
+    assert pruned.job_runs >= 1
+
+
+async def test_pause_stops_syncing_and_new_reminders(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + timedelta(hours=1)
+    calendar_id = await _calendar_with(engine, feeds, event("a", start))
+    await engine.pause(calendar_id)
+    clock.set(start - 5 * MINUTE)
+    assert (await engine.check_notifications()).created == 0
+    assert (await engine.sync_due()).counts["synced"] == 0
+    await engine.resume(calendar_id)
+    [result] = (await engine.sync_due()).results
+    assert result.outcome in (SyncOutcome.UNCHANGED, SyncOutcome.CHANGED)
+    assert (await engine.check_notifications()).created == 1
