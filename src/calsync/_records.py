@@ -55,6 +55,17 @@ def _leads(values: Iterable[timedelta]) -> tuple[timedelta, ...]:
     return tuple(validated_leads(values))
 
 
+def _optional_span(
+    instance: object, attribute: attrs.Attribute[timedelta | None], value: object
+) -> None:
+    if value is not None and (not isinstance(value, timedelta) or value < timedelta(0)):
+        raise ValidationError(f"{attribute.name} must be None or a timedelta >= 0")
+
+
+def _notifications(values: Iterable[Notification]) -> tuple[Notification, ...]:
+    return tuple(values)
+
+
 def _positive_span(
     instance: object, attribute: attrs.Attribute[timedelta], value: timedelta
 ) -> None:
@@ -73,12 +84,17 @@ class CircuitState(enum.StrEnum):
 
 
 class NotificationStatus(enum.StrEnum):
-    """Where a notification is in the outbox."""
+    """Where a notification is in the outbox.
+
+    ``MISSED`` is a reminder that could not fire because calsync was down past
+    the late grace; it is kept so `status` can say so, and never delivered.
+    """
 
     PENDING = "pending"
     DELIVERED = "delivered"
     CANCELLED = "cancelled"
     FAILED = "failed"
+    MISSED = "missed"
 
 
 class JobOutcome(enum.StrEnum):
@@ -96,6 +112,8 @@ class SyncState:
     ``next_sync_at`` of ``None`` means "as soon as possible" (a new calendar).
     ``held_removals`` counts removals the mass-deletion guard holds back, and
     ``held_removals_hash`` fingerprints them so a repeat can be recognised.
+    ``parsed_at`` is when the body was last parsed (None: never), and
+    ``refresh_interval`` the feed's REFRESH-INTERVAL, kept across 304s.
     """
 
     etag: str | None = None
@@ -117,6 +135,10 @@ class SyncState:
     )
     held_removals: int = attrs.field(default=0, validator=_non_negative_int)
     held_removals_hash: str | None = None
+    parsed_at: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
+    refresh_interval: timedelta | None = attrs.field(
+        default=None, validator=_optional_span
+    )
 
 
 @attrs.frozen
@@ -179,19 +201,20 @@ class SyncWrite:
     """Everything one sync writes, in one transaction, under its lease.
 
     ``changes`` is None when the occurrences are untouched (304, same body,
-    a failed fetch). ``create`` are notifications to add (duplicates are
-    ignored); ``cancel`` are pending notifications to cancel by identity.
+    a failed fetch). ``create`` are pending notifications to add (existing ones
+    are left alone, cancelled ones revived); ``cancel`` are pending
+    notifications to cancel by identity. ``cancel`` is applied before ``create``.
     """
 
     state: SyncState
     changes: ChangeSet | None = None
-    create: tuple[Notification, ...] = attrs.field(default=(), converter=tuple)
-    cancel: tuple[Notification, ...] = attrs.field(default=(), converter=tuple)
+    create: tuple[Notification, ...] = attrs.field(default=(), converter=_notifications)
+    cancel: tuple[Notification, ...] = attrs.field(default=(), converter=_notifications)
 
 
 @attrs.frozen
 class AppliedSync:
-    """What `Store.apply_sync` did: notifications created and cancelled."""
+    """What `Store.apply_sync` did: notifications created (or revived) and cancelled."""
 
     created: int = 0
     cancelled: int = 0

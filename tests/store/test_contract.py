@@ -799,3 +799,421 @@ async def test_text_with_nul_characters_is_stored(store: Store) -> None:
     cal = await seed(store, hostile)
     [stored] = await store.list_occurrences(cal.id)
     assert (stored.key.uid, stored.summary) == ("ab", "xy")
+
+
+# -- schema 2: manual claims -----------------------------------------------
+
+MISSED = NotificationStatus.MISSED
+CANCELLED = NotificationStatus.CANCELLED
+HOUR = timedelta(hours=1)
+
+
+async def resync(
+    store: Store,
+    cal,
+    changes: ChangeSet | None = None,
+    *,
+    create=(),
+    cancel=(),
+    now: datetime = T0,
+):
+    """Sync a seeded calendar once more under a fresh lease."""
+    await store.request_sync(cal.id, now)
+    lease = await claim_one(store, now)
+    write = SyncWrite(
+        state=SyncState(next_sync_at=now + HOUR),
+        changes=changes,
+        create=create,
+        cancel=cancel,
+    )
+    return await store.apply_sync(lease, write, now)
+
+
+async def test_claim_calendar_leases_a_paused_calendar_that_is_not_due(
+    store: Store,
+) -> None:
+    cal = await store.add_calendar(
+        calendar(paused=True, state=SyncState(next_sync_at=T0 + timedelta(days=1)))
+    )
+    lease = await store.claim_calendar(cal.id, T0, worker="cli", lease_ttl=TTL)
+    assert lease is not None
+    assert (lease.calendar, lease.worker, lease.expires_at) == (cal, "cli", T0 + TTL)
+    await store.apply_sync(lease, SyncWrite(state=SyncState(etag="manual")), T0)
+    assert (await store.get_calendar(cal.id)).state.etag == "manual"
+
+
+async def test_claim_calendar_returns_none_while_another_lease_holds_it(
+    store: Store,
+) -> None:
+    cal = await store.add_calendar(calendar())
+    periodic = await claim_one(store, T0, worker="runner")
+    assert await store.claim_calendar(cal.id, T0, worker="cli", lease_ttl=TTL) is None
+    await store.release_lease(periodic)
+    manual = await store.claim_calendar(cal.id, T0, worker="cli", lease_ttl=TTL)
+    assert manual is not None
+    assert manual.token > periodic.token
+    assert await store.claim_calendar(cal.id, T0, worker="cli", lease_ttl=TTL) is None
+    assert await store.claim_due_calendars(T0, limit=5, worker="w", lease_ttl=TTL) == []
+
+
+async def test_claim_calendar_takes_over_an_expired_lease_and_fences_it(
+    store: Store,
+) -> None:
+    cal = await store.add_calendar(calendar())
+    stale = await store.claim_calendar(cal.id, T0, worker="slow", lease_ttl=TTL)
+    taken = await store.claim_calendar(cal.id, T0 + TTL, worker="fast", lease_ttl=TTL)
+    assert stale is not None
+    assert taken is not None
+    assert taken.token > stale.token
+    with pytest.raises(LeaseLost):
+        await store.apply_sync(stale, SyncWrite(state=SyncState(etag="old")), T0 + TTL)
+    await store.apply_sync(taken, SyncWrite(state=SyncState(etag="new")), T0 + TTL)
+    assert (await store.get_calendar(cal.id)).state.etag == "new"
+
+
+async def test_claim_calendar_apply_clears_a_request_made_before_it(
+    store: Store,
+) -> None:
+    cal = await store.add_calendar(
+        calendar(state=SyncState(next_sync_at=T0 + timedelta(days=1)))
+    )
+    await store.request_sync(cal.id, T0)
+    lease = await store.claim_calendar(cal.id, T0 + MINUTE, worker="w", lease_ttl=TTL)
+    assert lease is not None
+    later = SyncState(next_sync_at=T0 + timedelta(days=1))
+    await store.apply_sync(lease, SyncWrite(state=later), T0 + MINUTE)
+    due = await store.claim_due_calendars(
+        T0 + 2 * MINUTE, limit=5, worker="w", lease_ttl=TTL
+    )
+    assert due == []
+
+
+async def test_claim_calendar_keeps_a_request_made_during_its_sync(
+    store: Store,
+) -> None:
+    cal = await store.add_calendar(
+        calendar(state=SyncState(next_sync_at=T0 + timedelta(days=1)))
+    )
+    lease = await store.claim_calendar(cal.id, T0, worker="w", lease_ttl=TTL)
+    assert lease is not None
+    await store.request_sync(cal.id, T0 + MINUTE)
+    later = SyncState(next_sync_at=T0 + timedelta(days=1))
+    await store.apply_sync(lease, SyncWrite(state=later), T0 + 2 * MINUTE)
+    assert (await claim_one(store, T0 + 3 * MINUTE)).calendar_id == cal.id
+
+
+async def test_claim_calendar_refuses_unknown_ids_and_bad_arguments(
+    store: Store,
+) -> None:
+    cal = await store.add_calendar(calendar())
+    with pytest.raises(CalendarNotFound):
+        await store.claim_calendar("nope", T0, worker="w", lease_ttl=TTL)
+    with pytest.raises(ValidationError):
+        await store.claim_calendar(cal.id, T0, worker="", lease_ttl=TTL)
+    with pytest.raises(ValidationError):
+        await store.claim_calendar(cal.id, T0, worker="w", lease_ttl=timedelta(0))
+    with pytest.raises(ValidationError):
+        await store.claim_calendar(
+            cal.id, T0.replace(tzinfo=None), worker="w", lease_ttl=TTL
+        )
+    assert (await claim_one(store)).calendar_id == cal.id
+
+
+# -- schema 2: revived and missed reminders --------------------------------
+
+
+async def test_event_moved_away_and_back_gets_its_reminder_back_once(
+    store: Store,
+) -> None:
+    ten = occurrence("a", T0 + HOUR)
+    eleven = attrs.evolve(ten, start=ten.start + HOUR, end=ten.end + HOUR)
+    cal = await seed(store, ten)
+    assert await store.add_notifications(cal.id, [note(ten)], T0) == 1
+    away = await resync(store, cal, ChangeSet(updated=(eleven,)), create=[note(eleven)])
+    assert (away.created, away.cancelled) == (1, 1)
+    back = await resync(store, cal, ChangeSet(updated=(ten,)), create=[note(ten)])
+    assert (back.created, back.cancelled) == (1, 1)
+    statuses = {
+        r.notification.start: r.status for r in await store.list_notifications()
+    }
+    assert statuses == {ten.start: PENDING, eleven.start: CANCELLED}
+    delivered = []
+    for minutes in range(0, 4 * 60, 5):
+        now = T0 + minutes * MINUTE
+        await store.add_notifications(cal.id, [note(ten)], now)
+        for claim in await store.claim_notifications(
+            now, limit=10, worker="d", lease_ttl=TTL
+        ):
+            delivered.append(claim.record.notification.start)
+            await store.mark_delivered(claim, now)
+    assert delivered == [ten.start]
+
+
+async def test_a_lead_removed_and_added_again_is_revived_by_add_notifications(
+    store: Store,
+) -> None:
+    occ = occurrence("a", T0 + HOUR)
+    cal = await seed(store, occ)
+    await store.add_notifications(cal.id, [note(occ, MINUTE)], T0)
+    assert (await resync(store, cal, cancel=[note(occ, MINUTE)])).cancelled == 1
+    assert await store.add_notifications(cal.id, [note(occ, MINUTE)], T0) == 1
+    assert await store.add_notifications(cal.id, [note(occ, MINUTE)], T0) == 0
+    [record] = await store.list_notifications()
+    assert (record.status, record.due_at) == (PENDING, record.fire_at)
+    assert record.created_at == T0
+
+
+async def test_revival_keeps_an_unfinished_claim_and_the_attempts(
+    store: Store,
+) -> None:
+    occ = occurrence("a", T0 + 10 * MINUTE)
+    cal = await seed(store, occ)
+    await store.add_notifications(cal.id, [note(occ)], T0)
+    [claim] = await store.claim_notifications(T0, limit=9, worker="d", lease_ttl=TTL)
+    await resync(store, cal, cancel=[note(occ)], now=T0 + MINUTE)
+    assert await store.add_notifications(cal.id, [note(occ)], T0 + MINUTE) == 1
+    [record] = await store.list_notifications()
+    assert (record.status, record.due_at) == (PENDING, T0 + TTL)
+    early = await store.claim_notifications(
+        T0 + 2 * MINUTE, limit=9, worker="e", lease_ttl=TTL
+    )
+    assert early == []
+    # The claim was never taken over: its failure still counts.
+    retry_at = T0 + 10 * MINUTE
+    assert await store.mark_failed(claim, T0, error="HTTP 502", retry_at=retry_at)
+    await resync(store, cal, cancel=[note(occ)], now=T0 + 3 * MINUTE)
+    assert await store.add_notifications(cal.id, [note(occ)], T0 + 3 * MINUTE) == 1
+    [record] = await store.list_notifications()
+    assert (record.status, record.attempts, record.due_at) == (PENDING, 1, retry_at)
+    [again] = await store.claim_notifications(
+        retry_at, limit=9, worker="e", lease_ttl=TTL
+    )
+    assert again.token > claim.token
+
+
+async def test_delivered_failed_and_missed_reminders_are_never_revived(
+    store: Store,
+) -> None:
+    sent = occurrence("sent", T0 + 10 * MINUTE)
+    dead = occurrence("dead", T0 + 10 * MINUTE)
+    gone_by = occurrence("gone_by", T0 + 10 * MINUTE)
+    cal = await seed(store, sent, dead, gone_by)
+    await store.add_notifications(cal.id, [note(sent), note(dead)], T0)
+    await store.add_notifications(cal.id, [note(gone_by)], T0, status=MISSED)
+    for claim in await store.claim_notifications(
+        T0, limit=9, worker="d", lease_ttl=TTL
+    ):
+        if claim.record.notification.key.uid == "sent":
+            await store.mark_delivered(claim, T0)
+        else:
+            await store.mark_failed(claim, T0, error="boom", retry_at=None)
+    notes = [note(sent), note(dead), note(gone_by)]
+    assert await store.add_notifications(cal.id, notes, T0 + MINUTE) == 0
+    assert (await resync(store, cal, create=notes, now=T0 + MINUTE)).created == 0
+    statuses = {
+        r.notification.key.uid: r.status for r in await store.list_notifications()
+    }
+    assert statuses == {
+        "sent": NotificationStatus.DELIVERED,
+        "dead": NotificationStatus.FAILED,
+        "gone_by": MISSED,
+    }
+
+
+async def test_missed_reminders_are_recorded_and_never_claimed(store: Store) -> None:
+    occ = occurrence("a", T0 + 5 * MINUTE)
+    cal = await seed(store, occ)
+    later = T0 + timedelta(hours=2)
+    assert await store.add_notifications(cal.id, [note(occ)], later, status=MISSED) == 1
+    assert await store.add_notifications(cal.id, [note(occ)], later, status=MISSED) == 0
+    assert await store.add_notifications(cal.id, [note(occ)], later) == 0
+    [record] = await store.list_notifications(status=MISSED)
+    assert record.id == notification_id(cal.id, note(occ))
+    assert (record.created_at, record.attempts) == (later, 0)
+    assert (
+        await store.claim_notifications(later, limit=9, worker="d", lease_ttl=TTL) == []
+    )
+
+
+async def test_a_missed_insert_never_changes_a_stored_reminder(store: Store) -> None:
+    waiting = occurrence("waiting", T0 + HOUR)
+    dropped = occurrence("dropped", T0 + HOUR)
+    cal = await seed(store, waiting, dropped)
+    await store.add_notifications(cal.id, [note(waiting), note(dropped)], T0)
+    await resync(store, cal, cancel=[note(dropped)])
+    notes = [note(waiting), note(dropped)]
+    assert await store.add_notifications(cal.id, notes, T0, status=MISSED) == 0
+    statuses = {
+        r.notification.key.uid: r.status for r in await store.list_notifications()
+    }
+    assert statuses == {"waiting": PENDING, "dropped": CANCELLED}
+
+
+async def test_missed_reminders_need_their_occurrence_at_that_start(
+    store: Store,
+) -> None:
+    occ = occurrence("a", T0 + 5 * MINUTE)
+    cal = await seed(store, occ)
+    moved = Notification(key=occ.key, lead=MINUTE, start=occ.start + MINUTE)
+    assert await store.add_notifications(cal.id, [moved], T0, status=MISSED) == 0
+
+
+@pytest.mark.parametrize(
+    "status", [NotificationStatus.DELIVERED, CANCELLED, "failed", "bogus"]
+)
+async def test_notifications_are_only_added_as_pending_or_missed(
+    store: Store, status: object
+) -> None:
+    occ = occurrence("a", T0 + 5 * MINUTE)
+    cal = await seed(store, occ)
+    with pytest.raises(ValidationError):
+        await store.add_notifications(cal.id, [note(occ)], T0, status=status)  # type: ignore[arg-type]
+    assert await store.list_notifications() == []
+
+
+async def test_prune_removes_missed_reminders_like_delivered_ones(
+    store: Store,
+) -> None:
+    past = occurrence("past", T0 - HOUR)
+    recent = occurrence("recent", T0 + HOUR)
+    cal = await seed(store, past, recent)
+    notes = [note(past), note(recent)]
+    assert await store.add_notifications(cal.id, notes, T0, status=MISSED) == 2
+    counts = await store.prune(
+        occurrences_before=T0 - timedelta(days=1),
+        notifications_before=T0,
+        job_runs_before=T0,
+    )
+    assert counts.notifications == 1
+    [kept] = await store.list_notifications()
+    assert kept.notification.key.uid == "recent"
+
+
+# -- schema 2: counts and filters ------------------------------------------
+
+
+async def test_notification_counts_name_every_status(store: Store) -> None:
+    empty = dict.fromkeys(NotificationStatus, 0)
+    assert await store.notification_counts() == empty
+    cal = await store.add_calendar(calendar())
+    assert await store.notification_counts(calendar_id=cal.id) == empty
+
+
+async def test_notification_counts_by_status_and_calendar(store: Store) -> None:
+    occs = [occurrence(uid, T0 + 10 * MINUTE) for uid in "abcdef"]
+    first = await seed(store, *occs)
+    notes = [note(occ) for occ in occs]
+    await store.add_notifications(first.id, notes[:5], T0)
+    await store.add_notifications(first.id, notes[5:], T0, status=MISSED)
+    claims = await store.claim_notifications(T0, limit=3, worker="d", lease_ttl=TTL)
+    await store.mark_delivered(claims[0], T0)
+    await store.mark_failed(claims[1], T0, error="boom", retry_at=None)
+    await resync(store, first, cancel=[claims[2].record.notification])
+    other_occ = occurrence("z", T0 + HOUR)
+    second = await store.add_calendar(calendar("https://b/2.ics"))
+    lease = await claim_one(store)
+    await store.apply_sync(
+        lease,
+        SyncWrite(
+            state=SyncState(next_sync_at=T0 + HOUR),
+            changes=ChangeSet(added=(other_occ,)),
+            create=(note(other_occ),),
+        ),
+        T0,
+    )
+    by_first = {
+        PENDING: 2,
+        NotificationStatus.DELIVERED: 1,
+        NotificationStatus.FAILED: 1,
+        CANCELLED: 1,
+        MISSED: 1,
+    }
+    assert await store.notification_counts(calendar_id=first.id) == by_first
+    assert await store.notification_counts() == {**by_first, PENDING: 3}
+    assert await store.notification_counts(calendar_id=second.id) == {
+        **dict.fromkeys(NotificationStatus, 0),
+        PENDING: 1,
+    }
+    assert await store.notification_counts(calendar_id="nope") == dict.fromkeys(
+        NotificationStatus, 0
+    )
+
+
+async def test_list_notifications_by_uid_and_start(store: Store) -> None:
+    standup = occurrence("standup", T0 + HOUR)
+    review = occurrence("review", T0 + 2 * HOUR)
+    retro = occurrence("retro", T0 + 3 * HOUR)
+    first = await seed(store, standup, review, retro)
+    notes = [
+        note(o, lead) for o in (standup, review, retro) for lead in (0 * HOUR, HOUR)
+    ]
+    await store.add_notifications(first.id, notes, T0)
+    elsewhere = occurrence("standup", T0 + 4 * HOUR)
+    second = await store.add_calendar(calendar("https://b/2.ics"))
+    lease = await claim_one(store)
+    await store.apply_sync(
+        lease,
+        SyncWrite(
+            state=SyncState(next_sync_at=T0 + HOUR),
+            changes=ChangeSet(added=(elsewhere,)),
+            create=(note(elsewhere),),
+        ),
+        T0,
+    )
+
+    def shown(records):
+        return [(r.calendar_id, r.notification.key.uid, r.fire_at) for r in records]
+
+    by_uid = await store.list_notifications(uid="standup")
+    assert shown(by_uid) == [
+        (first.id, "standup", T0),
+        (first.id, "standup", T0 + HOUR),
+        (second.id, "standup", elsewhere.start - 10 * MINUTE),
+    ]
+    in_first = await store.list_notifications(calendar_id=first.id, uid="standup")
+    assert shown(in_first) == shown(by_uid)[:2]
+    # Half-open: an event starting at the window's end is outside it.
+    starts = Window(T0 + 2 * HOUR, T0 + 4 * HOUR)
+    assert {
+        r.notification.key.uid for r in await store.list_notifications(starts=starts)
+    } == {"review", "retro"}
+    picked = await store.list_notifications(
+        calendar_id=first.id,
+        status=PENDING,
+        uid="retro",
+        starts=Window(T0 + 3 * HOUR, T0 + 3 * HOUR + MINUTE),
+        limit=1,
+    )
+    assert shown(picked) == [(first.id, "retro", T0 + 2 * HOUR)]
+    assert await store.list_notifications(uid="standup", starts=starts) == []
+    later = Window(T0 + 2 * HOUR, T0 + 5 * HOUR)
+    assert await store.list_notifications(uid="standup", starts=later) == [
+        r for r in by_uid if r.calendar_id == second.id
+    ]
+
+
+# -- schema 2: sync state --------------------------------------------------
+
+
+async def test_parse_time_and_refresh_interval_are_kept(store: Store) -> None:
+    parsed = SyncState(
+        parsed_at=T0,
+        refresh_interval=timedelta(hours=6, microseconds=1),
+        next_sync_at=T0 + HOUR,
+    )
+    cal = await store.add_calendar(calendar(state=parsed))
+    assert (await store.get_calendar(cal.id)).state == parsed
+    lease = await claim_one(store, T0 + HOUR)
+    assert lease.calendar.state == parsed
+    not_modified = attrs.evolve(parsed, etag='"v2"', next_sync_at=T0 + 7 * HOUR)
+    await store.apply_sync(lease, SyncWrite(state=not_modified), T0 + HOUR)
+    assert (await store.get_calendar(cal.id)).state == not_modified
+    [listed] = await store.list_calendars()
+    assert listed.state == not_modified
+
+
+def test_sync_state_refuses_a_negative_refresh_interval() -> None:
+    with pytest.raises(ValidationError):
+        SyncState(refresh_interval=timedelta(seconds=-1))
+    with pytest.raises(ValidationError):
+        SyncState(parsed_at=T0.replace(tzinfo=None))

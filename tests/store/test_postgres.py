@@ -24,6 +24,7 @@ from calsync import (
     SyncState,
     SyncWrite,
     ValidationError,
+    Window,
 )
 from calsync._store.protocol import SCHEMA_VERSION
 
@@ -169,11 +170,14 @@ async def test_an_older_schema_is_migrated_in_order(
 ) -> None:
     async with PostgresStore(url, schema=schema):
         pass
-    v2 = ("ALTER TABLE {s}.calendars ADD COLUMN colour text",)
-    monkeypatch.setattr(postgres, "MIGRATIONS", (*postgres.MIGRATIONS, (2, v2)))
-    monkeypatch.setattr(postgres, "SCHEMA_VERSION", 2)
+    following = SCHEMA_VERSION + 1
+    step = ("ALTER TABLE {s}.calendars ADD COLUMN colour text",)
+    monkeypatch.setattr(
+        postgres, "MIGRATIONS", (*postgres.MIGRATIONS, (following, step))
+    )
+    monkeypatch.setattr(postgres, "SCHEMA_VERSION", following)
     async with PostgresStore(url, schema=schema) as store:
-        assert await store.schema_version() == 2
+        assert await store.schema_version() == following
     rows = await sql(
         url,
         "SELECT column_name FROM information_schema.columns "
@@ -181,6 +185,72 @@ async def test_an_older_schema_is_migrated_in_order(
         (schema,),
     )
     assert ("colour",) in rows
+
+
+async def layout(url: str, schema: str) -> tuple[list[Any], list[Any]]:
+    """The columns (name, type, nullable, default) and index definitions of a schema."""
+    found = await sql(
+        url,
+        "SELECT table_name, column_name, data_type, is_nullable, column_default "
+        "FROM information_schema.columns WHERE table_schema = %s "
+        "ORDER BY table_name, column_name",
+        (schema,),
+    )
+    indexes = await sql(
+        url,
+        "SELECT tablename, indexname, replace(indexdef, %s, '') FROM pg_indexes "
+        "WHERE schemaname = %s ORDER BY indexname",
+        (f"{schema}.", schema),
+    )
+    return found, indexes
+
+
+async def test_a_version_1_schema_is_migrated_to_2_with_its_data(
+    url: str, schema: str
+) -> None:
+    occ = occurrence("a", T0 + timedelta(hours=1))
+    reminder = Notification(key=occ.key, lead=10 * MINUTE, start=occ.start)
+    async with PostgresStore(url, schema=schema) as store:
+        cal = await synced(store, occ)
+        assert await store.add_notifications(cal.id, [reminder], T0) == 1
+        before = await store.get_calendar(cal.id)
+    # Take away what version 2 added: the schema a calsync on version 1 left.
+    quoted = postgres._quote(schema)
+    for index in ("by_status", "by_start", "by_uid"):
+        await sql(url, f"DROP INDEX {quoted}.notifications_{index}")
+    await sql(
+        url,
+        f"ALTER TABLE {quoted}.calendars DROP COLUMN parsed_at, "
+        "DROP COLUMN refresh_interval",
+    )
+    await sql(url, f"UPDATE {quoted}.schema_version SET version = 1")
+    async with PostgresStore(url, schema=schema) as store:
+        assert await store.schema_version() == SCHEMA_VERSION
+        assert await store.get_calendar(cal.id) == before
+        assert await store.list_occurrences(cal.id) == [occ]
+        [record] = await store.list_notifications(uid="a")
+        assert record.notification == reminder
+        counts = await store.notification_counts(calendar_id=cal.id)
+        assert counts[NotificationStatus.PENDING] == 1
+        await store.request_sync(cal.id, T0)
+        [lease] = await store.claim_due_calendars(
+            T0, limit=1, worker="w", lease_ttl=TTL
+        )
+        parsed = SyncState(
+            parsed_at=T0, refresh_interval=timedelta(hours=6), next_sync_at=T0
+        )
+        await store.apply_sync(lease, SyncWrite(state=parsed), T0)
+        assert (await store.get_calendar(cal.id)).state == parsed
+    fresh = fresh_schema()
+    try:
+        async with PostgresStore(url, schema=fresh):
+            pass
+        migrated_columns, migrated_indexes = await layout(url, schema)
+        fresh_columns, fresh_indexes = await layout(url, fresh)
+    finally:
+        await drop_schema(fresh)
+    assert migrated_columns == fresh_columns
+    assert migrated_indexes == fresh_indexes
 
 
 async def test_concurrent_open_from_many_tasks_is_safe(url: str, schema: str) -> None:
@@ -481,6 +551,64 @@ async def test_hot_queries_are_index_lookups(crowded: Any, url: str) -> None:
         }:
             problems[name] = (sorted(map(str, used)), sorted(map(str, scanned)))
     assert problems == {}, "(indexes used, tables scanned) per query"
+
+
+DAY = Window(T0, T0 + timedelta(days=1))
+SCHEMA_2_QUERIES = {
+    "claim-one": (
+        {"calendars_pkey"},
+        (postgres._CLAIM_ONE, {**CLAIM_PARAMS, "id": "c7"}),
+    ),
+    "counts-of-a-calendar": (
+        {"notifications_by_status"},
+        postgres.notification_counts_statement("c7"),
+    ),
+    "list-by-uid": (
+        {"notifications_by_uid"},
+        postgres.list_notifications_statement(uid="e77"),
+    ),
+    "list-by-start": (
+        {"notifications_by_start"},
+        postgres.list_notifications_statement(starts=DAY),
+    ),
+    "list-by-calendar-and-start": (
+        {
+            "notifications_by_start",
+            "notifications_calendar_id_uid_recurrence_id_lead_start_at_key",
+        },
+        postgres.list_notifications_statement(calendar_id="c7", starts=DAY),
+    ),
+    "list-missed": (
+        {"notifications_by_status"},
+        postgres.list_notifications_statement(status=NotificationStatus.MISSED),
+    ),
+    "prune": ({"notifications_by_start"}, (postgres._PRUNE_NOTIFICATIONS, (T0,))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMA_2_QUERIES))
+async def test_schema_2_queries_are_index_lookups(
+    crowded: Any, url: str, name: str
+) -> None:
+    indexes, (statement, params) = SCHEMA_2_QUERIES[name]
+    nodes = await explain(url, crowded._q(statement), params)
+    used = {node.get("Index Name") for node in nodes}
+    scanned = [node for node in nodes if node["Node Type"] == "Seq Scan"]
+    assert used & indexes, used
+    assert scanned == []
+
+
+async def test_counting_every_notification_reads_only_the_status_index(
+    crowded: Any, url: str, schema: str
+) -> None:
+    # It reads every row either way; with the visibility map current (as
+    # autovacuum keeps it), it reads the index alone, never the table.
+    await sql(url, f"VACUUM (ANALYZE) {postgres._quote(schema)}.notifications")
+    statement, params = postgres.notification_counts_statement(None)
+    nodes = await explain(url, crowded._q(statement), params)
+    assert [
+        node.get("Index Name") for node in nodes if "Scan" in node["Node Type"]
+    ] == ["notifications_by_status"]
 
 
 async def test_claims_on_a_crowded_store_return_the_due_ones(crowded: Any) -> None:

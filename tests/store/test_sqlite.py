@@ -17,17 +17,20 @@ import pytest
 from calsync import (
     CalendarExists,
     ChangeSet,
+    Notification,
+    NotificationStatus,
     SchemaVersionError,
     StoreError,
     SyncState,
     SyncWrite,
+    Window,
 )
 from calsync._store import sqlite as sqlite_module
 from calsync._store._rows import epoch_micros
 from calsync._store.protocol import SCHEMA_VERSION
 from calsync._store.sqlite import SQLiteStore
 
-from .conftest import T0, calendar, occurrence
+from .conftest import MINUTE, T0, calendar, occurrence
 
 TTL = timedelta(minutes=5)
 
@@ -39,6 +42,9 @@ INDEXES = {
     "occurrences_live_by_start",
     "notifications_due",
     "notifications_failed",
+    "notifications_by_status",
+    "notifications_by_start",
+    "notifications_by_uid",
     "job_runs_by_finish",
 }
 
@@ -71,6 +77,11 @@ def connection_threads_stop() -> bool:
     return not any(
         thread.name.startswith("calsync-sqlite") for thread in threading.enumerate()
     )
+
+
+def columns(conn: sqlite3.Connection, table: str) -> list[tuple[object, ...]]:
+    """Name, type, NOT NULL, default and key position of each column, in order."""
+    return [row[1:] for row in conn.execute(f"PRAGMA table_info({table})")]
 
 
 def set_version(path: Path, version: int) -> None:
@@ -172,6 +183,55 @@ async def test_an_older_schema_is_migrated_in_order(
         assert conn.execute("SELECT note FROM added_in_v2").fetchall() == [
             ("v3 ran after v2",)
         ]
+
+
+async def test_a_version_1_file_is_migrated_to_2_with_its_data(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v1.db"
+    occ = occurrence("a", T0 + timedelta(hours=1))
+    reminder = Notification(key=occ.key, lead=10 * MINUTE, start=occ.start)
+    state = SyncState(etag='"v1"', body_hash="abc", next_sync_at=T0 + MINUTE)
+    async with SQLiteStore(path) as store:
+        cal = await store.add_calendar(calendar(name="Team"))
+        [lease] = await store.claim_due_calendars(
+            T0, limit=1, worker="w", lease_ttl=TTL
+        )
+        write = SyncWrite(
+            state=state, changes=ChangeSet(added=(occ,)), create=(reminder,)
+        )
+        await store.apply_sync(lease, write, T0)
+    # Take away what version 2 added: the file a calsync on schema 1 left behind.
+    with raw(path) as conn:
+        for index in ("by_status", "by_start", "by_uid"):
+            conn.execute(f"DROP INDEX notifications_{index}")
+        conn.execute("ALTER TABLE calendars DROP COLUMN parsed_at")
+        conn.execute("ALTER TABLE calendars DROP COLUMN refresh_interval")
+        conn.execute("UPDATE schema_version SET version = 1")
+    async with SQLiteStore(path) as store:
+        assert await store.schema_version() == SCHEMA_VERSION
+        migrated = await store.get_calendar(cal.id)
+        assert migrated.state == state
+        assert await store.list_occurrences(cal.id) == [occ]
+        [record] = await store.list_notifications()
+        assert (record.status, record.notification) == (
+            NotificationStatus.PENDING,
+            reminder,
+        )
+        assert (await store.notification_counts())[NotificationStatus.PENDING] == 1
+        [lease] = await store.claim_due_calendars(
+            T0 + MINUTE, limit=1, worker="w", lease_ttl=TTL
+        )
+        parsed = SyncState(parsed_at=T0, refresh_interval=timedelta(hours=6))
+        await store.apply_sync(lease, SyncWrite(state=parsed), T0 + MINUTE)
+        assert (await store.get_calendar(cal.id)).state.parsed_at == T0
+    fresh = tmp_path / "fresh.db"
+    async with SQLiteStore(fresh):
+        pass
+    with raw(path) as old, raw(fresh) as new:
+        assert names(old, "index") == names(new, "index") == INDEXES
+        for table in TABLES:
+            assert columns(old, table) == columns(new, table), table
 
 
 async def test_a_failing_migration_changes_nothing(
@@ -373,12 +433,38 @@ async def test_a_taken_url_is_not_shown_in_the_error(tmp_path: Path) -> None:
             id="occurrences-starting",
         ),
         pytest.param(sqlite_module._CANCEL_STALE, ("c", "u", ""), id="cancel-stale"),
+        pytest.param(sqlite_module._CLAIM_ONE, {"id": "c"}, id="claim-one"),
+        pytest.param(*sqlite_module.notification_counts_statement(None), id="counts"),
+        pytest.param(
+            *sqlite_module.notification_counts_statement("c"), id="counts-calendar"
+        ),
+        pytest.param(
+            *sqlite_module.list_notifications_statement(uid="u"), id="list-by-uid"
+        ),
+        pytest.param(
+            *sqlite_module.list_notifications_statement(
+                starts=Window(T0, T0 + timedelta(days=7))
+            ),
+            id="list-by-start",
+        ),
+        pytest.param(
+            *sqlite_module.list_notifications_statement(
+                calendar_id="c", uid="u", starts=Window(T0, T0 + timedelta(days=7))
+            ),
+            id="list-by-calendar-uid-start",
+        ),
+        pytest.param(
+            *sqlite_module.list_notifications_statement(
+                status=NotificationStatus.MISSED
+            ),
+            id="list-by-status",
+        ),
         pytest.param(
             sqlite_module._INSERT_NOTIFICATION,
             dict.fromkeys(
                 ("id", "lead", "fire_at", "now", "start_at", "calendar_id", "uid"), 0
             )
-            | {"recurrence_id": ""},
+            | {"recurrence_id": "", "status": "pending"},
             id="insert-notification",
         ),
     ],

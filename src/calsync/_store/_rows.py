@@ -70,6 +70,8 @@ CALENDAR_COLUMNS = (
     "circuit",
     "held_removals",
     "held_removals_hash",
+    "parsed_at",
+    "refresh_interval",
 )
 """Calendar columns in the order `Codec.calendar_row` yields them."""
 
@@ -214,6 +216,8 @@ class Codec:
             str(state.circuit),
             state.held_removals,
             state.held_removals_hash,
+            self.maybe(state.parsed_at),
+            None if state.refresh_interval is None else micros(state.refresh_interval),
         )
 
     def calendar(self, row: Mapping[str, Any]) -> Calendar:
@@ -230,6 +234,12 @@ class Codec:
             circuit=CircuitState(row["circuit"]),
             held_removals=row["held_removals"],
             held_removals_hash=row["held_removals_hash"],
+            parsed_at=self.from_maybe(row["parsed_at"]),
+            refresh_interval=(
+                None
+                if row["refresh_interval"] is None
+                else span(row["refresh_interval"])
+            ),
         )
         return Calendar(
             id=row["id"],

@@ -43,12 +43,17 @@ from calsync._store.protocol import (
     SCHEMA_VERSION,
     calendar_not_found,
     check_claim,
+    check_new_status,
     lease_lost,
 )
 
 __all__ = ["MemoryStore"]
 
 _PENDING = NotificationStatus.PENDING
+_CANCELLED = NotificationStatus.CANCELLED
+_SETTLED = frozenset(
+    {NotificationStatus.DELIVERED, _CANCELLED, NotificationStatus.MISSED}
+)
 
 
 @attrs.define
@@ -197,6 +202,18 @@ class MemoryStore:
 
     # -- syncing -----------------------------------------------------------
 
+    async def claim_calendar(
+        self, calendar_id: str, now: datetime, *, worker: str, lease_ttl: timedelta
+    ) -> Lease | None:
+        """Lease one calendar now, due or not; None while another lease holds it."""
+        now = as_aware_utc(now)
+        self._check_open()
+        check_claim(1, worker, lease_ttl)
+        row = self._row(calendar_id, None)
+        if row.leased_at(now):
+            return None
+        return _take_lease(row, now, worker, lease_ttl)
+
     async def claim_due_calendars(
         self, now: datetime, *, limit: int, worker: str, lease_ttl: timedelta
     ) -> list[Lease]:
@@ -219,16 +236,10 @@ class MemoryStore:
             ),
             key=lambda row: (_next_sync_at(row), row.calendar.id),
         )
-        leases = []
-        for row in [*requested, *periodic][:limit]:
-            row.lease_worker = worker
-            row.lease_token += 1
-            row.lease_expires_at = now + lease_ttl
-            row.lease_claimed_at = now
-            leases.append(
-                Lease(row.calendar, worker, row.lease_token, row.lease_expires_at)
-            )
-        return leases
+        return [
+            _take_lease(row, now, worker, lease_ttl)
+            for row in [*requested, *periodic][:limit]
+        ]
 
     async def renew_lease(self, lease: Lease, now: datetime, ttl: timedelta) -> Lease:
         """Extend a held lease; raises `LeaseLost` if it is not held any more."""
@@ -313,19 +324,31 @@ class MemoryStore:
     # -- notifications -----------------------------------------------------
 
     async def add_notifications(
-        self, calendar_id: str, notifications: Iterable[Notification], now: datetime
+        self,
+        calendar_id: str,
+        notifications: Iterable[Notification],
+        now: datetime,
+        *,
+        status: NotificationStatus = _PENDING,
     ) -> int:
-        """Insert new pending notifications of stored occurrences; count them."""
+        """Insert notifications of stored occurrences as ``status``; count new ones.
+
+        A pending insert revives a cancelled notification. Raises
+        `CalendarNotFound`, and `ValidationError` unless pending or missed.
+        """
         now = as_aware_utc(now)
+        status = check_new_status(status)
         self._check_open()
         self._row(calendar_id, None)
-        return self._insert(calendar_id, tuple(notifications), now)
+        return self._insert(calendar_id, tuple(notifications), now, status)
 
     async def list_notifications(
         self,
         *,
         calendar_id: str | None = None,
         status: NotificationStatus | None = None,
+        uid: str | None = None,
+        starts: Window | None = None,
         limit: int = 1000,
     ) -> list[NotificationRecord]:
         """Return notifications, filtered, earliest fire time first."""
@@ -335,9 +358,25 @@ class MemoryStore:
             for row in self._notifications.values()
             if (calendar_id is None or row.record.calendar_id == calendar_id)
             and (status is None or row.record.status == status)
+            and (uid is None or row.record.notification.key.uid == uid)
+            and (
+                starts is None
+                or starts.start <= row.record.notification.start < starts.end
+            )
         ]
         found.sort(key=lambda record: (record.fire_at, record.id))
-        return found[:limit]
+        return found[: max(limit, 0)]
+
+    async def notification_counts(
+        self, *, calendar_id: str | None = None
+    ) -> dict[NotificationStatus, int]:
+        """Count notifications by status; every status is a key."""
+        self._check_open()
+        counts = dict.fromkeys(NotificationStatus, 0)
+        for row in self._notifications.values():
+            if calendar_id is None or row.record.calendar_id == calendar_id:
+                counts[row.record.status] += 1
+        return counts
 
     async def claim_notifications(
         self, now: datetime, *, limit: int, worker: str, lease_ttl: timedelta
@@ -463,11 +502,10 @@ class MemoryStore:
             for key in gone:
                 del rows[key]
             occurrences += len(gone)
-        settled = (NotificationStatus.DELIVERED, NotificationStatus.CANCELLED)
         gone_ids = [
             record_id
             for record_id, row in self._notifications.items()
-            if row.record.status in settled
+            if row.record.status in _SETTLED
             and row.record.notification.start < notifications_before
         ]
         for record_id in gone_ids:
@@ -527,12 +565,16 @@ class MemoryStore:
                 stored.occurrence.start != record.notification.start
             )
             if moved or record.notification.identity in wanted:
-                row.record = attrs.evolve(record, status=NotificationStatus.CANCELLED)
+                row.record = attrs.evolve(record, status=_CANCELLED)
                 count += 1
         return count
 
     def _insert(
-        self, calendar_id: str, notifications: Iterable[Notification], now: datetime
+        self,
+        calendar_id: str,
+        notifications: Iterable[Notification],
+        now: datetime,
+        status: NotificationStatus = _PENDING,
     ) -> int:
         occurrences = self._occurrences[calendar_id]
         count = 0
@@ -543,19 +585,22 @@ class MemoryStore:
             if stored.occurrence.start != notification.start:
                 continue
             key = notification_id(calendar_id, notification)
-            if key in self._notifications:
-                continue
-            self._notifications[key] = _NotificationRow(
-                NotificationRecord(
-                    id=key,
-                    calendar_id=calendar_id,
-                    notification=notification,
-                    status=_PENDING,
-                    created_at=now,
-                    due_at=notification.fire_at,
+            existing = self._notifications.get(key)
+            if existing is None:
+                self._notifications[key] = _NotificationRow(
+                    NotificationRecord(
+                        id=key,
+                        calendar_id=calendar_id,
+                        notification=notification,
+                        status=status,
+                        created_at=now,
+                        due_at=notification.fire_at,
+                    )
                 )
-            )
-            count += 1
+                count += 1
+            elif status == _PENDING and existing.record.status == _CANCELLED:
+                _revive(existing)
+                count += 1
         return count
 
     def _occurrence_of(self, record: NotificationRecord) -> Occurrence | None:
@@ -570,6 +615,23 @@ def _next_sync_at(row: _CalendarRow) -> datetime:
 
 def _holds(row: _CalendarRow, lease: Lease) -> bool:
     return row.lease_token == lease.token and row.lease_worker == lease.worker
+
+
+def _take_lease(
+    row: _CalendarRow, now: datetime, worker: str, lease_ttl: timedelta
+) -> Lease:
+    row.lease_worker = worker
+    row.lease_token += 1
+    row.lease_expires_at = now + lease_ttl
+    row.lease_claimed_at = now
+    return Lease(row.calendar, worker, row.lease_token, row.lease_expires_at)
+
+
+def _revive(row: _NotificationRow) -> None:
+    """Make a cancelled notification pending again; an unfinished claim keeps it."""
+    record = row.record
+    due_at = max(record.due_at, record.fire_at)
+    row.record = attrs.evolve(record, status=_PENDING, due_at=due_at)
 
 
 def _release(row: _CalendarRow) -> None:

@@ -52,6 +52,7 @@ from calsync._store.protocol import (
     SCHEMA_VERSION,
     calendar_not_found,
     check_claim,
+    check_new_status,
     lease_lost,
 )
 
@@ -205,7 +206,27 @@ _V1 = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1),)
+# Version 2: sync state keeps when the body was parsed and the feed's
+# REFRESH-INTERVAL; notifications are counted by status and found by start and UID.
+_V2 = (
+    """
+    ALTER TABLE {s}.calendars
+        ADD COLUMN parsed_at timestamptz,
+        ADD COLUMN refresh_interval bigint
+    """,
+    """
+    CREATE INDEX notifications_by_status
+        ON {s}.notifications (status, calendar_id)
+    """,
+    """
+    CREATE INDEX notifications_by_start ON {s}.notifications (start_at)
+    """,
+    """
+    CREATE INDEX notifications_by_uid ON {s}.notifications (uid)
+    """,
+)
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2))
 """Each schema version with the statements that reach it from the one before."""
 
 # -- statements ------------------------------------------------------------
@@ -285,6 +306,20 @@ _CLAIM_PERIODIC = _CLAIM_CALENDARS.replace(
     "{due}",
     "NOT paused AND next_sync_at <= %(now)s AND sync_requested_at IS NULL",
 ).replace("{order}", "next_sync_at")
+
+# One calendar, due or not; a concurrent claim of it waits for this row lock and
+# then finds the lease taken.
+_CLAIM_ONE = f"""
+    UPDATE {{s}}.calendars AS c SET
+        lease_worker = %(worker)s,
+        lease_token = c.lease_token + 1,
+        lease_expires_at = %(expires)s,
+        lease_claimed_at = %(now)s
+    WHERE c.id = %(id)s
+      AND (c.lease_expires_at IS NULL OR c.lease_expires_at <= %(now)s)
+    RETURNING {column_list(CALENDAR_COLUMNS, "c.")}, c.lease_token
+"""
+_CALENDAR_EXISTS = "SELECT 1 FROM {s}.calendars WHERE id = %s"
 
 _HOLDS_LEASE = "id = %(id)s AND lease_token = %(token)s AND lease_worker = %(worker)s"
 _RENEW_LEASE = f"""
@@ -368,14 +403,15 @@ _CANCEL_ASKED = """
 """
 _LOCK_CALENDAR_KEY = "SELECT 1 FROM {s}.calendars WHERE id = %s FOR KEY SHARE"
 # Only for an occurrence stored, live and at that start; FOR SHARE keeps an
-# apply from moving or deleting it until this insert commits.
+# apply from moving or deleting it until this insert commits. A pending insert
+# revives a cancelled row; an unfinished claim keeps its due_at.
 _INSERT_NOTIFICATIONS = """
-    INSERT INTO {s}.notifications (
+    INSERT INTO {s}.notifications AS n (
         id, calendar_id, uid, recurrence_id, lead, start_at, fire_at,
         status, created_at, due_at, attempts
     )
     SELECT w.id, o.calendar_id, w.uid, w.recurrence_id, w.lead, w.start_at,
-        w.fire_at, 'pending', %(now)s, w.fire_at, 0
+        w.fire_at, %(status)s, %(now)s, w.fire_at, 0
     FROM unnest(
         %(ids)s::text[], %(uids)s::text[], %(recurrence_ids)s::text[],
         %(leads)s::bigint[], %(starts)s::timestamptz[], %(fires)s::timestamptz[]
@@ -386,7 +422,9 @@ _INSERT_NOTIFICATIONS = """
     WHERE NOT o.expired AND o.start_at = w.start_at
     ORDER BY w.id
     FOR SHARE OF o
-    ON CONFLICT DO NOTHING
+    ON CONFLICT (id) DO UPDATE SET
+        status = 'pending', due_at = greatest(n.due_at, excluded.due_at)
+    WHERE n.status = 'cancelled' AND excluded.status = 'pending'
 """
 
 _LIST_OCCURRENCES = f"""
@@ -410,10 +448,21 @@ _OCCURRENCES_STARTING = f"""
 
 _LIST_NOTIFICATIONS = f"""
     SELECT {column_list(NOTIFICATION_COLUMNS)} FROM {{s}}.notifications
-    WHERE (%(calendar_id)s::text IS NULL OR calendar_id = %(calendar_id)s)
-      AND (%(status)s::text IS NULL OR status = %(status)s)
+    WHERE {{where}}
     ORDER BY fire_at, id COLLATE "C"
     LIMIT %(limit)s
+"""
+_NOTIFICATION_FILTERS = {
+    "calendar_id": "calendar_id = %(calendar_id)s",
+    "status": "status = %(status)s",
+    "uid": "uid = %(uid)s",
+    "starts": "start_at >= %(starts_from)s AND start_at < %(starts_until)s",
+}
+# Naming every status lets the count read notifications_by_status by range.
+_COUNT_NOTIFICATIONS = """
+    SELECT status, count(*) AS n FROM {s}.notifications
+    WHERE status = ANY(%(statuses)s::text[]) {and_calendar}
+    GROUP BY status
 """
 _CLAIM_NOTIFICATIONS = f"""
     WITH due AS MATERIALIZED (
@@ -468,7 +517,7 @@ _RECENT_JOB_RUNS = """
 _PRUNE_OCCURRENCES = "DELETE FROM {s}.occurrences WHERE expired AND end_at < %s"
 _PRUNE_NOTIFICATIONS = """
     DELETE FROM {s}.notifications
-    WHERE status IN ('delivered', 'cancelled') AND start_at < %s
+    WHERE status IN ('delivered', 'cancelled', 'missed') AND start_at < %s
 """
 _PRUNE_JOB_RUNS = "DELETE FROM {s}.job_runs WHERE finished_at < %s"
 
@@ -593,6 +642,23 @@ class PostgresStore:
 
     # -- syncing -----------------------------------------------------------
 
+    async def claim_calendar(
+        self, calendar_id: str, now: datetime, *, worker: str, lease_ttl: timedelta
+    ) -> Lease | None:
+        """Lease one calendar now, due or not; None while another lease holds it.
+
+        Raises `CalendarNotFound`.
+        """
+        now = as_aware_utc(now)
+        check_claim(1, worker, lease_ttl)
+        params = {
+            "id": calendar_id,
+            "now": now,
+            "worker": worker,
+            "expires": now + lease_ttl,
+        }
+        return await self._run(lambda conn: self._claim_one(conn, params))
+
     async def claim_due_calendars(
         self, now: datetime, *, limit: int, worker: str, lease_ttl: timedelta
     ) -> list[Lease]:
@@ -657,13 +723,23 @@ class PostgresStore:
     # -- notifications -----------------------------------------------------
 
     async def add_notifications(
-        self, calendar_id: str, notifications: Iterable[Notification], now: datetime
+        self,
+        calendar_id: str,
+        notifications: Iterable[Notification],
+        now: datetime,
+        *,
+        status: NotificationStatus = NotificationStatus.PENDING,
     ) -> int:
-        """Insert new pending notifications of stored occurrences; count them."""
+        """Insert notifications of stored occurrences as ``status``; count new ones.
+
+        A pending insert revives a cancelled notification. Raises
+        `CalendarNotFound`, and `ValidationError` unless pending or missed.
+        """
         now = as_aware_utc(now)
+        status = check_new_status(status)
         wanted = tuple(notifications)
         return await self._run(
-            lambda conn: self._add_notifications(conn, calendar_id, wanted, now)
+            lambda conn: self._add_notifications(conn, calendar_id, wanted, now, status)
         )
 
     async def list_notifications(
@@ -671,18 +747,28 @@ class PostgresStore:
         *,
         calendar_id: str | None = None,
         status: NotificationStatus | None = None,
+        uid: str | None = None,
+        starts: Window | None = None,
         limit: int = 1000,
     ) -> list[NotificationRecord]:
         """Return notifications, filtered, earliest fire time first."""
         if limit < 0:
             raise ValidationError(f"limit must be >= 0, got {limit!r}")
-        params = {
-            "calendar_id": calendar_id,
-            "status": None if status is None else str(status),
-            "limit": limit,
-        }
-        rows = await self._all(_LIST_NOTIFICATIONS, params)
+        statement, params = list_notifications_statement(
+            calendar_id=calendar_id, status=status, uid=uid, starts=starts, limit=limit
+        )
+        rows = await self._all(statement, params)
         return [_CODEC.notification(row) for row in rows]
+
+    async def notification_counts(
+        self, *, calendar_id: str | None = None
+    ) -> dict[NotificationStatus, int]:
+        """Count notifications by status (every status a key), from an index."""
+        statement, params = notification_counts_statement(calendar_id)
+        rows = await self._all(statement, params)
+        counts = dict.fromkeys(NotificationStatus, 0)
+        counts.update((NotificationStatus(row["status"]), row["n"]) for row in rows)
+        return counts
 
     async def claim_notifications(
         self, now: datetime, *, limit: int, worker: str, lease_ttl: timedelta
@@ -1003,6 +1089,21 @@ class PostgresStore:
             for row in rows
         ]
 
+    async def _claim_one(
+        self, conn: _Connection, params: dict[str, Any]
+    ) -> Lease | None:
+        row = await _fetch_one(conn, self._q(_CLAIM_ONE), params)
+        if row is not None:
+            return Lease(
+                calendar=_CODEC.calendar(row),
+                worker=params["worker"],
+                token=row["lease_token"],
+                expires_at=params["expires"],
+            )
+        if await _fetch_one(conn, self._q(_CALENDAR_EXISTS), (params["id"],)) is None:
+            raise calendar_not_found(params["id"])
+        return None
+
     async def _apply(
         self, conn: _Connection, lease: Lease, write: SyncWrite, now: datetime
     ) -> AppliedSync:
@@ -1081,13 +1182,16 @@ class PostgresStore:
         calendar_id: str,
         notifications: Sequence[Notification],
         now: datetime,
+        status: NotificationStatus,
     ) -> int:
         # A key-share lock on the calendar waits out an apply_sync in progress
         # (which holds it FOR UPDATE), so the insert sees its occurrences.
         locked = await _fetch_one(conn, self._q(_LOCK_CALENDAR_KEY), (calendar_id,))
         if locked is None:
             raise calendar_not_found(calendar_id)
-        return await self._insert_notifications(conn, calendar_id, notifications, now)
+        return await self._insert_notifications(
+            conn, calendar_id, notifications, now, status
+        )
 
     async def _insert_notifications(
         self,
@@ -1095,6 +1199,7 @@ class PostgresStore:
         calendar_id: str,
         notifications: Sequence[Notification],
         now: datetime,
+        status: NotificationStatus = NotificationStatus.PENDING,
     ) -> int:
         unique = {notification_id(calendar_id, n): n for n in notifications}
         if not unique:
@@ -1104,6 +1209,7 @@ class PostgresStore:
         chosen = [unique[key] for key in ids]
         params = {
             "now": now,
+            "status": str(status),
             "calendar_id": calendar_id,
             "ids": ids,
             "uids": [n.key.uid for n in chosen],
@@ -1141,6 +1247,49 @@ class PostgresStore:
 
 
 # -- helpers ---------------------------------------------------------------
+
+
+def list_notifications_statement(
+    *,
+    calendar_id: str | None = None,
+    status: NotificationStatus | None = None,
+    uid: str | None = None,
+    starts: Window | None = None,
+    limit: int = 1000,
+) -> tuple[str, dict[str, Any]]:
+    """Return the SELECT (with ``{s}``) for `PostgresStore.list_notifications`.
+
+    Only the filters asked for are in it, so each combination gets a plan of
+    its own that uses its index, never a generic one that scans.
+    """
+    params: dict[str, Any] = {
+        "calendar_id": calendar_id,
+        "status": None if status is None else str(NotificationStatus(status)),
+        "uid": uid,
+        "starts_from": None if starts is None else starts.start,
+        "starts_until": None if starts is None else starts.end,
+        "limit": limit,
+    }
+    asked = {"calendar_id": calendar_id, "status": status, "uid": uid, "starts": starts}
+    conditions = [
+        _NOTIFICATION_FILTERS[name]
+        for name, value in asked.items()
+        if value is not None
+    ]
+    where = " AND ".join(conditions) or "true"
+    return _LIST_NOTIFICATIONS.replace("{where}", where), params
+
+
+def notification_counts_statement(
+    calendar_id: str | None,
+) -> tuple[str, dict[str, Any]]:
+    """Return the SELECT (with ``{s}``) for `PostgresStore.notification_counts`."""
+    and_calendar = "" if calendar_id is None else "AND calendar_id = %(calendar_id)s"
+    params = {
+        "statuses": [str(status) for status in NotificationStatus],
+        "calendar_id": calendar_id,
+    }
+    return _COUNT_NOTIFICATIONS.replace("{and_calendar}", and_calendar), params
 
 
 def _require_driver() -> None:

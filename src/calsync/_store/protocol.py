@@ -27,14 +27,16 @@ from calsync._records import (
 )
 
 __all__ = [
+    "NEW_STATUSES",
     "SCHEMA_VERSION",
     "Store",
     "calendar_not_found",
     "check_claim",
+    "check_new_status",
     "lease_lost",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema this version of calsync writes; a newer one in a database is refused."""
 
 
@@ -111,6 +113,16 @@ class Store(Protocol):
 
     # -- syncing -----------------------------------------------------------
 
+    async def claim_calendar(
+        self, calendar_id: str, now: datetime, *, worker: str, lease_ttl: timedelta
+    ) -> Lease | None:
+        """Lease one calendar now, due or not, paused or not, for ``lease_ttl``.
+
+        Returns None if another unexpired lease holds it. The token fences
+        writes as for `claim_due_calendars`; the lease's `apply_sync` clears a
+        manual request made before this claim. Raises `CalendarNotFound`.
+        """
+
     async def claim_due_calendars(
         self, now: datetime, *, limit: int, worker: str, lease_ttl: timedelta
     ) -> list[Lease]:
@@ -137,7 +149,8 @@ class Store(Protocol):
         and updated occurrences upserted, removed ones deleted, expired ones
         marked expired); pending notifications of removed occurrences, and of
         occurrences whose start moved, cancelled; ``write.cancel`` cancelled;
-        ``write.create`` inserted where not present. Clears a manual sync request.
+        then ``write.create`` inserted as `add_notifications` does (cancelled
+        ones revived), counted in ``created``. Clears a manual sync request.
 
         Raises `LeaseLost`, writing nothing, if the lease was taken over or
         released. A crash leaves the store as before or as after, never between.
@@ -169,13 +182,25 @@ class Store(Protocol):
     # -- notifications -----------------------------------------------------
 
     async def add_notifications(
-        self, calendar_id: str, notifications: Iterable[Notification], now: datetime
+        self,
+        calendar_id: str,
+        notifications: Iterable[Notification],
+        now: datetime,
+        *,
+        status: NotificationStatus = NotificationStatus.PENDING,
     ) -> int:
-        """Insert pending notifications; return how many were new.
+        """Insert notifications as ``status`` (pending or missed); count the new ones.
 
         A notification whose (calendar, key, lead, start) exists is skipped, by
-        the database's uniqueness, not by a read first. One whose occurrence is
-        not stored with that start (it moved or went) is skipped too.
+        the database's uniqueness, not by a read first; except that a pending
+        insert revives a cancelled one (the event moved away and back, a lead
+        was removed and re-added): pending again, due at the later of its due
+        time and its fire time (an unfinished claim keeps it), its claim token
+        and attempts kept, and counted as new. Delivered, failed and missed
+        ones are never revived, and a missed insert never changes a stored one.
+        One whose occurrence is not stored, live, with that start (it moved or
+        went) is skipped too. Raises `CalendarNotFound`, and `ValidationError`
+        for a status other than pending or missed.
         """
 
     async def list_notifications(
@@ -183,16 +208,32 @@ class Store(Protocol):
         *,
         calendar_id: str | None = None,
         status: NotificationStatus | None = None,
+        uid: str | None = None,
+        starts: Window | None = None,
         limit: int = 1000,
     ) -> list[NotificationRecord]:
-        """Return notifications, filtered, earliest fire time first."""
+        """Return notifications, filtered, earliest fire time first.
+
+        ``uid`` keeps those of one event UID; ``starts`` those of events that
+        start in [starts.start, starts.end). Every filter is an index lookup.
+        """
+
+    async def notification_counts(
+        self, *, calendar_id: str | None = None
+    ) -> dict[NotificationStatus, int]:
+        """Count notifications by status, of one calendar or all.
+
+        Every status is a key (0 when there are none); an unknown calendar
+        counts zeros. Read from an index, cheap enough for every `status` call.
+        """
 
     async def claim_notifications(
         self, now: datetime, *, limit: int, worker: str, lease_ttl: timedelta
     ) -> list[NotificationClaim]:
         """Claim up to ``limit`` pending notifications due at ``now`` for delivery.
 
-        Due: ``fire_at <= now`` and no retry or claim in the future. A claim lasts
+        Due: ``fire_at <= now`` and no retry or claim in the future (missed,
+        cancelled, delivered and failed ones never are). A claim lasts
         ``lease_ttl``; an unfinished claim comes back after it. Concurrent callers
         never receive the same notification while its claim lasts.
         """
@@ -236,8 +277,8 @@ class Store(Protocol):
     ) -> PruneCounts:
         """Delete history past retention and return how much went.
 
-        Expired occurrences that ended before ``occurrences_before``; delivered
-        and cancelled notifications of events that started before
+        Expired occurrences that ended before ``occurrences_before``; delivered,
+        cancelled and missed notifications of events that started before
         ``notifications_before`` (never pending or failed ones); job runs that
         finished before ``job_runs_before``.
         """
@@ -251,6 +292,27 @@ def check_claim(limit: int, worker: str, lease_ttl: timedelta) -> None:
         raise ValidationError("worker must name the claiming worker")
     if not isinstance(lease_ttl, timedelta) or lease_ttl <= timedelta(0):
         raise ValidationError(f"lease_ttl must be a timedelta > 0, got {lease_ttl!r}")
+
+
+NEW_STATUSES = frozenset({NotificationStatus.PENDING, NotificationStatus.MISSED})
+"""The statuses `Store.add_notifications` inserts notifications as."""
+
+
+def check_new_status(status: NotificationStatus | str) -> NotificationStatus:
+    """Return ``status`` if notifications may be inserted as it, else raise.
+
+    Raises `ValidationError` for anything but pending or missed.
+    """
+    refused = ValidationError(
+        f"notifications are added as 'pending' or 'missed', not {status!r}"
+    )
+    try:
+        checked = NotificationStatus(status)
+    except ValueError:
+        raise refused from None
+    if checked not in NEW_STATUSES:
+        raise refused
+    return checked
 
 
 def calendar_not_found(calendar_id: str) -> CalendarNotFound:

@@ -60,6 +60,7 @@ from calsync._store.protocol import (
     SCHEMA_VERSION,
     calendar_not_found,
     check_claim,
+    check_new_status,
     lease_lost,
 )
 
@@ -193,7 +194,17 @@ _SCHEMA_V1 = (
     "CREATE INDEX job_runs_by_finish ON job_runs (finished_at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1,)
+# Version 2: sync state keeps when the body was parsed and the feed's
+# REFRESH-INTERVAL; notifications are counted by status and found by start and UID.
+_SCHEMA_V2 = (
+    "ALTER TABLE calendars ADD COLUMN parsed_at INTEGER",
+    "ALTER TABLE calendars ADD COLUMN refresh_interval INTEGER",
+    "CREATE INDEX notifications_by_status ON notifications (status, calendar_id)",
+    "CREATE INDEX notifications_by_start ON notifications (start_at)",
+    "CREATE INDEX notifications_by_uid ON notifications (uid)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2)
 """The statements that bring the schema from version N to N + 1, at index N."""
 
 assert len(MIGRATIONS) == SCHEMA_VERSION, "one migration per schema version"
@@ -214,6 +225,10 @@ _UPDATE_SETTINGS = (
     + ", body_hash = CASE WHEN url = :url THEN body_hash END"
     + " WHERE id = :id"
 )
+_CLAIM_ONE = f"""
+    {_SELECT_CALENDARS.replace("SELECT ", "SELECT lease_token, lease_expires_at, ", 1)}
+    WHERE id = :id
+"""
 _CLAIM_REQUESTED = f"""
     {_SELECT_CALENDARS.replace("SELECT ", "SELECT lease_token, ", 1)}
     WHERE sync_requested_at IS NOT NULL
@@ -272,17 +287,20 @@ _CANCEL_ASKED = """
       AND start_at = ? AND status = 'pending'
 """
 # The WHERE before ON CONFLICT is required: it ends the SELECT unambiguously.
+# A pending insert revives a cancelled row; an unfinished claim keeps its due_at.
 _INSERT_NOTIFICATION = """
     INSERT INTO notifications (
         id, calendar_id, uid, recurrence_id, lead, start_at, fire_at,
         status, created_at, due_at, attempts
     )
     SELECT :id, calendar_id, uid, recurrence_id, :lead, start_at, :fire_at,
-           'pending', :now, :fire_at, 0
+           :status, :now, :fire_at, 0
     FROM occurrences
     WHERE calendar_id = :calendar_id AND uid = :uid
       AND recurrence_id = :recurrence_id AND start_at = :start_at AND NOT expired
-    ON CONFLICT DO NOTHING
+    ON CONFLICT (id) DO UPDATE SET
+        status = 'pending', due_at = max(due_at, excluded.due_at)
+    WHERE status = 'cancelled' AND excluded.status = 'pending'
 """
 _NOTIFICATION_SELECT = column_list(NOTIFICATION_COLUMNS, "n.")
 _CLAIMED_OCCURRENCE_SELECT = ", ".join(
@@ -461,6 +479,17 @@ class SQLiteStore:
 
     # -- syncing -------------------------------------------------------------
 
+    async def claim_calendar(
+        self, calendar_id: str, now: datetime, *, worker: str, lease_ttl: timedelta
+    ) -> Lease | None:
+        """Lease one calendar now, due or not; None while another lease holds it.
+
+        Raises `CalendarNotFound`.
+        """
+        now = as_aware_utc(now)
+        check_claim(1, worker, lease_ttl)
+        return await self._write(_claim_calendar, calendar_id, now, worker, lease_ttl)
+
     async def claim_due_calendars(
         self, now: datetime, *, limit: int, worker: str, lease_ttl: timedelta
     ) -> list[Lease]:
@@ -511,25 +540,48 @@ class SQLiteStore:
     # -- notifications -------------------------------------------------------
 
     async def add_notifications(
-        self, calendar_id: str, notifications: Iterable[Notification], now: datetime
+        self,
+        calendar_id: str,
+        notifications: Iterable[Notification],
+        now: datetime,
+        *,
+        status: NotificationStatus = NotificationStatus.PENDING,
     ) -> int:
-        """Insert new pending notifications of stored occurrences; count them.
+        """Insert notifications of stored occurrences as ``status``; count new ones.
 
-        Raises `CalendarNotFound`.
+        A pending insert revives a cancelled notification. Raises
+        `CalendarNotFound`, and `ValidationError` unless pending or missed.
         """
         now = as_aware_utc(now)
+        status = check_new_status(status)
         wanted = tuple(notifications)
-        return await self._write(_add_notifications, calendar_id, wanted, now)
+        return await self._write(_add_notifications, calendar_id, wanted, now, status)
 
     async def list_notifications(
         self,
         *,
         calendar_id: str | None = None,
         status: NotificationStatus | None = None,
+        uid: str | None = None,
+        starts: Window | None = None,
         limit: int = 1000,
     ) -> list[NotificationRecord]:
         """Return notifications, filtered, earliest fire time first."""
-        return await self._read(_list_notifications, calendar_id, status, limit)
+        statement, params = list_notifications_statement(
+            calendar_id=calendar_id, status=status, uid=uid, starts=starts, limit=limit
+        )
+        rows = await self._read(_fetch_all, statement, params)
+        return [CODEC.notification(row) for row in rows]
+
+    async def notification_counts(
+        self, *, calendar_id: str | None = None
+    ) -> dict[NotificationStatus, int]:
+        """Count notifications by status (every status a key), from an index."""
+        statement, params = notification_counts_statement(calendar_id)
+        rows = await self._read(_fetch_all, statement, params)
+        counts = dict.fromkeys(NotificationStatus, 0)
+        counts.update((NotificationStatus(row["status"]), row["n"]) for row in rows)
+        return counts
 
     async def claim_notifications(
         self, now: datetime, *, limit: int, worker: str, lease_ttl: timedelta
@@ -901,6 +953,32 @@ def _request_sync(conn: sqlite3.Connection, calendar_id: str, now: datetime) -> 
         raise calendar_not_found(calendar_id)
 
 
+def _claim_calendar(
+    conn: sqlite3.Connection,
+    calendar_id: str,
+    now: datetime,
+    worker: str,
+    lease_ttl: timedelta,
+) -> Lease | None:
+    row = conn.execute(_CLAIM_ONE, {"id": calendar_id}).fetchone()
+    if row is None:
+        raise calendar_not_found(calendar_id)
+    held_until = row["lease_expires_at"]
+    if held_until is not None and held_until > epoch_micros(now):
+        return None
+    expires_at = now + lease_ttl
+    conn.execute(
+        _TAKE_LEASE,
+        {
+            "worker": worker,
+            "expires_at": epoch_micros(expires_at),
+            "now": epoch_micros(now),
+            "id": calendar_id,
+        },
+    )
+    return Lease(CODEC.calendar(row), worker, row["lease_token"] + 1, expires_at)
+
+
 def _claim_calendars(
     conn: sqlite3.Connection,
     now: datetime,
@@ -1020,6 +1098,7 @@ def _insert_notifications(
     calendar_id: str,
     notifications: Sequence[Notification],
     now: datetime,
+    status: NotificationStatus = NotificationStatus.PENDING,
 ) -> int:
     created_at = epoch_micros(now)
     rows = [
@@ -1031,6 +1110,7 @@ def _insert_notifications(
             "lead": micros(notification.lead),
             "start_at": epoch_micros(notification.start),
             "fire_at": epoch_micros(notification.fire_at),
+            "status": str(status),
             "now": created_at,
         }
         for notification in notifications
@@ -1043,9 +1123,10 @@ def _add_notifications(
     calendar_id: str,
     notifications: Sequence[Notification],
     now: datetime,
+    status: NotificationStatus,
 ) -> int:
     _require_calendar(conn, calendar_id)
-    return _insert_notifications(conn, calendar_id, notifications, now)
+    return _insert_notifications(conn, calendar_id, notifications, now, status)
 
 
 def _list_occurrences(
@@ -1083,12 +1164,18 @@ def _occurrences_starting(
     return [(row["calendar_id"], CODEC.occurrence(row)) for row in rows]
 
 
-def _list_notifications(
-    conn: sqlite3.Connection,
-    calendar_id: str | None,
-    status: NotificationStatus | None,
-    limit: int,
-) -> list[NotificationRecord]:
+def list_notifications_statement(
+    *,
+    calendar_id: str | None = None,
+    status: NotificationStatus | None = None,
+    uid: str | None = None,
+    starts: Window | None = None,
+    limit: int = 1000,
+) -> tuple[str, dict[str, Any]]:
+    """Return the SELECT for `SQLiteStore.list_notifications`, only the filters asked.
+
+    Each combination of filters is its own statement, so each gets its own plan.
+    """
     conditions = ["1"]
     params: dict[str, Any] = {"limit": max(limit, 0)}
     if calendar_id is not None:
@@ -1097,12 +1184,41 @@ def _list_notifications(
     if status is not None:
         conditions.append("status = :status")
         params["status"] = str(NotificationStatus(status))
-    rows = conn.execute(
+    if uid is not None:
+        conditions.append("uid = :uid")
+        params["uid"] = uid
+    if starts is not None:
+        conditions.append("start_at >= :starts_from AND start_at < :starts_until")
+        params["starts_from"] = epoch_micros(starts.start)
+        params["starts_until"] = epoch_micros(starts.end)
+    statement = (
         f"SELECT {column_list(NOTIFICATION_COLUMNS)} FROM notifications "
-        f"WHERE {' AND '.join(conditions)} ORDER BY fire_at, id LIMIT :limit",
-        params,
+        f"WHERE {' AND '.join(conditions)} ORDER BY fire_at, id LIMIT :limit"
     )
-    return [CODEC.notification(row) for row in rows]
+    return statement, params
+
+
+def notification_counts_statement(
+    calendar_id: str | None,
+) -> tuple[str, dict[str, Any]]:
+    """Return the SELECT for `SQLiteStore.notification_counts`.
+
+    Naming every status lets SQLite count on ``notifications_by_status``
+    (status, calendar_id) by range, with or without a calendar.
+    """
+    statuses = ", ".join(f"'{status}'" for status in NotificationStatus)
+    condition = "" if calendar_id is None else " AND calendar_id = :calendar_id"
+    statement = (
+        "SELECT status, count(*) AS n FROM notifications "
+        f"WHERE status IN ({statuses}){condition} GROUP BY status"
+    )
+    return statement, {"calendar_id": calendar_id}
+
+
+def _fetch_all(
+    conn: sqlite3.Connection, statement: str, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    return conn.execute(statement, params).fetchall()
 
 
 def _claim_notifications(
@@ -1171,7 +1287,7 @@ def _prune(
     ).rowcount
     notifications = conn.execute(
         "DELETE FROM notifications "
-        "WHERE status IN ('delivered', 'cancelled') AND start_at < ?",
+        "WHERE status IN ('delivered', 'cancelled', 'missed') AND start_at < ?",
         (notifications_before,),
     ).rowcount
     job_runs = conn.execute(
