@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._auth import BasicAuth, BearerAuth
 from ._diff import diff
+from ._engine import Engine
 from ._errors import (
     CalendarExists,
     CalendarNotFound,
@@ -21,7 +22,6 @@ from ._errors import (
     TimezoneError,
     ValidationError,
 )
-from ._engine import Engine
 from ._fetch import (
     Circuit,
     CircuitBreaker,

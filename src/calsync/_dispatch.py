@@ -169,7 +169,7 @@ async def _failed(
 def _asked_retry(
     error: Exception, now: datetime, settings: Settings
 ) -> datetime | None:
-    """The receiver's Retry-After as an instant, trusted up to the policy's limit."""
+    """Return the receiver's Retry-After as an instant, trusted up to a limit."""
     if not isinstance(error, DeliveryError) or error.retry_after is None:
         return None
     hint = error.retry_after

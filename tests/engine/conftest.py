@@ -1,4 +1,4 @@
-"""Fixtures for Engine tests: a real feed server, a real SQLite store, a manual clock."""
+"""Engine test fixtures: a real feed server, a real SQLite store, a manual clock."""
 
 from __future__ import annotations
 

@@ -89,7 +89,8 @@ async def test_failed_delivery_retries_with_backoff_then_dead_letters(
     assert status.failed == 1
     [dead] = await engine.store.list_notifications(status=NotificationStatus.FAILED)
     assert dead.attempts == attempts
-    assert dead.last_error is not None and "handler down" in dead.last_error
+    assert dead.last_error is not None
+    assert "handler down" in dead.last_error
     assert await engine.requeue([dead.id]) == 1
     handler.fail = 0
     assert (await engine.dispatch_notifications(handler)).delivered == 1

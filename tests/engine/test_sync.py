@@ -1,4 +1,4 @@
-"""Engine.sync_calendar and sync_due against a real feed server and a real SQLite store."""
+"""Engine.sync_calendar and sync_due against a real feed server and SQLite store."""
 
 from __future__ import annotations
 
@@ -189,12 +189,14 @@ async def test_broken_feed_fails_alone_and_loses_nothing(
     assert by_id[good.id].added == 1
     failed = by_id[bad.id]
     assert failed.outcome is SyncOutcome.FAILED
-    assert failed.error is not None and "bad.ics" in failed.error
+    assert failed.error is not None
+    assert "bad.ics" in failed.error
     assert "HTML" in failed.error or "html" in failed.error
     assert [o.key.uid for o in await engine.store.list_occurrences(bad.id)] == ["b"]
     state = (await engine.get_calendar(bad.id)).state
     assert state.consecutive_failures == 1
-    assert state.next_sync_at is not None and state.next_sync_at > clock()
+    assert state.next_sync_at is not None
+    assert state.next_sync_at > clock()
 
 
 async def test_retry_after_is_honoured(
