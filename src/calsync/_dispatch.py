@@ -71,7 +71,16 @@ async def dispatch(
                 tally.held += 1
                 return
             async with slots:
-                await _deliver(store, settings, clock, handler, claim, calendar, tally)
+                try:
+                    await _deliver(
+                        store, settings, clock, handler, claim, calendar, tally
+                    )
+                except Exception:
+                    # The claim expires and the notification comes back: at least once.
+                    logger.exception(
+                        "could not record the delivery of notification %s", claim.id
+                    )
+                    tally.errors.append(f"{claim.id}: the store refused the outcome")
 
         async with asyncio.TaskGroup() as group:
             for claim in claims:

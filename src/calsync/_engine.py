@@ -228,7 +228,7 @@ class Engine:
         calendar = await self._store.get_calendar(calendar_id, owner=owner)
         updated = attrs.evolve(calendar, **self._converted(calendar, changes))
         stored = await self._store.update_calendar(updated)
-        if set(stored.leads) != set(calendar.leads) or stored.tz != calendar.tz:
+        if set(stored.leads) != set(calendar.leads):
             await self._cancel_removed_leads(stored)
         await self._store.request_sync(stored.id, self._now())
         return stored
@@ -539,7 +539,10 @@ class _SyncRound:
             result = await self._syncer.sync(lease, force=self._force)
             self._results.append(result)
             if self._progress is not None:
-                self._progress(result)
+                try:
+                    self._progress(result)
+                except Exception:
+                    logger.exception("the sync_due progress callback failed")
 
     async def _next(self) -> Lease | None:
         async with self._lock:

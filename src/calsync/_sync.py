@@ -123,8 +123,30 @@ class Syncer:
                 extra={"calsync_calendar_id": calendar.id},
             )
             result = _result(calendar, SyncOutcome.LOST, error=str(error))
+        except Exception as error:
+            result = await self._crashed(lease, error)
         elapsed = timedelta(seconds=time.monotonic() - started)
         return attrs.evolve(result, elapsed=elapsed)
+
+    async def _crashed(self, lease: Lease, error: Exception) -> SyncResult:
+        """Record an unexpected error (a store refusing a value, a bug) as a failure."""
+        calendar = lease.calendar
+        logger.exception(
+            "unexpected error syncing %s",
+            calendar.label,
+            extra={"calsync_calendar_id": calendar.id},
+        )
+        failure = _Failure(
+            f"{calendar.label}: unexpected {type(error).__name__} during the sync "
+            "(see the log); nothing of it was stored",
+            error,
+        )
+        try:
+            return await self._failed(lease, failure, self._clock())
+        except Exception:
+            logger.exception("could not record the failed sync of %s", calendar.label)
+            await self._release(lease)
+            return _result(calendar, SyncOutcome.FAILED, error=failure.message)
 
     async def _release(self, lease: Lease) -> None:
         try:

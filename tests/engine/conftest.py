@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from calsync import Delivery, Engine, HttpFetcher, Settings, SQLiteStore
+from calsync import Delivery, Engine, HttpFetcher, Settings, SQLiteStore, Store
 from calsync.testing import FeedServer, ManualClock
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -86,9 +88,41 @@ def settings(**changes: object) -> Settings:
     return Settings(worker="test-worker", per_host_rate=None, **changes)  # type: ignore[arg-type]
 
 
+POSTGRES_URL = os.environ.get("CALSYNC_TEST_POSTGRES_URL")
+needs_postgres = pytest.mark.skipif(
+    POSTGRES_URL is None,
+    reason="CALSYNC_TEST_POSTGRES_URL is not set: no PostgreSQL to test against",
+)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=needs_postgres),
+    ]
+)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A real store, unopened: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield SQLiteStore(tmp_path / "calsync.db")
+        return
+    import psycopg
+
+    from calsync import PostgresStore
+
+    assert POSTGRES_URL is not None
+    schema = f"calsync_engine_{uuid.uuid4().hex[:12]}"
+    try:
+        yield PostgresStore(POSTGRES_URL, schema=schema, max_size=4)
+    finally:
+        async with await psycopg.AsyncConnection.connect(
+            POSTGRES_URL, autocommit=True
+        ) as connection:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 @pytest.fixture
-async def engine(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Engine]:
-    store = SQLiteStore(tmp_path / "calsync.db")
+async def engine(store: Store, clock: ManualClock) -> AsyncIterator[Engine]:
     fetcher = HttpFetcher(allow=["127.0.0.1"])
     async with Engine(store, fetcher, settings=settings(), clock=clock) as engine:
         yield engine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -11,15 +12,17 @@ from calsync import (
     CircuitState,
     Engine,
     FetchInvalidURL,
+    HttpFetcher,
     NotificationStatus,
     ScheduleError,
+    SQLiteStore,
     SyncOutcome,
     TimezoneError,
     ValidationError,
 )
 from calsync.testing import FeedServer, ManualClock
 
-from .conftest import MINUTE, T0, event, ics
+from .conftest import MINUTE, T0, event, ics, settings
 
 
 async def test_add_calendar_refuses_bad_input_and_stores_nothing(
@@ -288,3 +291,38 @@ async def test_removing_a_lead_cancels_its_pending_reminders(
         timedelta(minutes=10): NotificationStatus.CANCELLED,
         timedelta(minutes=30): NotificationStatus.PENDING,
     }
+
+
+class _RefusingStore(SQLiteStore):
+    """A real SQLite store that fails reading one calendar's occurrences."""
+
+    refuse: str = ""
+
+    async def list_occurrences(
+        self, calendar_id, window=None, *, include_expired=False
+    ):  # type: ignore[no-untyped-def]
+        if calendar_id == self.refuse:
+            raise RuntimeError("disk I/O error")
+        return await super().list_occurrences(
+            calendar_id, window, include_expired=include_expired
+        )
+
+
+async def test_unexpected_error_on_one_calendar_leaves_the_others_syncing(
+    tmp_path: Path, feeds: FeedServer, clock: ManualClock
+) -> None:
+    store = _RefusingStore(tmp_path / "refusing.db")
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    async with Engine(store, fetcher, settings=settings(), clock=clock) as engine:
+        ids = []
+        for name in "ab":
+            feeds.set(f"/{name}.ics", ics(event(name, T0 + timedelta(hours=1))))
+            ids.append((await engine.add_calendar(feeds.url(f"/{name}.ics"))).id)
+        store.refuse = ids[0]
+        cycle = await engine.sync_due()
+        by_id = {result.calendar_id: result for result in cycle.results}
+        assert by_id[ids[0]].outcome is SyncOutcome.FAILED
+        assert "RuntimeError" in (by_id[ids[0]].error or "")
+        assert by_id[ids[1]].added == 1
+        state = (await engine.get_calendar(ids[0])).state
+        assert state.consecutive_failures == 1
