@@ -22,7 +22,7 @@ from calsync import (
 )
 from calsync.testing import FeedServer, ManualClock
 
-from .conftest import MINUTE, T0, event, ics, settings
+from .conftest import MINUTE, T0, Recorder, event, ics, settings
 
 
 async def test_add_calendar_refuses_bad_input_and_stores_nothing(
@@ -326,3 +326,19 @@ async def test_unexpected_error_on_one_calendar_leaves_the_others_syncing(
         assert by_id[ids[1]].added == 1
         state = (await engine.get_calendar(ids[0])).state
         assert state.consecutive_failures == 1
+
+
+async def test_event_moved_away_and_back_gets_its_reminder_again(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + 5 * MINUTE
+    feeds.set("/a.ics", ics(event("a", start)))
+    calendar = await engine.add_calendar(feeds.url("/a.ics"))
+    assert (await engine.sync_calendar(calendar.id)).notifications_created == 1
+    feeds.set("/a.ics", ics(event("a", start + timedelta(hours=1))))
+    assert (await engine.sync_calendar(calendar.id)).notifications_cancelled == 1
+    feeds.set("/a.ics", ics(event("a", start)))
+    assert (await engine.sync_calendar(calendar.id)).notifications_created == 1
+    handler = Recorder()
+    await engine.dispatch_notifications(handler)
+    assert [d.notification.start for d in handler.deliveries] == [start]
