@@ -8,6 +8,7 @@ network or a database.
 from __future__ import annotations
 
 from ._auth import BasicAuth, BearerAuth
+from ._config import Config, ConfigError, load_config
 from ._diff import diff
 from ._engine import Engine
 from ._errors import (
@@ -54,6 +55,7 @@ from ._handlers import (
 )
 from ._ics import parse_ics
 from ._incremental import ParseCache, ParseCacheStats
+from ._insight import Explanation, Upcoming
 from ._model import (
     ChangeSet,
     Notification,
@@ -114,11 +116,14 @@ __all__ = [
     "CircuitBreaker",
     "CircuitState",
     "CleanupResult",
+    "Config",
+    "ConfigError",
     "Delivery",
     "DeliveryError",
     "DispatchResult",
     "Engine",
     "EngineStatus",
+    "Explanation",
     "FetchBlocked",
     "FetchConnectionError",
     "FetchError",
@@ -170,11 +175,13 @@ __all__ = [
     "SyncWrite",
     "TimezoneError",
     "Triggers",
+    "Upcoming",
     "ValidationError",
     "WebhookHandler",
     "WebhookVerificationError",
     "Window",
     "diff",
+    "load_config",
     "next_sync_at",
     "notification_id",
     "notifications_due",

@@ -488,12 +488,17 @@ class Engine:
             days=days,
             owner=owner,
             late_grace=self._settings.late_grace,
+            alarm_lookahead=self._settings.alarm_lookahead,
         )
 
     async def explain(self, query: str) -> list[Explanation]:
         """Why reminders for a calendar id or an event UID will fire, or will not."""
         return await explain(
-            self._store, self._now(), query, late_grace=self._settings.late_grace
+            self._store,
+            self._now(),
+            query,
+            late_grace=self._settings.late_grace,
+            alarm_lookahead=self._settings.alarm_lookahead,
         )
 
     def _checked_url(self, url: str) -> str:
