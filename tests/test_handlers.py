@@ -275,7 +275,7 @@ async def test_logging_handler_writes_one_line_in_the_event_zone(
         await LoggingHandler()(delivery())
     (record,) = caplog.records
     assert record.getMessage() == (
-        "Reminder: Standup at 2026-03-30 09:30 CEST (in 10 min) [Work]"
+        "Reminder: Standup at 2026-03-30 09:30 CEST (10 min before) [Work]"
     )
     assert record.name == "calsync.notifications"
     assert record.calsync_notification_id == "n-0123456789abcdef"  # type: ignore[attr-defined]
@@ -291,12 +291,12 @@ async def test_logging_handler_writes_one_line_in_the_event_zone(
         (
             occurrence(tzid=None),
             timedelta(hours=1, minutes=30),
-            "Reminder: Standup at 2026-03-30 07:30 UTC (in 1 h 30 min) [Work]",
+            "Reminder: Standup at 2026-03-30 07:30 UTC (1 h 30 min before) [Work]",
         ),
         (
             occurrence(tzid="America/New_York"),
             timedelta(days=2),
-            "Reminder: Standup at 2026-03-30 03:30 EDT (in 2 days) [Work]",
+            "Reminder: Standup at 2026-03-30 03:30 EDT (2 days before) [Work]",
         ),
         (
             occurrence(
@@ -306,13 +306,13 @@ async def test_logging_handler_writes_one_line_in_the_event_zone(
                 tzid=None,
             ),
             timedelta(0),
-            "Reminder: Standup at 2026-03-30 (all day) (now) [Work]",
+            "Reminder: Standup at 2026-03-30 (all day) (at the start) [Work]",
         ),
         (
             occurrence(summary="Line one\nInjected: line two"),
             timedelta(minutes=10),
             "Reminder: Line one Injected: line two at 2026-03-30 09:30 CEST "
-            "(in 10 min) [Work]",
+            "(10 min before) [Work]",
         ),
     ],
     ids=["utc", "new-york", "all-day", "newline-in-summary"],
@@ -332,7 +332,7 @@ async def test_logging_handler_without_occurrence_or_name_stays_secret_free(
         await LoggingHandler()(delivery(missing=True, name=None))
     (record,) = caplog.records
     assert record.getMessage().startswith(
-        "Reminder: (event standup@example) at 2026-03-30 07:30 UTC (in 10 min) "
+        "Reminder: (event standup@example) at 2026-03-30 07:30 UTC (10 min before) "
         "[https://cal.example/***/basic.ics?token=***]"
     )
     assert leaked(caplog.text) == []

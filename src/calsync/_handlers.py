@@ -209,10 +209,10 @@ async def invoke(handler: Handler, delivery: Delivery) -> None:
 
 
 def _spoken_lead(lead: timedelta) -> str:
-    """``in 10 min``, ``in 1 h 30 min``, ``in 2 days``; ``now`` for a zero lead."""
+    """``10 min before``, ``1 h 30 min before``, ``2 days before``; ``at the start``."""
     seconds = _lead_seconds(lead)
     if seconds <= 0:
-        return "now"
+        return "at the start"
     days, rest = divmod(seconds, 86_400)
     hours, rest = divmod(rest, 3600)
     minutes, rest = divmod(rest, 60)
@@ -225,7 +225,7 @@ def _spoken_lead(lead: timedelta) -> str:
         parts.append(f"{minutes} min")
     if rest:
         parts.append(f"{rest} s")
-    return "in " + " ".join(parts)
+    return " ".join(parts) + " before"
 
 
 def _zone(tzid: str | None) -> tzinfo:
@@ -255,7 +255,7 @@ def _one_line(text: str) -> str:
 class LoggingHandler:
     """Log each reminder as one readable line, with structured ``extra`` fields.
 
-    ``Reminder: Standup at 2026-03-30 09:30 CEST (in 10 min) [Work]``: the start
+    ``Reminder: Standup at 2026-03-30 09:30 CEST (10 min before) [Work]``: the start
     in the event's own zone (UTC when it has none). The default logger is
     ``calsync.notifications``.
     """
