@@ -673,3 +673,20 @@ def test_rule_that_would_search_forever_is_refused(rule: str, says: str) -> None
 def test_max_occurrences_must_be_positive() -> None:
     with pytest.raises(ValidationError, match="max_occurrences"):
         parse_ics(ics(GOOD), YEAR_2026, max_occurrences=0)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    ["FREQ=MINUTELY;INTERVAL=2;COUNT=30", "FREQ=MINUTELY;UNTIL=20260302T100000Z"],
+)
+def test_a_short_dense_series_is_not_reported_as_capped(rule: str) -> None:
+    body = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\n"
+        "UID:dense\r\nDTSTART:20260302T090100Z\r\nDURATION:PT1M\r\n"
+        f"RRULE:{rule}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    window = Window(now - timedelta(days=1), now + timedelta(days=90))
+    parsed = parse_ics(body, window, max_occurrences=50 if "COUNT" in rule else 100)
+    assert parsed.problems == ()
+    assert len(parsed.occurrences) == (30 if "COUNT" in rule else 60)

@@ -601,9 +601,14 @@ class _Expander:
         per_period = _instances_per_period(rule, freq)
         periods = _periods(start, query_end, period)
         count = int(_first(rule, "COUNT", 0))
+        series_end = query_end
         if count > 0:  # recurring-ical-events ignores a COUNT below one
             kept = min(_distinct(rule, "BYSETPOS") or per_period, per_period)
             periods = min(periods, -(-count // kept))
+            series_end = start + period * periods
+        until = _first(rule, "UNTIL", None)
+        if isinstance(until, date):
+            series_end = min(series_end, self._instant(until) + period)
         # dateutil builds every candidate of a period, even those BYSETPOS drops.
         wanted = periods * per_period
         spent = self._group_budget - self.budget
@@ -625,7 +630,7 @@ class _Expander:
             self.budget -= wanted
         # Never build far more instances than the calendar may keep.
         first = max(start, self.window.start)
-        keep = _periods(first, end, period) * per_period
+        keep = _periods(first, min(end, series_end), period) * per_period
         if keep > self.limit + 1_000:
             end = first + period * ((self.limit + 1_000) // per_period + 1)
             self.capped = True

@@ -1,0 +1,376 @@
+"""calsync.testing: FeedServer through the real HttpFetcher, and ManualClock."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import aiohttp
+import pytest
+
+from calsync import (
+    FetchConnectionError,
+    FetchNotCalendar,
+    FetchStatusError,
+    FetchTimeout,
+    HttpFetcher,
+    ValidationError,
+)
+from calsync.testing import FeedServer, ManualClock, MemoryStore
+from conftest import ics
+
+FEED = ics("UID:a\nDTSTART:20260105T090000Z\nSUMMARY:Standup")
+EDITED = ics("UID:a\nDTSTART:20260105T093000Z\nSUMMARY:Standup")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FeedServer]:
+    async with FeedServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def fetcher() -> AsyncIterator[HttpFetcher]:
+    async with HttpFetcher(
+        allow=["127.0.0.1"],
+        connect_timeout=timedelta(seconds=2),
+        total_timeout=timedelta(seconds=2),
+    ) as fetcher:
+        yield fetcher
+
+
+# --- FeedServer: bodies and validators --------------------------------------------
+
+
+async def test_serves_the_body_set_for_a_path(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    result = await fetcher.fetch(server.url("/team.ics"))
+    assert result.status == "fetched"
+    assert result.body == FEED.encode()
+    assert result.content_type == "text/calendar; charset=utf-8"
+    assert result.etag is not None
+    assert result.last_modified is not None
+
+
+async def test_url_points_at_loopback_on_the_servers_port(server: FeedServer) -> None:
+    assert (
+        server.url("/a.ics?token=x") == f"http://127.0.0.1:{server.port}/a.ics?token=x"
+    )
+
+
+async def test_a_path_is_matched_without_its_query(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    result = await fetcher.fetch(server.url("/team.ics?token=s3cr3t"))
+    assert result.body == FEED.encode()
+    assert server.requests("/team.ics")[0].query == "token=s3cr3t"
+
+
+async def test_conditional_fetch_with_the_etag_gets_304(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    first = await fetcher.fetch(server.url("/team.ics"))
+    second = await fetcher.fetch(server.url("/team.ics"), etag=first.etag)
+    assert second.status == "not_modified"
+    assert second.etag == first.etag
+    assert [r.status for r in server.requests("/team.ics")] == [200, 304]
+
+
+async def test_conditional_fetch_with_last_modified_only_gets_304(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    first = await fetcher.fetch(server.url("/team.ics"))
+    second = await fetcher.fetch(
+        server.url("/team.ics"), last_modified=first.last_modified
+    )
+    assert second.status == "not_modified"
+
+
+async def test_setting_the_same_body_again_keeps_the_validators(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    first = await fetcher.fetch(server.url("/team.ics"))
+    server.set("/team.ics", FEED.encode())
+    second = await fetcher.fetch(
+        server.url("/team.ics"), etag=first.etag, last_modified=first.last_modified
+    )
+    assert second.status == "not_modified"
+
+
+async def test_a_changed_body_gets_new_validators_and_a_200(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    first = await fetcher.fetch(server.url("/team.ics"))
+    server.set("/team.ics", EDITED)
+    second = await fetcher.fetch(
+        server.url("/team.ics"), etag=first.etag, last_modified=first.last_modified
+    )
+    assert second.status == "fetched"
+    assert second.body == EDITED.encode()
+    assert second.etag != first.etag
+    assert second.last_modified != first.last_modified
+
+
+async def test_a_change_within_the_same_second_still_moves_last_modified(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    first = await fetcher.fetch(server.url("/team.ics"))
+    server.set("/team.ics", EDITED)
+    second = await fetcher.fetch(
+        server.url("/team.ics"), last_modified=first.last_modified
+    )
+    assert second.status == "fetched"
+
+
+async def test_without_validators_every_fetch_is_a_full_200(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/plain.ics", FEED, validators=False)
+    first = await fetcher.fetch(server.url("/plain.ics"))
+    assert first.etag is None
+    assert first.last_modified is None
+    second = await fetcher.fetch(server.url("/plain.ics"), etag='"anything"')
+    assert second.status == "fetched"
+
+
+async def test_extra_headers_reach_the_fetcher(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED, headers={"Cache-Control": "max-age=900"})
+    result = await fetcher.fetch(server.url("/team.ics"))
+    assert result.max_age == timedelta(seconds=900)
+
+
+async def test_a_login_page_is_refused_by_the_fetcher(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/login", "<!DOCTYPE html><h1>Sign in</h1>", content_type="text/html")
+    with pytest.raises(FetchNotCalendar):
+        await fetcher.fetch(server.url("/login"))
+
+
+async def test_removed_and_unknown_paths_answer_404(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    server.remove("/team.ics")
+    with pytest.raises(FetchStatusError) as removed:
+        await fetcher.fetch(server.url("/team.ics"))
+    with pytest.raises(FetchStatusError) as unknown:
+        await fetcher.fetch(server.url("/never.ics"))
+    assert removed.value.status == unknown.value.status == 404
+
+
+# --- FeedServer: faults ----------------------------------------------------------
+
+
+async def test_fail_answers_the_status_with_retry_after(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    server.fail("/team.ics", 503, retry_after=120)
+    with pytest.raises(FetchStatusError) as failed:
+        await fetcher.fetch(server.url("/team.ics"))
+    assert failed.value.status == 503
+    assert failed.value.retry_after == timedelta(seconds=120)
+
+
+async def test_fail_accepts_a_timedelta_or_an_instant_as_retry_after(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.fail("/a.ics", 429, retry_after=timedelta(minutes=2))
+    server.fail("/b.ics", 503, retry_after=datetime(2030, 1, 1, tzinfo=UTC))
+    with pytest.raises(FetchStatusError) as delay:
+        await fetcher.fetch(server.url("/a.ics"))
+    with pytest.raises(FetchStatusError) as instant:
+        await fetcher.fetch(server.url("/b.ics"))
+    assert delay.value.retry_after == timedelta(minutes=2)
+    assert instant.value.retry_after == datetime(2030, 1, 1, tzinfo=UTC)
+
+
+async def test_fail_with_times_recovers_by_itself(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    server.fail("/team.ics", 500, times=2)
+    for _ in range(2):
+        with pytest.raises(FetchStatusError):
+            await fetcher.fetch(server.url("/team.ics"))
+    result = await fetcher.fetch(server.url("/team.ics"))
+    assert result.body == FEED.encode()
+    assert [r.status for r in server.requests("/team.ics")] == [500, 500, 200]
+
+
+async def test_recover_clears_a_lasting_fault(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    server.fail("/team.ics", 502)
+    for _ in range(3):
+        with pytest.raises(FetchStatusError):
+            await fetcher.fetch(server.url("/team.ics"))
+    server.recover("/team.ics")
+    assert (await fetcher.fetch(server.url("/team.ics"))).status == "fetched"
+
+
+async def test_delay_makes_the_fetcher_time_out(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/slow.ics", FEED)
+    server.delay("/slow.ics", 5)
+    with pytest.raises(FetchTimeout):
+        await fetcher.fetch(server.url("/slow.ics"))
+
+
+async def test_a_short_delay_answers_late(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/slow.ics", FEED)
+    server.delay("/slow.ics", timedelta(milliseconds=300))
+    started = time.monotonic()
+    result = await fetcher.fetch(server.url("/slow.ics"))
+    assert time.monotonic() - started >= 0.3
+    assert result.body == FEED.encode()
+    server.delay("/slow.ics", 0)
+    started = time.monotonic()
+    await fetcher.fetch(server.url("/slow.ics"))
+    assert time.monotonic() - started < 0.3
+
+
+@pytest.mark.parametrize("status", [200, 304, 399, 600])
+def test_fail_refuses_a_status_that_is_not_an_error(status: int) -> None:
+    with pytest.raises(ValidationError):
+        FeedServer().fail("/a.ics", status)
+
+
+def test_paths_must_start_with_a_slash() -> None:
+    with pytest.raises(ValidationError):
+        FeedServer().set("team.ics", FEED)
+
+
+def test_url_before_start_says_how_to_start() -> None:
+    with pytest.raises(RuntimeError, match="async with"):
+        FeedServer().url("/a.ics")
+
+
+# --- FeedServer: the request log -------------------------------------------------
+
+
+async def test_requests_counts_and_tells_conditional_ones_apart(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    server.set("/other.ics", FEED)
+    first = await fetcher.fetch(server.url("/team.ics"))
+    await fetcher.fetch(server.url("/team.ics"), etag=first.etag)
+    await fetcher.fetch(server.url("/other.ics"))
+    seen = server.requests("/team.ics")
+    assert len(seen) == 2
+    assert [r.conditional for r in seen] == [False, True]
+    assert seen[1].if_none_match == first.etag
+    assert len(server.requests()) == 3
+
+
+async def test_recorded_headers_stay_out_of_the_repr(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    await fetcher.fetch(server.url("/team.ics"), etag='"v1"')
+    (seen,) = server.requests("/team.ics")
+    assert "User-Agent" in seen.headers
+    assert "calsync" not in repr(seen)
+
+
+async def test_requests_from_any_client_are_recorded(server: FeedServer) -> None:
+    server.set("/team.ics", FEED)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.head(server.url("/team.ics")) as response,
+    ):
+        assert response.status == 200
+    assert [(r.method, r.status) for r in server.requests("/team.ics")] == [
+        ("HEAD", 200)
+    ]
+
+
+async def test_concurrent_fetches_are_all_answered(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    for number in range(10):
+        server.set(f"/{number}.ics", FEED)
+    results = await asyncio.gather(
+        *(fetcher.fetch(server.url(f"/{number}.ics")) for number in range(10))
+    )
+    assert all(result.body == FEED.encode() for result in results)
+    assert len(server.requests()) == 10
+
+
+async def test_close_stops_listening(fetcher: HttpFetcher) -> None:
+    server = FeedServer()
+    await server.start()
+    url = server.url("/team.ics")
+    await server.close()
+    await server.close()
+    with pytest.raises(FetchConnectionError):
+        await fetcher.fetch(url)
+
+
+# --- ManualClock ----------------------------------------------------------------
+
+START = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
+
+
+def test_clock_returns_the_instant_it_was_given() -> None:
+    clock = ManualClock(START)
+    assert clock() == START
+    assert clock() == START
+    assert clock.now == START
+
+
+def test_clock_converts_aware_instants_to_utc() -> None:
+    berlin_winter = timezone(timedelta(hours=1))
+    clock = ManualClock(datetime(2026, 3, 29, 1, 30, tzinfo=berlin_winter))
+    assert clock() == START
+    assert clock().tzinfo is UTC
+
+
+def test_advance_moves_by_elapsed_time() -> None:
+    clock = ManualClock(START)
+    assert clock.advance(timedelta(hours=1)) == START + timedelta(hours=1)
+    assert clock() == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+
+
+def test_set_moves_to_an_instant_even_backwards() -> None:
+    clock = ManualClock(START)
+    clock.set(START - timedelta(days=1))
+    assert clock() == START - timedelta(days=1)
+
+
+def test_clock_refuses_naive_datetimes() -> None:
+    with pytest.raises(ValidationError, match="naive"):
+        ManualClock(datetime(2026, 1, 1))  # noqa: DTZ001
+    clock = ManualClock(START)
+    with pytest.raises(ValidationError, match="naive"):
+        clock.set(datetime(2026, 1, 1))  # noqa: DTZ001
+    assert clock() == START
+
+
+def test_advance_refuses_going_backwards() -> None:
+    clock = ManualClock(START)
+    with pytest.raises(ValidationError, match="set"):
+        clock.advance(timedelta(seconds=-1))
+    assert clock() == START
+
+
+def test_memory_store_is_still_exported() -> None:
+    assert MemoryStore.__module__ == "calsync._store.memory"
