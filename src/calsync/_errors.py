@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CalendarExists",
     "CalendarNotFound",
@@ -16,8 +18,21 @@ __all__ = [
 ]
 
 
+def _restore(
+    cls: type[CalsyncError], args: tuple[Any, ...], state: dict[str, Any]
+) -> CalsyncError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class CalsyncError(Exception):
     """Root of every error calsync raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take keyword arguments; pickle the state, not the call.
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
 
 class ParseError(CalsyncError):

@@ -59,15 +59,6 @@ _HEX_SIGNATURE = re.compile(r"^[0-9a-fA-F]{64}$")
 _MAX_SIGNATURE_HEADER = 4096
 
 
-def _restore(
-    cls: type[CalsyncError], args: tuple[Any, ...], state: dict[str, Any]
-) -> Any:
-    error = cls.__new__(cls)
-    error.args = args
-    error.__dict__.update(state)
-    return error
-
-
 class DeliveryError(CalsyncError):
     """A handler could not deliver a notification.
 
@@ -87,9 +78,6 @@ class DeliveryError(CalsyncError):
         self.permanent = permanent
         self.retry_after = retry_after
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_restore, (type(self), self.args, dict(self.__dict__)))
-
 
 class WebhookVerificationError(CalsyncError):
     """A received webhook is forged, stale or malformed; ``reason`` says which."""
@@ -97,9 +85,6 @@ class WebhookVerificationError(CalsyncError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"webhook refused: {reason}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
 
 def _positive_attempt(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import Literal
 
 from calsync._errors import CalsyncError
 from calsync._redact import redact
@@ -33,15 +33,6 @@ RetryAfter = timedelta | datetime
 _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
-def _restore(
-    cls: type[FetchError], args: tuple[Any, ...], state: dict[str, Any]
-) -> Any:
-    error = cls.__new__(cls)
-    error.args = args
-    error.__dict__.update(state)
-    return error
-
-
 class FetchError(CalsyncError):
     """Fetching a calendar feed failed; `url` is the calendar's URL, secrets masked.
 
@@ -56,9 +47,6 @@ class FetchError(CalsyncError):
         self.url = redact(url)
         self.problem = problem
         super().__init__(f"{self.url}: {problem}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
 
 class FetchInvalidURL(FetchError):
