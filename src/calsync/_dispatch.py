@@ -71,6 +71,11 @@ async def dispatch(
                 tally.held += 1
                 return
             async with slots:
+                if clock() + settings.handler_timeout > claim.expires_at:
+                    # Too late to finish inside the claim: another dispatcher could
+                    # Too late to finish inside the claim: another dispatcher
+                    # could take it over mid-call. It comes back when the claim ends.
+                    return
                 try:
                     await _deliver(
                         store, settings, clock, handler, claim, calendar, tally

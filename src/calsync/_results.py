@@ -123,8 +123,9 @@ class CheckResult:
 class DispatchResult:
     """The outcome of `Engine.dispatch_notifications`.
 
-    ``held`` counts notifications put back without an attempt (their calendar is
-    paused, or their lead was removed and the next sync will cancel them).
+    ``held`` counts claimed notifications left without an attempt (their claim
+    would end before the handler's timeout, or their calendar is gone); they
+    come back when the claim ends.
     """
 
     delivered: int = 0

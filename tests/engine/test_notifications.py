@@ -5,15 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 from calsync import (
+    Delivery,
     DeliveryError,
     Engine,
+    HttpFetcher,
     JobOutcome,
     NotificationStatus,
+    Store,
     SyncOutcome,
 )
 from calsync.testing import FeedServer, ManualClock
 
-from .conftest import MINUTE, T0, Recorder, event, ics
+from .conftest import MINUTE, T0, Recorder, event, ics, settings
 
 
 async def _calendar_with(
@@ -224,3 +227,32 @@ async def test_pause_stops_syncing_and_new_reminders(
     [result] = (await engine.sync_due()).results
     assert result.outcome in (SyncOutcome.UNCHANGED, SyncOutcome.CHANGED)
     assert (await engine.check_notifications()).created == 1
+
+
+async def test_a_delivery_never_starts_when_its_claim_would_end_first(
+    store: Store, feeds: FeedServer, clock: ManualClock
+) -> None:
+    """A slow batch must not outlive its claims: the rest wait for a later run."""
+    config = settings(
+        lease_ttl=timedelta(seconds=60),
+        parse_timeout=timedelta(seconds=30),
+        handler_timeout=timedelta(seconds=20),
+        dispatch_concurrency=1,
+    )
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    async with Engine(store, fetcher, settings=config, clock=clock) as engine:
+        events = [event(f"e{i}", T0 + 5 * MINUTE) for i in range(4)]
+        await _calendar_with(engine, feeds, *events)
+        seen: list[str] = []
+
+        async def slow(delivery: Delivery) -> None:
+            seen.append(delivery.id)
+            clock.advance(timedelta(seconds=25))  # each call takes 25 s
+
+        first = await engine.dispatch_notifications(slow)
+        # 0 s, 25 s: started inside the claim; at 50 s, 50 + 20 > 60: held.
+        assert (first.delivered, first.held) == (2, 2)
+        clock.advance(timedelta(seconds=60))
+        second = await engine.dispatch_notifications(slow)
+        assert second.delivered == 2
+        assert len(seen) == len(set(seen)) == 4
