@@ -72,9 +72,9 @@ async def dispatch(
                 return
             async with slots:
                 if clock() + settings.handler_timeout > claim.expires_at:
-                    # Too late to finish inside the claim: another dispatcher could
                     # Too late to finish inside the claim: another dispatcher
                     # could take it over mid-call. It comes back when the claim ends.
+                    tally.held += 1
                     return
                 try:
                     await _deliver(
