@@ -30,6 +30,7 @@ def guard_removals(
     fraction: float,
     previous_fingerprint: str | None,
     confirmed: bool = False,
+    suspicious: bool = False,
 ) -> Guarded:
     """Hold back the removals of a sync that would remove too much of a calendar.
 
@@ -37,14 +38,15 @@ def guard_removals(
     more than ``minimum``. Held removals are applied when the feed says the same
     again: the UIDs of ``current`` (the feed's occurrences now) fingerprint what it
     said, so neither a new DTSTAMP nor the sliding window makes a repeat look new.
-    ``confirmed`` applies them at once.
+    ``confirmed`` applies them at once; ``suspicious`` (a truncated body) holds
+    any removal, however few.
     """
     removed = len(changes.removed)
     if removed == 0 or confirmed:
         return Guarded(changes)
     everything = removed >= stored
     too_many = removed > minimum and removed > stored * fraction
-    if not (everything or too_many):
+    if not (everything or too_many or suspicious):
         return Guarded(changes)
     fingerprint = _fingerprint(current)
     if fingerprint == previous_fingerprint:

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +24,14 @@ from ._fetch.protocol import Fetcher, FetchResult
 from ._guard import guard_removals
 from ._ics import parse_ics
 from ._incremental import ParseCache
-from ._model import ChangeSet, Notification, Occurrence, ParsedCalendar, Window
+from ._model import (
+    ChangeSet,
+    Notification,
+    Occurrence,
+    ParsedCalendar,
+    Problem,
+    Window,
+)
 from ._notify import notifications_due
 from ._records import (
     AppliedSync,
@@ -186,7 +194,9 @@ class Syncer:
                     auth=calendar.auth,
                 )
         except FetchError as error:
-            raise _Failure(str(error), error) from None
+            # The label shows the URL for an unnamed calendar; add it for a named one.
+            detail = str(error) if calendar.name else error.problem
+            raise _Failure(f"{calendar.label}: {detail}", error) from None
         if result.body is None:
             return _Fetched(result, None)
         body_hash = hashlib.blake2b(result.body, digest_size=16).hexdigest()
@@ -294,6 +304,9 @@ class Syncer:
     ) -> SyncResult:
         calendar = lease.calendar
         window = _window(calendar, now)
+        truncated = _truncated(fetched.result.body or b"")
+        if truncated:
+            parsed = attrs.evolve(parsed, problems=(*parsed.problems, _TRUNCATED))
         stored = await self._store.list_occurrences(calendar.id)
         changes = diff(stored, parsed.occurrences, window)
         guarded = guard_removals(
@@ -304,6 +317,7 @@ class Syncer:
             fraction=self._settings.mass_deletion_fraction,
             previous_fingerprint=calendar.state.held_removals_hash,
             confirmed=confirm,
+            suspicious=truncated,
         )
         changes = guarded.changes
         state = attrs.evolve(
@@ -315,17 +329,15 @@ class Syncer:
             held_removals_hash=guarded.fingerprint,
         )
         if guarded.held:
-            # Parse again next time even if the body is the same: a repeat confirms.
-            state = attrs.evolve(state, body_hash=None)
-            logger.warning(
-                "held back %d removals from %s: the feed dropped %d of %d events; "
-                "they are applied if the next sync says the same, or on confirmation",
-                guarded.held,
-                calendar.label,
-                guarded.held,
-                len(stored),
-                extra={"calsync_calendar_id": calendar.id},
+            why = "the feed is cut off" if truncated else "the feed dropped them"
+            message = (
+                f"{calendar.label}: held back {guarded.held} of {len(stored)} "
+                f"events' removals ({why}); they are applied if the next sync says "
+                "the same, or at once with sync_calendar(id, confirm_removals=True)"
             )
+            # Parse again next time even if the body is the same: a repeat confirms.
+            state = attrs.evolve(state, body_hash=None, last_error=message)
+            logger.warning(message, extra={"calsync_calendar_id": calendar.id})
         create = self._due_now(calendar, (*changes.added, *changes.updated), now)
         cancel = await self.stale_leads(calendar, parsed.occurrences)
         write = SyncWrite(state, _or_none(changes), create=create, cancel=cancel)
@@ -450,6 +462,19 @@ class Syncer:
                 continue
             stale.append(notification)
         return tuple(stale)
+
+
+_TRUNCATED = Problem(
+    "feed truncated",
+    "the body ends before END:VCALENDAR: it was cut off on the way or by the "
+    "server; what it holds was read, and removals are held back",
+)
+_CALENDAR_END = re.compile(rb"END:VCALENDAR\s*$", re.IGNORECASE)
+
+
+def _truncated(body: bytes) -> bool:
+    """Whether a body stops before its calendar's end (a cut-off transfer)."""
+    return _CALENDAR_END.search(body[-256:]) is None
 
 
 def _window(calendar: Calendar, now: datetime) -> Window:

@@ -342,3 +342,26 @@ async def test_event_moved_away_and_back_gets_its_reminder_again(
     handler = Recorder()
     await engine.dispatch_notifications(handler)
     assert [d.notification.start for d in handler.deliveries] == [start]
+
+
+async def test_a_cut_off_feed_adds_what_it_holds_but_removes_nothing(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    events = [event(f"e{i}", T0 + i * timedelta(hours=1)) for i in range(1, 6)]
+    feeds.set("/a.ics", ics(*events))
+    calendar = await engine.add_calendar(feeds.url("/a.ics"), name="Team")
+    await engine.sync_calendar(calendar.id)
+    whole = ics(event("new", T0 + timedelta(hours=9)), *events)
+    feeds.set("/a.ics", whole[: whole.index("UID:e3")])
+    result = await engine.sync_calendar(calendar.id)
+    assert (result.outcome, result.added, result.held_removals) == (
+        SyncOutcome.HELD,
+        1,
+        3,
+    )
+    assert "feed truncated" in [problem.what for problem in result.problems]
+    assert len(await engine.store.list_occurrences(calendar.id)) == 6
+    state = (await engine.get_calendar(calendar.id)).state
+    assert state.last_error is not None
+    assert "held back 3 of 5" in state.last_error
+    assert "Team" in state.last_error
