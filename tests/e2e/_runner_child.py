@@ -1,0 +1,109 @@
+"""The bundled runner in its own OS process, for the end-to-end tests.
+
+Usage: python _runner_child.py (--sqlite PATH | --postgres URL --schema NAME)
+    --deliveries FILE [--worker NAME] [--late-grace S] [--lease-ttl S]
+    [--dispatch-concurrency N] [--handler-delay S]
+
+It runs `Runner.run(install_signal_handlers=True)` over a real `Engine`, with
+every job triggered each second. The handler appends ``"<id> <pid> <time>\\n"``
+to FILE and fsyncs before it returns, so a test reads what was delivered even
+after a SIGKILL. It logs to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from datetime import UTC, datetime, timedelta
+
+from calsync import (
+    Delivery,
+    Engine,
+    HttpFetcher,
+    PostgresStore,
+    Runner,
+    Settings,
+    SQLiteStore,
+    Store,
+    Triggers,
+)
+
+EVERY_SECOND = Triggers(
+    sync_due="every 1s",
+    check_notifications="every 1s",
+    dispatch_notifications="every 1s",
+)
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--sqlite", help="path of the SQLite file")
+    where.add_argument("--postgres", help="PostgreSQL URL (with --schema)")
+    parser.add_argument("--schema", default="calsync")
+    parser.add_argument("--deliveries", required=True)
+    parser.add_argument("--worker", default=f"e2e:{os.getpid()}")
+    parser.add_argument("--late-grace", type=float, default=0.0)
+    parser.add_argument("--lease-ttl", type=float, default=4.0)
+    parser.add_argument("--dispatch-concurrency", type=int, default=10)
+    parser.add_argument("--handler-delay", type=float, default=0.0)
+    return parser.parse_args()
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    if args.sqlite:
+        return SQLiteStore(args.sqlite)
+    return PostgresStore(args.postgres, schema=args.schema)
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    """Short leases, so that a killed runner's claims come back within seconds."""
+    lease_ttl = timedelta(seconds=args.lease_ttl)
+    return Settings(
+        worker=args.worker,
+        per_host_rate=None,
+        late_grace=timedelta(seconds=args.late_grace),
+        lease_ttl=lease_ttl,
+        parse_timeout=lease_ttl * 0.8,
+        handler_timeout=min(timedelta(seconds=30), lease_ttl / 2),
+        dispatch_concurrency=args.dispatch_concurrency,
+    )
+
+
+class FileHandler:
+    """Record each delivery as one fsynced line: id, pid, and when it was called."""
+
+    def __init__(self, path: str, delay: float) -> None:
+        self._path = path
+        self._delay = delay
+
+    async def __call__(self, delivery: Delivery) -> None:
+        line = f"{delivery.id} {os.getpid()} {datetime.now(UTC).isoformat()}\n"
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if self._delay:
+            # Recorded but not yet marked delivered: a kill now makes a duplicate.
+            await asyncio.sleep(self._delay)
+
+
+async def main() -> None:
+    args = arguments()
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
+    )
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    async with Engine(open_store(args), fetcher, settings=settings(args)) as engine:
+        handler = FileHandler(args.deliveries, args.handler_delay)
+        runner = Runner(engine, handler, triggers=EVERY_SECOND)
+        await runner.run(install_signal_handlers=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

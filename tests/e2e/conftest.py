@@ -1,0 +1,387 @@
+"""End-to-end fixtures: runner processes, a timed feed server, a store per test.
+
+The runner runs in child processes (`_runner_child.py`) on the real clock; the
+feed server runs in the test's event loop, so a test waits by polling with
+`eventually`, never by blocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import attrs
+import pytest
+from aiohttp import web
+
+from calsync import (
+    Calendar,
+    Engine,
+    HttpFetcher,
+    Notification,
+    OccurrenceKey,
+    PostgresStore,
+    Settings,
+    SQLiteStore,
+    Store,
+    notification_id,
+)
+from calsync.testing import FeedServer
+
+CHILD = Path(__file__).with_name("_runner_child.py")
+POSTGRES_URL = os.environ.get("CALSYNC_TEST_POSTGRES_URL")
+# SIGTERM must stop a runner within this (issue 6).
+STOP_WITHIN = 10.0
+
+needs_postgres = pytest.mark.skipif(
+    POSTGRES_URL is None,
+    reason="CALSYNC_TEST_POSTGRES_URL is not set: no PostgreSQL to test against",
+)
+# For tests whose subject does not depend on the database.
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=needs_postgres),
+]
+
+_T = TypeVar("_T")
+
+
+# -- feeds -------------------------------------------------------------------
+
+
+def event(
+    uid: str,
+    start: datetime,
+    *,
+    summary: str | None = None,
+    status: str | None = None,
+) -> str:
+    """One 30-minute VEVENT in UTC."""
+    end = start + timedelta(minutes=30)
+    lines = [
+        "BEGIN:VEVENT",
+        f"UID:{uid}",
+        "DTSTAMP:20260101T000000Z",
+        f"DTSTART:{start:%Y%m%dT%H%M%SZ}",
+        f"DTEND:{end:%Y%m%dT%H%M%SZ}",
+        f"SUMMARY:{summary or uid}",
+    ]
+    if status:
+        lines.append(f"STATUS:{status}")
+    lines.append("END:VEVENT")
+    return "\r\n".join(lines)
+
+
+def ics(*events: str) -> str:
+    """A VCALENDAR around ``events``."""
+    head = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//calsync e2e//EN"]
+    return "\r\n".join([*head, *events, "END:VCALENDAR"]) + "\r\n"
+
+
+class Timeline:
+    """Event starts on the real clock, in whole seconds after the test began."""
+
+    def __init__(self) -> None:
+        self.origin = datetime.now(UTC)
+
+    def at(self, seconds: float) -> datetime:
+        """The first whole second at least ``seconds`` after the origin."""
+        instant = self.origin + timedelta(seconds=seconds)
+        whole = math.ceil(instant.timestamp())
+        return datetime.fromtimestamp(whole, UTC)
+
+    def until(self, instant: datetime) -> float:
+        """Seconds from now until ``instant`` (negative once it passed)."""
+        return (instant - datetime.now(UTC)).total_seconds()
+
+
+def expected_id(calendar: Calendar, uid: str, start: datetime, lead: timedelta) -> str:
+    """The id a reminder of a non-recurring event gets (the handler's key)."""
+    return notification_id(
+        calendar.id, Notification(key=OccurrenceKey(uid), lead=lead, start=start)
+    )
+
+
+@attrs.frozen
+class Span:
+    """One request the feed server answered, with monotonic start and end."""
+
+    path: str
+    began: float
+    ended: float
+
+
+class TimedFeedServer(FeedServer):
+    """A `FeedServer` that also times each request and counts those in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spans: list[Span] = []
+        self.in_flight: Counter[str] = Counter()
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        began = time.monotonic()
+        self.in_flight[request.path] += 1
+        try:
+            return await super()._answer(request)
+        finally:
+            self.in_flight[request.path] -= 1
+            self.spans.append(Span(request.path, began, time.monotonic()))
+
+    def overlaps(self, path: str) -> list[tuple[Span, Span]]:
+        """Pairs of requests for ``path`` that were answered at the same time."""
+        spans = sorted(
+            (span for span in self.spans if span.path == path),
+            key=lambda span: span.began,
+        )
+        return [
+            (first, second)
+            for first, second in itertools.pairwise(spans)
+            if second.began < first.ended
+        ]
+
+
+@pytest.fixture
+async def feeds() -> AsyncIterator[TimedFeedServer]:
+    async with TimedFeedServer() as server:
+        yield server
+
+
+# -- stores ------------------------------------------------------------------
+
+
+@attrs.frozen
+class Backend:
+    """Where a test's store lives: an SQLite file or a fresh PostgreSQL schema."""
+
+    name: str
+    target: str
+
+    def store(self) -> Store:
+        if self.name == "sqlite":
+            return SQLiteStore(self.target)
+        assert POSTGRES_URL is not None
+        return PostgresStore(POSTGRES_URL, schema=self.target)
+
+    def child_args(self) -> list[str]:
+        if self.name == "sqlite":
+            return ["--sqlite", self.target]
+        assert POSTGRES_URL is not None
+        return ["--postgres", POSTGRES_URL, "--schema", self.target]
+
+
+async def _drop_schema(schema: str) -> None:
+    import psycopg
+
+    assert POSTGRES_URL is not None
+    async with await psycopg.AsyncConnection.connect(
+        POSTGRES_URL, autocommit=True
+    ) as conn:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def _backend(name: str, tmp_path: Path) -> AsyncIterator[Backend]:
+    if name == "sqlite":
+        yield Backend("sqlite", str(tmp_path / "calsync.db"))
+        return
+    schema = f"calsync_e2e_{uuid.uuid4().hex[:12]}"
+    try:
+        yield Backend("postgres", schema)
+    finally:
+        await _drop_schema(schema)
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Backend]:
+    """The test's store; a test on SQLite alone parametrizes it indirectly."""
+    async for made in _backend(request.param, tmp_path):
+        yield made
+
+
+@pytest.fixture
+async def engine(backend: Backend) -> AsyncIterator[Engine]:
+    """The test's own Engine on the runners' store: to add calendars and look."""
+    settings = Settings(worker="e2e-test", per_host_rate=None)
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    async with Engine(backend.store(), fetcher, settings=settings) as opened:
+        yield opened
+
+
+# -- runner processes --------------------------------------------------------
+
+
+@attrs.frozen
+class Delivered:
+    """One line of the handler's file: which notification, which process, when."""
+
+    id: str
+    pid: int
+    at: datetime
+
+
+class RunnerProcess:
+    """One runner child process; stop it with `kill` (SIGKILL) or `stop` (SIGTERM)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], log: Path) -> None:
+        self.popen = popen
+        self.log = log
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def exited(self, within: float) -> int | None:
+        """Wait up to ``within`` seconds for the process to end; its exit code."""
+        deadline = time.monotonic() + within
+        while self.popen.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.popen.poll()
+
+    async def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up."""
+        self.popen.send_signal(signal.SIGKILL)
+        assert await self.exited(5.0) is not None, f"pid {self.pid} survived SIGKILL"
+
+    async def running(self) -> None:
+        """Wait until the runner runs its jobs (its signal handlers are installed)."""
+
+        async def started() -> bool:
+            return self.log.exists() and "runner started" in self.log.read_text()
+
+        await eventually(started, within=10, what=f"runner {self.pid} starting")
+
+    async def stop(self) -> float:
+        """SIGTERM, then assert a clean exit (code 0) within 10 s; the seconds taken."""
+        await self.running()
+        started = time.monotonic()
+        self.popen.send_signal(signal.SIGTERM)
+        code = await self.exited(STOP_WITHIN + 5)
+        took = time.monotonic() - started
+        assert code is not None, f"runner {self.pid} ignored SIGTERM for {took:.1f} s"
+        assert code == 0, f"runner exited with {code}:\n{self.log_tail()}"
+        assert took < STOP_WITHIN, f"runner took {took:.1f} s to stop after SIGTERM"
+        return took
+
+
+class Runners:
+    """Starts runner processes on the test's store; all share one deliveries file."""
+
+    def __init__(self, backend: Backend, directory: Path) -> None:
+        self._backend = backend
+        self._directory = directory
+        self.deliveries_file = directory / "deliveries.txt"
+        self.started: list[RunnerProcess] = []
+
+    def spawn(self, **options: float) -> RunnerProcess:
+        """Start a runner; ``options`` are the child's flags (``late_grace=5``)."""
+        number = len(self.started) + 1
+        log = self._directory / f"runner-{number}.log"
+        flags = [
+            "--deliveries",
+            str(self.deliveries_file),
+            "--worker",
+            f"e2e-runner-{number}",
+        ]
+        for name, value in options.items():
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+        with log.open("wb") as output:
+            popen = subprocess.Popen(
+                [sys.executable, str(CHILD), *self._backend.child_args(), *flags],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        runner = RunnerProcess(popen, log)
+        self.started.append(runner)
+        return runner
+
+    def deliveries(self) -> list[Delivered]:
+        """Every handler call recorded so far, oldest first (not a torn last line)."""
+        if not self.deliveries_file.exists():
+            return []
+        recorded = []
+        for line in self.deliveries_file.read_text().splitlines(keepends=True):
+            if not line.endswith("\n"):
+                continue
+            delivery_id, pid, at = line.split()
+            recorded.append(
+                Delivered(delivery_id, int(pid), datetime.fromisoformat(at))
+            )
+        return recorded
+
+    def delivered_ids(self) -> Counter[str]:
+        """How many times each notification id reached the handler."""
+        return Counter(delivered.id for delivered in self.deliveries())
+
+    def cleanup(self) -> None:
+        for runner in self.started:
+            if runner.alive:
+                runner.popen.kill()
+                runner.popen.wait(5)
+        for runner in self.started:
+            print(f"--- runner {runner.pid} log (tail) ---\n{runner.log_tail()}")
+
+
+@pytest.fixture
+def runners(backend: Backend, tmp_path: Path) -> Iterator[Runners]:
+    started = Runners(backend, tmp_path)
+    try:
+        yield started
+    finally:
+        started.cleanup()
+
+
+# -- waiting -----------------------------------------------------------------
+
+
+async def eventually(
+    check: Callable[[], Awaitable[_T]], *, within: float, what: str
+) -> _T:
+    """Poll ``check`` until it returns something truthy; fail after ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within:g} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def synced_since(engine: Engine, calendar_id: str, since: datetime) -> Calendar:
+    """Wait until a runner attempted a sync of the calendar after ``since``."""
+
+    async def attempted() -> Calendar | None:
+        calendar = await engine.get_calendar(calendar_id)
+        last = calendar.state.last_attempt_at
+        return calendar if last is not None and last > since else None
+
+    return await eventually(attempted, within=10, what=f"a sync of {calendar_id}")
+
+
+async def job_ran_since(engine: Engine, job: str, since: datetime) -> bool:
+    """Whether a run of ``job`` started after ``since`` is in the history."""
+    runs = await engine.store.recent_job_runs(job=job, limit=1)
+    return bool(runs) and runs[0].started_at > since
