@@ -1,0 +1,337 @@
+"""One `Engine.sync_due` cycle over 1,000 calendars on a local feed server.
+
+Each feed holds ~100 generated events (95 single ones, 5 weekly series in
+Europe/Berlin). A third of the calendars answer 304 (ETag, unchanged), a third
+answer 200 with the same body and no validators, a third change 1 % of their
+events before the cycle (ETag, new body). Cycles measured, each in a fresh
+process (so its memory is the cycle's own; parse caches start cold):
+
+  mixed      the mix above;
+  unchanged  nothing changed: every calendar answers 304 or the same body;
+  forced     ``sync_due(force=True)``: every body fetched and parsed again.
+
+Reported: median of --runs for wall time, CPU time (``time.process_time`` of
+the engine's process; the feed server runs in a process of its own) and peak
+RSS (``ru_maxrss`` of the fresh process after the cycle, and in brackets its
+growth during the cycle: after minus before). The ratio of forced to unchanged
+wall time has a target of >= 20x.
+
+    python benchmarks/bench_engine.py [--calendars 1000] [--runs 3]
+        [--postgres-url URL]
+
+PostgreSQL is measured when CALSYNC_TEST_POSTGRES_URL (or --postgres-url) is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import resource
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from calsync import Engine, HttpFetcher, PostgresStore, Settings, SQLiteStore, Store
+from calsync.testing import FeedServer
+
+EVENTS = 100
+SERIES = 5
+CYCLES = ("mixed", "unchanged", "forced")
+KINDS = ("304", "same 200", "1 % changed")
+TARGET_RATIO = 20.0
+SPAWN = multiprocessing.get_context("spawn")
+# Cycles run in processes forked from a small server started before the load:
+# a child inherits its parent's RSS as ru_maxrss, so it must not be the loader.
+FRESH = multiprocessing.get_context("forkserver")
+
+
+def engine_settings(worker: str) -> Settings:
+    return Settings(
+        worker=worker,
+        per_host_rate=None,
+        per_host_concurrency=64,
+        sync_concurrency=32,
+    )
+
+
+# -- the feeds, served from a process of their own ---------------------------
+
+
+def kind_of(index: int) -> str:
+    return KINDS[index % 3]
+
+
+def feed_body(index: int, base: datetime, edition: int) -> str:
+    """Calendar ``index``'s feed; each edition edits one more event's summary."""
+    lines = [
+        "BEGIN:VCALENDAR",
+        "VERSION:2.0",
+        f"PRODID:-//calsync bench//calendar {index}//EN",
+        f"X-WR-CALNAME:Team {index}",
+    ]
+    singles = EVENTS - SERIES
+    for n in range(singles):
+        start = base + timedelta(hours=13 * n, minutes=index % 60)
+        summary = f"Meeting {n} of team {index}"
+        if n < edition:
+            summary += " (moved to room 5)"
+        lines += [
+            "BEGIN:VEVENT",
+            f"UID:c{index}-e{n}@bench.calsync",
+            "DTSTAMP:20260101T000000Z",
+            f"DTSTART:{start:%Y%m%dT%H%M%SZ}",
+            f"DTEND:{start + timedelta(minutes=45):%Y%m%dT%H%M%SZ}",
+            f"SUMMARY:{summary}",
+            "LOCATION:Room 4",
+            "DESCRIPTION:Agenda in the team wiki.",
+            "END:VEVENT",
+        ]
+    for n in range(SERIES):
+        lines += [
+            "BEGIN:VEVENT",
+            f"UID:c{index}-s{n}@bench.calsync",
+            "DTSTAMP:20260101T000000Z",
+            f"DTSTART;TZID=Europe/Berlin:{base:%Y%m%d}T{9 + n:02d}0000",
+            f"DTEND;TZID=Europe/Berlin:{base:%Y%m%d}T{9 + n:02d}3000",
+            "RRULE:FREQ=WEEKLY;COUNT=20",
+            f"SUMMARY:Weekly {n} of team {index}",
+            "END:VEVENT",
+        ]
+    lines.append("END:VCALENDAR")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def serve(calendars: int, base: datetime, control: Connection) -> None:
+    """The feed server process: "edition" commands change the changing third."""
+    asyncio.run(_serve(calendars, base, control))
+
+
+async def _serve(calendars: int, base: datetime, control: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    async with FeedServer() as server:
+        edition = 0
+
+        def publish() -> None:
+            for index in range(calendars):
+                if edition and kind_of(index) != "1 % changed":
+                    continue
+                server.set(
+                    f"/{index}.ics",
+                    feed_body(index, base, edition),
+                    validators=kind_of(index) != "same 200",
+                )
+
+        publish()
+        control.send(server.url("/"))
+        while True:
+            command = await loop.run_in_executor(None, control.recv)
+            if command == "stop":
+                control.send("stopped")
+                return
+            edition += 1
+            publish()
+            control.send("published")
+
+
+# -- one measured cycle, in a fresh process -----------------------------------
+
+
+def open_store(spec: tuple[str, str, str | None]) -> Store:
+    name, target, url = spec
+    if name == "sqlite":
+        return SQLiteStore(target)
+    assert url is not None
+    return PostgresStore(url, schema=target)
+
+
+def measure_cycle(
+    spec: tuple[str, str, str | None], cycle: str, result: Connection
+) -> None:
+    result.send(asyncio.run(_measure_cycle(spec, cycle)))
+
+
+async def _measure_cycle(
+    spec: tuple[str, str, str | None], cycle: str
+) -> dict[str, Any]:
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    settings = engine_settings(f"bench-{cycle}-{os.getpid()}")
+    async with Engine(open_store(spec), fetcher, settings=settings) as engine:
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        cpu_started = time.process_time()
+        started = time.perf_counter()
+        done = await engine.sync_due(force=cycle == "forced")
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        # ru_maxrss is in KiB on Linux.
+        "base_mb": rss_before / 1024,
+        "peak_mb": rss_after / 1024,
+        "rss_mb": (rss_after - rss_before) / 1024,
+        "counts": done.counts,
+        "not_modified": sum(r.not_modified for r in done.results),
+        "errors": [r.error for r in done.results if r.error][:3],
+    }
+
+
+def in_fresh_process(spec: tuple[str, str, str | None], cycle: str) -> dict[str, Any]:
+    receive, send = FRESH.Pipe(duplex=False)
+    process = FRESH.Process(target=measure_cycle, args=(spec, cycle, send))
+    process.start()
+    outcome: dict[str, Any] = receive.recv()
+    process.join()
+    return outcome
+
+
+# -- driving ------------------------------------------------------------------
+
+
+async def load(engine: Engine, base_url: str, calendars: int) -> list[str]:
+    """Subscribe to every feed and sync them all once (not measured)."""
+    ids = []
+    for index in range(calendars):
+        calendar = await engine.add_calendar(
+            f"{base_url}{index}.ics", name=f"team {index}"
+        )
+        ids.append(calendar.id)
+    started = time.perf_counter()
+    done = await engine.sync_due()
+    took = time.perf_counter() - started
+    assert not done.failed, done.failed[:3]
+    print(f"  loaded {calendars:,} calendars, first sync {took:.1f} s", flush=True)
+    return ids
+
+
+async def bench_backend(
+    spec: tuple[str, str, str | None],
+    server: Connection,
+    base_url: str,
+    calendars: int,
+    runs: int,
+) -> dict[str, list[dict[str, Any]]]:
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    results: dict[str, list[dict[str, Any]]] = {cycle: [] for cycle in CYCLES}
+    async with Engine(
+        open_store(spec), fetcher, settings=engine_settings("bench-loader")
+    ) as engine:
+        ids = await load(engine, base_url, calendars)
+        for run in range(runs):
+            for cycle in CYCLES:
+                if cycle == "mixed":
+                    server.send("edition")
+                    assert server.recv() == "published"
+                for calendar_id in ids:
+                    await engine.request_sync(calendar_id)
+                outcome = await asyncio.to_thread(in_fresh_process, spec, cycle)
+                assert not outcome["errors"], outcome["errors"]
+                assert outcome["counts"]["synced"] == calendars, outcome["counts"]
+                results[cycle].append(outcome)
+                print(
+                    f"  {spec[0]} run {run + 1} {cycle}: {outcome['wall']:.2f} s "
+                    f"{outcome['counts']}",
+                    flush=True,
+                )
+    return results
+
+
+def table(name: str, calendars: int, results: dict[str, list[dict[str, Any]]]) -> None:
+    runs = len(results["mixed"])
+    print(
+        f"\n{name}: one sync_due cycle over {calendars:,} calendars "
+        f"(~{EVENTS} events each), median of {runs} runs"
+    )
+    print(
+        f"{'cycle':<11}{'wall s':>9}{'cpu s':>9}{'peak RSS MB':>13}{'(+cycle)':>10}"
+        f"{'changed':>9}{'unchanged':>11}{'304':>6}"
+    )
+    for cycle in CYCLES:
+        rows = results[cycle]
+        wall = statistics.median(row["wall"] for row in rows)
+        cpu = statistics.median(row["cpu"] for row in rows)
+        rss = statistics.median(row["rss_mb"] for row in rows)
+        peak = statistics.median(row["peak_mb"] for row in rows)
+        counts = rows[-1]["counts"]
+        print(
+            f"{cycle:<11}{wall:>9.2f}{cpu:>9.2f}{peak:>13.1f}{rss:>+10.1f}"
+            f"{counts.get('changed', 0):>9}{counts.get('unchanged', 0):>11}"
+            f"{rows[-1]['not_modified']:>6}"
+        )
+    wall_ratio = _median_ratio(results, "wall")
+    cpu_ratio = _median_ratio(results, "cpu")
+    verdict = "ok" if wall_ratio >= TARGET_RATIO else "BELOW TARGET"
+    print(
+        f"forced / unchanged: {wall_ratio:.1f}x wall, {cpu_ratio:.1f}x cpu "
+        f"(target >= {TARGET_RATIO:g}x wall: {verdict})"
+    )
+
+
+def _median_ratio(results: dict[str, list[dict[str, Any]]], key: str) -> float:
+    forced = statistics.median(row[key] for row in results["forced"])
+    unchanged = statistics.median(row[key] for row in results["unchanged"])
+    return forced / unchanged
+
+
+def backends(
+    directory: Path, postgres_url: str | None
+) -> Iterator[tuple[str, str, str | None]]:
+    yield ("sqlite", str(directory / "bench-engine.db"), None)
+    if postgres_url:
+        yield ("postgres", f"calsync_bench_{uuid.uuid4().hex[:8]}", postgres_url)
+
+
+async def drop_schema(url: str, schema: str) -> None:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calendars", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("CALSYNC_TEST_POSTGRES_URL")
+    )
+    args = parser.parse_args()
+    FRESH.set_forkserver_preload(["calsync"])
+    multiprocessing.forkserver.ensure_running()
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    base += timedelta(hours=2)
+    control, server_end = SPAWN.Pipe()
+    server = SPAWN.Process(target=serve, args=(args.calendars, base, server_end))
+    server.start()
+    base_url = control.recv()
+    all_results = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for spec in backends(Path(tmp), args.postgres_url):
+                try:
+                    all_results[spec[0]] = await bench_backend(
+                        spec, control, base_url, args.calendars, args.runs
+                    )
+                finally:
+                    if spec[0] == "postgres":
+                        assert spec[2] is not None
+                        await drop_schema(spec[2], spec[1])
+    finally:
+        control.send("stop")
+        control.recv()
+        server.join()
+    for name, results in all_results.items():
+        table(name, args.calendars, results)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
