@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -171,9 +172,17 @@ async def _serve(config: Config) -> None:
         cleanup=runner_config.cleanup,
         tz=runner_config.tz,
     )
+    # A signal while the store opens (a migration, say) stops the service once
+    # it is open, instead of killing it halfway; the runner then takes over.
+    early_stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, early_stop.set)
     try:
         async with build_engine(config) as engine:
             await ensure_calendars(engine, config)
+            if early_stop.is_set():
+                return
             runner = Runner(engine, handler, triggers=triggers)
             await runner.run(install_signal_handlers=True)
     finally:
