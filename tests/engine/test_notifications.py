@@ -256,3 +256,45 @@ async def test_a_delivery_never_starts_when_its_claim_would_end_first(
         second = await engine.dispatch_notifications(slow)
         assert second.delivered == 2
         assert len(seen) == len(set(seen)) == 4
+
+
+async def test_an_events_own_alarm_fires_when_the_calendar_opts_in(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + timedelta(hours=2)
+    alarm = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT45M\r\nEND:VALARM\r\n"
+    with_alarm = event("a", start).replace("END:VEVENT", alarm + "END:VEVENT")
+    await _calendar_with(engine, feeds, with_alarm, use_alarms=True)
+    handler = Recorder()
+    for minutes in (46, 45, 10):
+        clock.set(start - minutes * MINUTE)
+        await engine.check_notifications()
+        await engine.dispatch_notifications(handler)
+    leads = [delivery.notification.lead for delivery in handler.deliveries]
+    assert leads == [timedelta(minutes=45), timedelta(minutes=10)]
+
+
+async def test_an_events_own_alarm_is_ignored_unless_asked_for(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + timedelta(hours=2)
+    alarm = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT45M\r\nEND:VALARM\r\n"
+    with_alarm = event("a", start).replace("END:VEVENT", alarm + "END:VEVENT")
+    await _calendar_with(engine, feeds, with_alarm)
+    clock.set(start - 45 * MINUTE)
+    assert (await engine.check_notifications()).created == 0
+
+
+async def test_a_removed_alarm_cancels_its_pending_reminder(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + timedelta(hours=2)
+    alarm = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT45M\r\nEND:VALARM\r\n"
+    with_alarm = event("a", start).replace("END:VEVENT", alarm + "END:VEVENT")
+    calendar_id = await _calendar_with(engine, feeds, with_alarm, use_alarms=True)
+    clock.set(start - 40 * MINUTE)
+    assert (await engine.check_notifications()).created == 1
+    feeds.set("/a.ics", ics(event("a", start)))
+    result = await engine.sync_calendar(calendar_id)
+    assert result.notifications_cancelled == 1
+    assert (await engine.dispatch_notifications(Recorder())).delivered == 0
