@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from calsync import (
     NotificationStatus,
     ScheduleError,
     SQLiteStore,
+    Store,
     SyncOutcome,
     TimezoneError,
     ValidationError,
@@ -365,3 +367,48 @@ async def test_a_cut_off_feed_adds_what_it_holds_but_removes_nothing(
     assert state.last_error is not None
     assert "held back 3 of 5" in state.last_error
     assert "Team" in state.last_error
+
+
+async def test_a_parse_past_its_time_limit_fails_the_calendar_and_keeps_its_events(
+    store: Store, feeds: FeedServer, clock: ManualClock
+) -> None:
+    config = settings(parse_timeout=timedelta(milliseconds=1))
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    async with Engine(store, fetcher, settings=config, clock=clock) as engine:
+        feeds.set("/a.ics", ics(event("kept", T0 + timedelta(hours=1))))
+        calendar = await engine.add_calendar(feeds.url("/a.ics"))
+        first = await engine.sync_calendar(calendar.id)
+        assert first.ok
+        many = [event(f"e{i}", T0 + i * MINUTE, rrule="FREQ=DAILY") for i in range(300)]
+        feeds.set("/a.ics", ics(*many))
+        result = await engine.sync_calendar(calendar.id)
+        assert result.outcome is SyncOutcome.FAILED
+        assert result.error is not None
+        assert "took longer than" in result.error
+        stored = await engine.store.list_occurrences(calendar.id)
+        assert [o.key.uid for o in stored] == ["kept"]
+
+
+async def test_a_sync_whose_lease_was_taken_over_writes_nothing(
+    store: Store, feeds: FeedServer, clock: ManualClock
+) -> None:
+    config = settings(
+        lease_ttl=timedelta(seconds=10),
+        parse_timeout=timedelta(seconds=5),
+        handler_timeout=timedelta(seconds=5),
+    )
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    async with Engine(store, fetcher, settings=config, clock=clock) as engine:
+        feeds.set("/a.ics", ics(event("a", T0 + timedelta(hours=1))))
+        feeds.delay("/a.ics", 0.5)
+        calendar = await engine.add_calendar(feeds.url("/a.ics"))
+        syncing = asyncio.create_task(engine.sync_calendar(calendar.id))
+        await asyncio.sleep(0.2)  # the fetch is under way
+        clock.advance(timedelta(seconds=11))  # the lease has expired
+        taken = await engine.store.claim_calendar(
+            calendar.id, clock(), worker="other", lease_ttl=timedelta(minutes=1)
+        )
+        assert taken is not None
+        result = await syncing
+        assert result.outcome is SyncOutcome.LOST
+        assert await engine.store.list_occurrences(calendar.id) == []
