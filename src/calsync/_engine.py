@@ -186,7 +186,7 @@ class Engine:
             owner=owner,
             name=name,
             schedule=_schedule_text(every, tz),
-            leads=_leads(leads),
+            leads=self._leads(leads),
             tz=_zone(tz),
             window_past=as_duration(window_past),
             horizon=as_duration(horizon),
@@ -244,7 +244,7 @@ class Engine:
             every = converted.pop("every", calendar.schedule)
             converted["schedule"] = _schedule_text(every, tz)
         if "leads" in converted:
-            converted["leads"] = _leads(converted["leads"])
+            converted["leads"] = self._leads(converted["leads"])
         for span in ("window_past", "horizon"):
             if span in converted:
                 converted[span] = as_duration(converted[span])
@@ -500,6 +500,17 @@ class Engine:
             late_grace=self._settings.late_grace,
             alarm_lookahead=self._settings.alarm_lookahead,
         )
+
+    def _leads(self, leads: Iterable[timedelta | str]) -> tuple[timedelta, ...]:
+        """Parse leads; refuse a lead of 0 that the late grace would never let fire."""
+        parsed = _leads(leads)
+        if timedelta(0) in parsed and self._settings.late_grace <= timedelta(0):
+            raise ValidationError(
+                "a lead of 0 means 'at the start', but with Settings.late_grace of 0 "
+                "an event that has started gets no reminder, so it would never fire: "
+                "use a lead such as 1m, or set late_grace (e.g. 2 minutes)"
+            )
+        return parsed
 
     def _checked_url(self, url: str) -> str:
         if not isinstance(url, str) or not url.strip():

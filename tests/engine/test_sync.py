@@ -412,3 +412,21 @@ async def test_a_sync_whose_lease_was_taken_over_writes_nothing(
         result = await syncing
         assert result.outcome is SyncOutcome.LOST
         assert await engine.store.list_occurrences(calendar.id) == []
+
+
+async def test_a_lead_of_zero_is_refused_unless_a_late_grace_lets_it_fire(
+    store: Store, feeds: FeedServer, clock: ManualClock
+) -> None:
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    async with Engine(store, fetcher, settings=settings(), clock=clock) as engine:
+        with pytest.raises(ValidationError, match="late_grace"):
+            await engine.add_calendar(feeds.url("/a.ics"), leads=["0m"])
+        assert await engine.list_calendars() == []
+    graceful = settings(late_grace=timedelta(minutes=2))
+    fetcher = HttpFetcher(allow=["127.0.0.1"])  # the first engine closed its own
+    async with Engine(store, fetcher, settings=graceful, clock=clock) as engine:
+        feeds.set("/a.ics", ics(event("a", T0 + timedelta(hours=1))))
+        calendar = await engine.add_calendar(feeds.url("/a.ics"), leads=["0m"])
+        await engine.sync_calendar(calendar.id)
+        clock.set(T0 + timedelta(hours=1, seconds=30))
+        assert (await engine.check_notifications()).created == 1
