@@ -53,7 +53,6 @@ from ._handlers import (
     sign_webhook,
     verify_webhook,
 )
-from ._ics import parse_ics
 from ._incremental import ParseCache, ParseCacheStats
 from ._insight import Explanation, Upcoming
 from ._model import (
@@ -66,6 +65,7 @@ from ._model import (
     Window,
 )
 from ._notify import notifications_due
+from ._parse import parse_ics
 from ._records import (
     AppliedSync,
     Calendar,

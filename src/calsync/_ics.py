@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import icalendar
@@ -29,10 +29,18 @@ from ._errors import ParseError, TimezoneError, ValidationError
 from ._model import Occurrence, OccurrenceKey, ParsedCalendar, Problem, Window
 from ._zones import resolve_zone, zone_name
 
-if TYPE_CHECKING:
-    from ._incremental import ParseCache
-
-__all__ = ["parse_ics"]
+__all__ = [
+    "NOTHING",
+    "Expander",
+    "Expansion",
+    "decode_body",
+    "expander_for",
+    "finish",
+    "parse_whole",
+    "require_icalendar",
+    "text_of",
+    "uid_of",
+]
 
 # Occurrences are looked up in the window widened by this much, then filtered
 # exactly: floating and all-day times are only placed in time after expansion.
@@ -66,72 +74,36 @@ _TOP_LEVEL = frozenset(
 )
 
 
-def parse_ics(
-    data: bytes | str,
-    window: Window,
-    *,
-    default_tz: str | tzinfo = "UTC",
-    max_occurrences: int = 20_000,
-    cache: ParseCache | None = None,
-) -> ParsedCalendar:
-    """Expand a feed body's events (VEVENTs) into their occurrences inside ``window``.
-
-    Raises `ParseError` when the body is not iCalendar at all, `TimezoneError`
-    for an unknown ``default_tz``. Broken components, an unknown X-WR-TIMEZONE
-    and hitting ``max_occurrences`` become `Problem` entries on the result.
-    With a `ParseCache` (one per calendar), only the events whose text changed
-    since the last parse are read again; the result is the same as without it.
-    """
-    if not isinstance(window, Window):
-        raise ValidationError(f"window must be a calsync.Window, got {window!r}")
-    if max_occurrences < 1:
-        raise ValidationError(f"max_occurrences must be >= 1, got {max_occurrences}")
-    zone = resolve_zone(default_tz)
-    problems: list[Problem] = []
-    text = _decode(data, problems)
-    _require_icalendar(text)
-    if cache is not None:
-        # Imported here: the cache is built from this module's parts.
-        from ._incremental import ParseCache, reparse
-
-        if not isinstance(cache, ParseCache):
-            raise ValidationError(f"cache must be a calsync.ParseCache, got {cache!r}")
-        parsed = reparse(cache, text, window, zone, max_occurrences, problems)
-        if parsed is not None:
-            return parsed
-    return _parse_whole(text, window, zone, max_occurrences, problems)
-
-
-def _parse_whole(
+def parse_whole(
     text: str, window: Window, zone: tzinfo, limit: int, problems: list[Problem]
 ) -> ParsedCalendar:
     """Parse the whole body with icalendar in one go, then expand it group by group."""
     calendar, events = _read(text, problems)
-    timezone_name = _text_of(calendar, "X-WR-TIMEZONE") or None
-    expander = _expander_for(window, zone, limit, timezone_name, problems)
+    timezone_name = text_of(calendar, "X-WR-TIMEZONE") or None
+    expander = expander_for(window, zone, limit, timezone_name, problems)
     groups = _group_by_uid(events, problems)
     expansions = [expander.expand_group(uid, group) for uid, group in groups.items()]
-    return _finish(text, calendar, timezone_name, problems, expansions, limit)
+    return finish(text, calendar, timezone_name, problems, expansions, limit)
 
 
-def _expander_for(
+def expander_for(
     window: Window,
     zone: tzinfo,
     limit: int,
     timezone_name: str | None,
     problems: list[Problem],
-) -> _Expander:
+) -> Expander:
     """Return the expander for a calendar, reading floating times in its zone."""
     feed_zone = _feed_zone(timezone_name, problems)
-    return _Expander(window, feed_zone or zone, repair=feed_zone, limit=limit)
+    return Expander(window, feed_zone or zone, repair=feed_zone, limit=limit)
 
 
-def _finish(
+def finish(
     text: str,
     calendar: Any,
     timezone_name: str | None,
     problems: list[Problem],
-    expansions: Iterable[_Expansion],
+    expansions: Iterable[Expansion],
     limit: int,
 ) -> ParsedCalendar:
     """Assemble the groups' expansions into the result, in the calendar's order."""
@@ -157,7 +129,7 @@ def _finish(
     return ParsedCalendar(
         occurrences=tuple(occurrences),
         problems=tuple(_with_lines(problems, text)),
-        name=_text_of(calendar, "X-WR-CALNAME") or _text_of(calendar, "NAME") or None,
+        name=text_of(calendar, "X-WR-CALNAME") or text_of(calendar, "NAME") or None,
         timezone=timezone_name,
         refresh_interval=refresh_interval,
     )
@@ -166,7 +138,7 @@ def _finish(
 # --- reading the body -------------------------------------------------------
 
 
-def _decode(data: bytes | str, problems: list[Problem]) -> str:
+def decode_body(data: bytes | str, problems: list[Problem]) -> str:
     if isinstance(data, str):
         return data
     if not isinstance(data, bytes | bytearray | memoryview):
@@ -186,7 +158,7 @@ def _decode(data: bytes | str, problems: list[Problem]) -> str:
         return bytes(data).decode("cp1252", errors="replace")
 
 
-def _require_icalendar(text: str) -> None:
+def require_icalendar(text: str) -> None:
     head = text.lstrip("\ufeff \t\r\n")
     if head[:15].upper() != "BEGIN:VCALENDAR":
         raise ParseError(_what_it_is_instead(head))
@@ -307,7 +279,7 @@ def _single(component: Any, name: str) -> Any:
     return value
 
 
-def _text_of(component: Any, name: str) -> str:
+def text_of(component: Any, name: str) -> str:
     value = _single(component, name)
     return "" if value is None else str(value).strip()
 
@@ -359,16 +331,16 @@ def _group_by_uid(
 ) -> dict[str, list[Any]]:
     groups: dict[str, list[Any]] = {}
     for event in events:
-        uid, missing = _uid_of(event)
+        uid, missing = uid_of(event)
         if missing is not None:
             problems.append(missing)
         groups.setdefault(uid, []).append(event)
     return groups
 
 
-def _uid_of(event: Any) -> tuple[str, Problem | None]:
+def uid_of(event: Any) -> tuple[str, Problem | None]:
     """Return an event's UID, or a stand-in and the problem that reports it."""
-    uid = _text_of(event, "UID")
+    uid = text_of(event, "UID")
     if uid:
         return uid, None
     uid = _stand_in_uid(event)
@@ -380,7 +352,7 @@ def _uid_of(event: Any) -> tuple[str, Problem | None]:
 
 
 def _stand_in_uid(event: Any) -> str:
-    seed = f"{_raw(event, 'DTSTART')}\x1f{_text_of(event, 'SUMMARY')}"
+    seed = f"{_raw(event, 'DTSTART')}\x1f{text_of(event, 'SUMMARY')}"
     return "calsync-no-uid-" + hashlib.blake2b(seed.encode(), digest_size=8).hexdigest()
 
 
@@ -423,7 +395,7 @@ _SELECTION = ComponentsWithName("VEVENT", adapter=_Source, occurrence=_Instance)
 
 
 @attrs.frozen
-class _Expansion:
+class Expansion:
     """One UID group's share of a parse: its occurrences and problems, in order.
 
     ``spent`` is the dense-rule budget it used and ``need`` the calendar budget
@@ -437,10 +409,10 @@ class _Expansion:
     capped: bool = False
 
 
-_NOTHING = _Expansion((), ())
+NOTHING = Expansion((), ())
 
 
-class _Expander:
+class Expander:
     """Turns UID groups into occurrences, bounding the work of dense rules."""
 
     def __init__(
@@ -458,7 +430,7 @@ class _Expander:
         self._group_budget = self.budget
         self._need = 0
 
-    def expand_group(self, uid: str, group: list[Any]) -> _Expansion:
+    def expand_group(self, uid: str, group: list[Any]) -> Expansion:
         """Expand one UID group; a group that cannot be expanded becomes a problem."""
         self._group_budget, self._need, self.capped = self.budget, 0, False
         skipped = []
@@ -470,8 +442,8 @@ class _Expander:
         problems, self.problems = skipped + self.problems, []
         unchanged = self.budget == self._group_budget and not self.capped
         if not occurrences and not problems and unchanged:
-            return _NOTHING
-        return _Expansion(
+            return NOTHING
+        return Expansion(
             tuple(occurrences),
             tuple(problems),
             spent=self._group_budget - self.budget,
@@ -854,10 +826,10 @@ def _describe(
     event: Any, to_utc: Callable[[date | datetime], datetime]
 ) -> _Description:
     description = _Description(
-        summary=_text_of(event, "SUMMARY"),
-        location=_text_of(event, "LOCATION"),
-        description=_text_of(event, "DESCRIPTION"),
-        status=_text_of(event, "STATUS").upper(),
+        summary=text_of(event, "SUMMARY"),
+        location=text_of(event, "LOCATION"),
+        description=text_of(event, "DESCRIPTION"),
+        status=text_of(event, "STATUS").upper(),
         sequence=_sequence(event),
         triggers=tuple(_relative_triggers(event)),
         fire_times=tuple(to_utc(at) for at in _absolute_triggers(event)),

@@ -21,13 +21,13 @@ import attrs
 import icalendar
 
 from ._ics import (
-    _NOTHING,
-    _Expander,
-    _expander_for,
-    _Expansion,
-    _finish,
-    _text_of,
-    _uid_of,
+    NOTHING,
+    Expander,
+    Expansion,
+    expander_for,
+    finish,
+    text_of,
+    uid_of,
 )
 from ._model import ParsedCalendar, Problem, Window
 from ._split import Layout, split_calendar, wrapped
@@ -62,7 +62,7 @@ class _Group:
     recurring: bool
     spans: tuple[_Span, ...]  # of a non-recurring group's events
     components: list[Any] | None  # None: read the texts again when needed
-    expansion: _Expansion | None  # in the cache's window, if it holds for reuse
+    expansion: Expansion | None  # in the cache's window, if it holds for reuse
 
 
 @attrs.define(repr=False)
@@ -158,8 +158,8 @@ class _Run:
         calendar = None if layout is None else _read_header(layout.header)
         if layout is None or calendar is None:
             return None
-        timezone_name = _text_of(calendar, "X-WR-TIMEZONE") or None
-        expander = _expander_for(self.window, zone, limit, timezone_name, problems)
+        timezone_name = text_of(calendar, "X-WR-TIMEZONE") or None
+        expander = expander_for(self.window, zone, limit, timezone_name, problems)
         self._enter((tuple(layout.timezones), expander.zone, expander.repair, limit))
         if not self._check_blocks(layout):
             return None
@@ -174,7 +174,7 @@ class _Run:
             expansions.append(expansion)
         self._keep(layout, events)
         self.whole = False
-        return _finish(text, calendar, timezone_name, problems, expansions, limit)
+        return finish(text, calendar, timezone_name, problems, expansions, limit)
 
     def _enter(self, context: _Context) -> None:
         """Drop what depends on the context or the window if either changed."""
@@ -206,7 +206,7 @@ class _Run:
             if event.component is None:
                 event.uid, event.missing_uid = uids[event.text]
                 continue
-            event.uid, event.missing_uid = _uid_of(event.component)
+            event.uid, event.missing_uid = uid_of(event.component)
             event.volatile = _has_unresolved_zone(event.component)
             if not event.volatile:
                 uids[event.text] = (event.uid, event.missing_uid)
@@ -222,8 +222,8 @@ class _Run:
         return True
 
     def _expand(
-        self, expander: _Expander, uid: str, members: list[_Event]
-    ) -> _Expansion | None:
+        self, expander: Expander, uid: str, members: list[_Event]
+    ) -> Expansion | None:
         key = (uid, tuple(event.text for event in members))
         volatile = any(event.volatile for event in members)
         group = None if volatile else self.cache._groups.get(key)
@@ -260,19 +260,19 @@ class _Run:
         cache._known = {*layout.timezones, *layout.others}
 
 
-def _reuse(group: _Group, expander: _Expander) -> _Expansion | None:
+def _reuse(group: _Group, expander: Expander) -> Expansion | None:
     """Return the group's expansion if its texts alone tell it, else None."""
     expansion = group.expansion
     if expansion is not None and expander.budget >= expansion.need:
         expander.budget -= expansion.spent
         return expansion
     if not group.recurring and all(expander.outside(span) for span in group.spans):
-        group.expansion = _NOTHING
-        return _NOTHING
+        group.expansion = NOTHING
+        return NOTHING
     return None
 
 
-def _remember(expander: _Expander, components: list[Any]) -> _Group:
+def _remember(expander: Expander, components: list[Any]) -> _Group:
     """Describe a group from its unexpanded components (expanding may change them)."""
     recurring = expander.is_recurring(components)
     spans = () if recurring else tuple(expander.span(event) for event in components)

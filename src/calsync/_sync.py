@@ -22,7 +22,6 @@ from ._fetch.limits import HostLimiter
 from ._fetch.policy import next_sync_at
 from ._fetch.protocol import Fetcher, FetchResult
 from ._guard import guard_removals
-from ._ics import parse_ics
 from ._incremental import ParseCache
 from ._model import (
     ChangeSet,
@@ -33,6 +32,7 @@ from ._model import (
     Window,
 )
 from ._notify import notifications_due
+from ._parse import parse_ics
 from ._records import (
     AppliedSync,
     Calendar,

@@ -1,0 +1,46 @@
+"""`parse_ics`: the one way into parsing, whole or through a `ParseCache`."""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+
+from ._errors import ValidationError
+from ._ics import decode_body, parse_whole, require_icalendar
+from ._incremental import ParseCache, reparse
+from ._model import ParsedCalendar, Problem, Window
+from ._zones import resolve_zone
+
+__all__ = ["parse_ics"]
+
+
+def parse_ics(
+    data: bytes | str,
+    window: Window,
+    *,
+    default_tz: str | tzinfo = "UTC",
+    max_occurrences: int = 20_000,
+    cache: ParseCache | None = None,
+) -> ParsedCalendar:
+    """Expand a feed body's events (VEVENTs) into their occurrences inside ``window``.
+
+    Raises `ParseError` when the body is not iCalendar at all, `TimezoneError`
+    for an unknown ``default_tz``. Broken components, an unknown X-WR-TIMEZONE
+    and hitting ``max_occurrences`` become `Problem` entries on the result.
+    With a `ParseCache` (one per calendar), only the events whose text changed
+    since the last parse are read again; the result is the same as without it.
+    """
+    if not isinstance(window, Window):
+        raise ValidationError(f"window must be a calsync.Window, got {window!r}")
+    if max_occurrences < 1:
+        raise ValidationError(f"max_occurrences must be >= 1, got {max_occurrences}")
+    zone = resolve_zone(default_tz)
+    problems: list[Problem] = []
+    text = decode_body(data, problems)
+    require_icalendar(text)
+    if cache is not None:
+        if not isinstance(cache, ParseCache):
+            raise ValidationError(f"cache must be a calsync.ParseCache, got {cache!r}")
+        parsed = reparse(cache, text, window, zone, max_occurrences, problems)
+        if parsed is not None:
+            return parsed
+    return parse_whole(text, window, zone, max_occurrences, problems)
