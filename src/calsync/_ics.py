@@ -27,6 +27,7 @@ from recurring_ical_events.selection.name import ComponentsWithName
 
 from ._errors import ParseError, TimezoneError, ValidationError
 from ._model import Occurrence, OccurrenceKey, ParsedCalendar, Problem, Window
+from ._sniff import EMPTY, OTHER_BLOCK, SOMETHING_ELSE, kind_of
 from ._zones import resolve_zone, zone_name
 
 __all__ = [
@@ -159,24 +160,21 @@ def decode_body(data: bytes | str, problems: list[Problem]) -> str:
 
 
 def require_icalendar(text: str) -> None:
+    """Raise `ParseError` saying what the body is when it is not iCalendar at all."""
     head = text.lstrip("\ufeff \t\r\n")
-    if head[:15].upper() != "BEGIN:VCALENDAR":
-        raise ParseError(_what_it_is_instead(head))
-
-
-def _what_it_is_instead(head: str) -> str:
-    if not head:
-        return "the body is empty: expected an iCalendar feed (BEGIN:VCALENDAR)"
-    first = head.splitlines()[0][:40]
-    if head[:6].upper() == "BEGIN:":
-        return f"the body starts with {first!r}, not with BEGIN:VCALENDAR"
-    if head.startswith("<"):
-        kind = "an HTML or XML page"
-    elif head[0] in "{[":
-        kind = "JSON"
-    else:
+    kind = kind_of(head[:64])
+    if kind is None:
+        return
+    first = head.splitlines()[0][:40] if head else ""
+    if kind == EMPTY:
+        raise ParseError(
+            "the body is empty: expected an iCalendar feed (BEGIN:VCALENDAR)"
+        )
+    if kind == OTHER_BLOCK:
+        raise ParseError(f"the body starts with {first!r}, not with BEGIN:VCALENDAR")
+    if kind == SOMETHING_ELSE:
         kind = f"text starting with {first!r}"
-    return f"the body is {kind}, not an iCalendar feed (no BEGIN:VCALENDAR)"
+    raise ParseError(f"the body is {kind}, not an iCalendar feed (no BEGIN:VCALENDAR)")
 
 
 def _read(text: str, problems: list[Problem]) -> tuple[icalendar.Component, list[Any]]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 
+from calsync._sniff import kind_of
+
 __all__ = ["CALENDAR_TYPES", "describe_non_calendar", "is_calendar", "media_type"]
 
 CALENDAR_TYPES = frozenset(
     {"text/calendar", "application/ics", "text/x-vcalendar", "application/x-ical"}
 )
 _BOM = b"\xef\xbb\xbf"
-_MARKER = b"BEGIN:VCALENDAR"
 _CONTENT = re.compile(rb"[^ \t\r\n]")
 
 
@@ -24,24 +25,15 @@ def _head(body: bytes) -> bytes:
 def is_calendar(body: bytes) -> bool:
     """Whether *body* starts with BEGIN:VCALENDAR after an optional BOM and whitespace.
 
-    Mirrors the test `parse_ics` applies before it raises `ParseError`, so a
+    The same judgement `parse_ics` makes before it raises `ParseError`, so a
     login or error page fails here, at the edge, with the HTTP context at hand.
     """
-    return _head(body)[: len(_MARKER)].upper() == _MARKER
+    return kind_of(_head(body).decode("latin-1")) is None
 
 
 def describe_non_calendar(body: bytes) -> str:
     """Name what a non-iCalendar body looks like, never quoting it (secrets)."""
-    head = _head(body)
-    if not head:
-        return "empty"
-    if head.startswith(b"<"):
-        return "an HTML or XML page"
-    if head[:1] in (b"{", b"["):
-        return "JSON"
-    if head[:6].upper() == b"BEGIN:":
-        return "a vCard or other BEGIN: block"
-    return "something else"
+    return kind_of(_head(body).decode("latin-1")) or "an iCalendar feed"
 
 
 def media_type(content_type: str | None) -> str | None:
