@@ -8,6 +8,7 @@ import hashlib
 import logging
 import re
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -106,8 +107,13 @@ class Syncer:
         self._settings = settings
         self._clock = clock
         self._caches: OrderedDict[str, ParseCache] = OrderedDict()
-        self._limiters: dict[asyncio.AbstractEventLoop, HostLimiter] = {}
-        self._parse_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        # Per event loop (asyncio objects belong to one); a closed loop drops out.
+        self._limiters: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, HostLimiter
+        ] = weakref.WeakKeyDictionary()
+        self._parse_slots: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Semaphore
+        ] = weakref.WeakKeyDictionary()
 
     async def sync(
         self, lease: Lease, *, force: bool = False, confirm_removals: bool = False
