@@ -75,7 +75,7 @@ def _reach(calendars: Iterable[Calendar], alarm_lookahead: timedelta) -> timedel
     """How far ahead to scan starts: every lead's fire time, and a little beyond."""
     reach = timedelta(0)
     for calendar in calendars:
-        reach = max(reach, *calendar.leads)
+        reach = max((reach, *calendar.leads))
         if calendar.use_alarms:
             reach = max(reach, alarm_lookahead)
     return reach + _LOOKAHEAD

@@ -428,9 +428,13 @@ class Syncer:
         """Return reminders already due for new or changed occurrences (same write)."""
         grace = self._settings.late_grace
         lookahead = self._settings.alarm_lookahead
+        # Nothing starting further ahead than the longest lead can be due yet.
+        reach = max(
+            (*calendar.leads, lookahead if calendar.use_alarms else timedelta(0))
+        )
         due: list[Notification] = []
         for occurrence in occurrences:
-            if occurrence.start - now > lookahead:
+            if occurrence.start - now > reach:
                 continue
             leads = leads_for(calendar, occurrence, lookahead)
             due.extend(

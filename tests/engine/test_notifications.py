@@ -298,3 +298,14 @@ async def test_a_removed_alarm_cancels_its_pending_reminder(
     result = await engine.sync_calendar(calendar_id)
     assert result.notifications_cancelled == 1
     assert (await engine.dispatch_notifications(Recorder())).delivered == 0
+
+
+async def test_a_calendar_with_only_its_events_alarms_works(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + timedelta(hours=2)
+    alarm = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT15M\r\nEND:VALARM\r\n"
+    with_alarm = event("a", start).replace("END:VEVENT", alarm + "END:VEVENT")
+    await _calendar_with(engine, feeds, with_alarm, leads=[], use_alarms=True)
+    clock.set(start - 15 * MINUTE)
+    assert (await engine.check_notifications()).created == 1
