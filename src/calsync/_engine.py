@@ -217,7 +217,8 @@ class Engine:
 
         Settable: url, name, every, leads, tz, window_past, horizon, use_alarms, auth.
         Validated like `add_calendar`. Pending reminders of a lead that was
-        removed are cancelled, and the calendar is synced again soon.
+        removed (or of VALARMs, when ``use_alarms`` is turned off) are
+        cancelled, and the calendar is synced again soon.
         """
         unknown = set(changes) - _SETTABLE
         if unknown:
@@ -228,7 +229,8 @@ class Engine:
         calendar = await self._store.get_calendar(calendar_id, owner=owner)
         updated = attrs.evolve(calendar, **self._converted(calendar, changes))
         stored = await self._store.update_calendar(updated)
-        if set(stored.leads) != set(calendar.leads):
+        leads_changed = set(stored.leads) != set(calendar.leads)
+        if leads_changed or stored.use_alarms != calendar.use_alarms:
             await self._cancel_removed_leads(stored)
         await self._store.request_sync(stored.id, self._now())
         return stored

@@ -309,3 +309,16 @@ async def test_a_calendar_with_only_its_events_alarms_works(
     await _calendar_with(engine, feeds, with_alarm, leads=[], use_alarms=True)
     clock.set(start - 15 * MINUTE)
     assert (await engine.check_notifications()).created == 1
+
+
+async def test_turning_alarms_off_cancels_their_pending_reminders(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + timedelta(hours=2)
+    alarm = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT45M\r\nEND:VALARM\r\n"
+    with_alarm = event("a", start).replace("END:VEVENT", alarm + "END:VEVENT")
+    calendar_id = await _calendar_with(engine, feeds, with_alarm, use_alarms=True)
+    clock.set(start - 40 * MINUTE)
+    assert (await engine.check_notifications()).created == 1
+    await engine.update_calendar(calendar_id, use_alarms=False)
+    assert (await engine.dispatch_notifications(Recorder())).delivered == 0
