@@ -213,7 +213,11 @@ class Runner:
     async def _first_run(self, job: str, schedule: Schedule) -> datetime:
         """Return when a job first runs: now if a run was missed, else its next time."""
         now = self._engine.now()
-        runs = await self._engine.store.recent_job_runs(job=job, limit=1)
+        try:
+            runs = await self._engine.store.recent_job_runs(job=job, limit=1)
+        except Exception:
+            logger.exception("could not read the history of %s; it runs on time", job)
+            runs = []
         if runs and schedule.next_after(runs[0].started_at) <= now:
             return now
         return schedule.next_after(now)
