@@ -26,6 +26,8 @@ import attrs
 import pytest
 from aiohttp import web
 
+from _feeds import event as event  # re-exported for the tests here
+from _feeds import ics as ics
 from calsync import (
     Calendar,
     Engine,
@@ -57,38 +59,6 @@ BACKENDS = [
 ]
 
 _T = TypeVar("_T")
-
-
-# -- feeds -------------------------------------------------------------------
-
-
-def event(
-    uid: str,
-    start: datetime,
-    *,
-    summary: str | None = None,
-    status: str | None = None,
-) -> str:
-    """One 30-minute VEVENT in UTC."""
-    end = start + timedelta(minutes=30)
-    lines = [
-        "BEGIN:VEVENT",
-        f"UID:{uid}",
-        "DTSTAMP:20260101T000000Z",
-        f"DTSTART:{start:%Y%m%dT%H%M%SZ}",
-        f"DTEND:{end:%Y%m%dT%H%M%SZ}",
-        f"SUMMARY:{summary or uid}",
-    ]
-    if status:
-        lines.append(f"STATUS:{status}")
-    lines.append("END:VEVENT")
-    return "\r\n".join(lines)
-
-
-def ics(*events: str) -> str:
-    """A VCALENDAR around ``events``."""
-    head = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//calsync e2e//EN"]
-    return "\r\n".join([*head, *events, "END:VCALENDAR"]) + "\r\n"
 
 
 class Timeline:

@@ -11,46 +11,13 @@ from pathlib import Path
 import attrs
 import pytest
 
+from _feeds import event as event  # re-exported for the tests here
+from _feeds import ics as ics
 from calsync import Delivery, Engine, HttpFetcher, Settings, SQLiteStore, Store
 from calsync.testing import FeedServer, ManualClock
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
-
-
-def event(
-    uid: str,
-    start: datetime,
-    *,
-    minutes: int = 30,
-    summary: str | None = None,
-    status: str | None = None,
-    rrule: str | None = None,
-) -> str:
-    """One VEVENT in UTC."""
-    end = start + timedelta(minutes=minutes)
-    lines = [
-        "BEGIN:VEVENT",
-        f"UID:{uid}",
-        "DTSTAMP:20260101T000000Z",
-        f"DTSTART:{start:%Y%m%dT%H%M%SZ}",
-        f"DTEND:{end:%Y%m%dT%H%M%SZ}",
-        f"SUMMARY:{summary or uid}",
-    ]
-    if status:
-        lines.append(f"STATUS:{status}")
-    if rrule:
-        lines.append(f"RRULE:{rrule}")
-    lines.append("END:VEVENT")
-    return "\r\n".join(lines)
-
-
-def ics(*events: str, extra: str = "") -> str:
-    """A VCALENDAR around ``events``."""
-    head = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//calsync tests//EN"]
-    if extra:
-        head.append(extra)
-    return "\r\n".join([*head, *events, "END:VCALENDAR"]) + "\r\n"
 
 
 @attrs.define

@@ -19,6 +19,12 @@ from calsync.testing import FeedServer, ManualClock
 from .conftest import MINUTE, T0, Recorder, event, ics, settings
 
 
+def _with_alarm(vevent: str, *, minutes: int) -> str:
+    """Give an event a display VALARM ``minutes`` before its start."""
+    alarm = f"BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT{minutes}M\r\nEND:VALARM\r\n"
+    return vevent.replace("END:VEVENT", alarm + "END:VEVENT")
+
+
 async def _calendar_with(
     engine: Engine, feeds: FeedServer, *events: str, **kw: object
 ) -> str:
@@ -262,8 +268,7 @@ async def test_an_events_own_alarm_fires_when_the_calendar_opts_in(
     engine: Engine, feeds: FeedServer, clock: ManualClock
 ) -> None:
     start = T0 + timedelta(hours=2)
-    alarm = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT45M\r\nEND:VALARM\r\n"
-    with_alarm = event("a", start).replace("END:VEVENT", alarm + "END:VEVENT")
+    with_alarm = _with_alarm(event("a", start), minutes=45)
     await _calendar_with(engine, feeds, with_alarm, use_alarms=True)
     handler = Recorder()
     for minutes in (46, 45, 10):
@@ -278,8 +283,7 @@ async def test_an_events_own_alarm_is_ignored_unless_asked_for(
     engine: Engine, feeds: FeedServer, clock: ManualClock
 ) -> None:
     start = T0 + timedelta(hours=2)
-    alarm = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT45M\r\nEND:VALARM\r\n"
-    with_alarm = event("a", start).replace("END:VEVENT", alarm + "END:VEVENT")
+    with_alarm = _with_alarm(event("a", start), minutes=45)
     await _calendar_with(engine, feeds, with_alarm)
     clock.set(start - 45 * MINUTE)
     assert (await engine.check_notifications()).created == 0
@@ -289,8 +293,7 @@ async def test_a_removed_alarm_cancels_its_pending_reminder(
     engine: Engine, feeds: FeedServer, clock: ManualClock
 ) -> None:
     start = T0 + timedelta(hours=2)
-    alarm = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT45M\r\nEND:VALARM\r\n"
-    with_alarm = event("a", start).replace("END:VEVENT", alarm + "END:VEVENT")
+    with_alarm = _with_alarm(event("a", start), minutes=45)
     calendar_id = await _calendar_with(engine, feeds, with_alarm, use_alarms=True)
     clock.set(start - 40 * MINUTE)
     assert (await engine.check_notifications()).created == 1
@@ -304,8 +307,7 @@ async def test_a_calendar_with_only_its_events_alarms_works(
     engine: Engine, feeds: FeedServer, clock: ManualClock
 ) -> None:
     start = T0 + timedelta(hours=2)
-    alarm = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT15M\r\nEND:VALARM\r\n"
-    with_alarm = event("a", start).replace("END:VEVENT", alarm + "END:VEVENT")
+    with_alarm = _with_alarm(event("a", start), minutes=15)
     await _calendar_with(engine, feeds, with_alarm, leads=[], use_alarms=True)
     clock.set(start - 15 * MINUTE)
     assert (await engine.check_notifications()).created == 1
@@ -315,8 +317,7 @@ async def test_turning_alarms_off_cancels_their_pending_reminders(
     engine: Engine, feeds: FeedServer, clock: ManualClock
 ) -> None:
     start = T0 + timedelta(hours=2)
-    alarm = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT45M\r\nEND:VALARM\r\n"
-    with_alarm = event("a", start).replace("END:VEVENT", alarm + "END:VEVENT")
+    with_alarm = _with_alarm(event("a", start), minutes=45)
     calendar_id = await _calendar_with(engine, feeds, with_alarm, use_alarms=True)
     clock.set(start - 40 * MINUTE)
     assert (await engine.check_notifications()).created == 1
