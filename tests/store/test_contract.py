@@ -1217,3 +1217,14 @@ def test_sync_state_refuses_a_negative_refresh_interval() -> None:
         SyncState(refresh_interval=timedelta(seconds=-1))
     with pytest.raises(ValidationError):
         SyncState(parsed_at=T0.replace(tzinfo=None))
+
+
+@pytest.mark.parametrize("limit", [-1, 1.5, True])
+async def test_a_read_limit_must_be_a_whole_number_not_below_zero(
+    store: Store, limit: object
+) -> None:
+    with pytest.raises(ValidationError, match="limit"):
+        await store.list_notifications(limit=limit)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="limit"):
+        await store.recent_job_runs(limit=limit)  # type: ignore[arg-type]
+    assert await store.list_notifications(limit=0) == []

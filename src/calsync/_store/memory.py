@@ -43,6 +43,7 @@ from calsync._store.protocol import (
     SCHEMA_VERSION,
     calendar_not_found,
     check_claim,
+    check_limit,
     check_new_status,
     lease_lost,
 )
@@ -352,6 +353,7 @@ class MemoryStore:
         limit: int = 1000,
     ) -> list[NotificationRecord]:
         """Return notifications, filtered, earliest fire time first."""
+        check_limit(limit)
         self._check_open()
         found = [
             row.record
@@ -365,7 +367,7 @@ class MemoryStore:
             )
         ]
         found.sort(key=lambda record: (record.fire_at, record.id))
-        return found[: max(limit, 0)]
+        return found[:limit]
 
     async def notification_counts(
         self, *, calendar_id: str | None = None
@@ -474,6 +476,7 @@ class MemoryStore:
         self, *, job: str | None = None, limit: int = 100
     ) -> list[JobRun]:
         """Return the latest job runs, newest first."""
+        check_limit(limit)
         self._check_open()
         runs = [run for run in self._job_runs if job is None or run.job == job]
         runs.sort(key=lambda run: run.finished_at, reverse=True)

@@ -52,6 +52,7 @@ from calsync._store.protocol import (
     SCHEMA_VERSION,
     calendar_not_found,
     check_claim,
+    check_limit,
     check_new_status,
     lease_lost,
 )
@@ -752,8 +753,7 @@ class PostgresStore:
         limit: int = 1000,
     ) -> list[NotificationRecord]:
         """Return notifications, filtered, earliest fire time first."""
-        if limit < 0:
-            raise ValidationError(f"limit must be >= 0, got {limit!r}")
+        check_limit(limit)
         statement, params = list_notifications_statement(
             calendar_id=calendar_id, status=status, uid=uid, starts=starts, limit=limit
         )
@@ -841,8 +841,7 @@ class PostgresStore:
         self, *, job: str | None = None, limit: int = 100
     ) -> list[JobRun]:
         """Return the latest job runs, newest first."""
-        if limit < 0:
-            raise ValidationError(f"limit must be >= 0, got {limit!r}")
+        check_limit(limit)
         rows = await self._all(_RECENT_JOB_RUNS, {"job": job, "limit": limit})
         return [_CODEC.job_run(row) for row in rows]
 

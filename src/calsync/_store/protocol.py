@@ -32,6 +32,7 @@ __all__ = [
     "Store",
     "calendar_not_found",
     "check_claim",
+    "check_limit",
     "check_new_status",
     "lease_lost",
 ]
@@ -313,6 +314,12 @@ def check_new_status(status: NotificationStatus | str) -> NotificationStatus:
     if checked not in NEW_STATUSES:
         raise refused
     return checked
+
+
+def check_limit(limit: int) -> None:
+    """Refuse a read limit that is not a whole number >= 0, with `ValidationError`."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise ValidationError(f"limit must be an int >= 0, got {limit!r}")
 
 
 def calendar_not_found(calendar_id: str) -> CalendarNotFound:

@@ -60,6 +60,7 @@ from calsync._store.protocol import (
     SCHEMA_VERSION,
     calendar_not_found,
     check_claim,
+    check_limit,
     check_new_status,
     lease_lost,
 )
@@ -567,6 +568,7 @@ class SQLiteStore:
         limit: int = 1000,
     ) -> list[NotificationRecord]:
         """Return notifications, filtered, earliest fire time first."""
+        check_limit(limit)
         statement, params = list_notifications_statement(
             calendar_id=calendar_id, status=status, uid=uid, starts=starts, limit=limit
         )
@@ -636,6 +638,7 @@ class SQLiteStore:
         self, *, job: str | None = None, limit: int = 100
     ) -> list[JobRun]:
         """Return the latest job runs, newest first."""
+        check_limit(limit)
         return await self._read(_recent_job_runs, job, limit)
 
     async def prune(
