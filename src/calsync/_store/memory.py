@@ -268,7 +268,9 @@ class MemoryStore:
         staged = copy.copy(occurrences)
         if write.changes is not None:
             _stage_changes(staged, write.changes)
-        cancelled = self._cancel_stale(lease.calendar_id, staged, write.cancel)
+        cancelled = self._cancel_stale(
+            lease.calendar_id, staged, write.changes, write.cancel
+        )
         occurrences.clear()
         occurrences.update(staged)
         created = self._insert(lease.calendar_id, write.create, now)
@@ -555,17 +557,29 @@ class MemoryStore:
         self,
         calendar_id: str,
         staged: dict[OccurrenceKey, _OccurrenceRow],
+        changes: ChangeSet | None,
         cancel: tuple[Notification, ...],
     ) -> int:
+        """Cancel pending reminders of removed or moved occurrences, and ``cancel``.
+
+        Like the SQL stores, only the keys the ChangeSet touches are checked.
+        """
         wanted = {notification.identity for notification in cancel}
+        touched: set[OccurrenceKey] = set()
+        if changes is not None:
+            touched = {
+                occurrence.key
+                for occurrence in (*changes.added, *changes.updated, *changes.removed)
+            }
         count = 0
         for row in self._notifications.values():
             record = row.record
             if record.calendar_id != calendar_id or record.status != _PENDING:
                 continue
-            stored = staged.get(record.notification.key)
-            moved = stored is None or (
-                stored.occurrence.start != record.notification.start
+            key = record.notification.key
+            stored = staged.get(key)
+            moved = key in touched and (
+                stored is None or stored.occurrence.start != record.notification.start
             )
             if moved or record.notification.identity in wanted:
                 row.record = attrs.evolve(record, status=_CANCELLED)
