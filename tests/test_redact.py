@@ -61,3 +61,20 @@ def test_redact_never_shows_user_info_or_query_values(user: str, token: str) -> 
     shown = redact(f"https://{user}:{token}@example.com/cal.ics?key={token}")
     assert token not in shown.replace("example.com/cal.ics?key=", "")
     assert shown.endswith("@example.com/cal.ics?key=***")
+
+
+def test_redact_text_masks_every_url_in_prose_and_keeps_its_punctuation() -> None:
+    from calsync._redact import redact_text
+
+    text = (
+        "POST https://hooks.example/x?token=s3cret: 500. Also "
+        "(postgresql://app:pw@db/calsync), webcal://u:p@h/c.ics."
+    )
+    shown = redact_text(text)
+    assert "s3cret" not in shown
+    assert "pw@" not in shown
+    assert "u:p@" not in shown
+    assert shown == (
+        "POST https://hooks.example/x?token=***: 500. Also "
+        "(postgresql://***@db/calsync), webcal://***@h/c.ics."
+    )

@@ -484,7 +484,8 @@ def _sync_line(result: SyncResult, *, verbose: bool) -> Text:
 
 def _sync_detail(result: SyncResult) -> str:
     if result.outcome is SyncOutcome.FAILED or result.outcome is SyncOutcome.LOST:
-        return result.error or "failed"
+        # The line shows the label already; the error starts with it for logs.
+        return (result.error or "failed").removeprefix(f"{result.label}: ")
     if result.outcome is SyncOutcome.BUSY:
         return "another worker is syncing it right now"
     if result.not_modified:

@@ -328,7 +328,7 @@ class _Printer:
     async def _describe(self, result: SyncResult, store: Store) -> str:
         name = f"[cyan]{escape(self.names.get(result.calendar_id, result.label))}[/]"
         if result.outcome is SyncOutcome.FAILED:
-            error = result.error or "failed"
+            error = (result.error or "failed").removeprefix(f"{result.label}: ")
             repeated = self._errors.get(result.calendar_id) == error
             self._errors[result.calendar_id] = error
             if repeated:

@@ -37,8 +37,11 @@ def redact(url: str) -> str:
     return _redact(str(url))
 
 
+# A URL in prose: it does not end with the punctuation that follows it.
 _URL_IN_TEXT = re.compile(
-    r"\b(?:https?|webcal|wss?|ftp|postgres(?:ql)?|redis|amqp)://[^\s'\"<>]+", re.I
+    r"\b(?:https?|webcal|wss?|ftp|postgres(?:ql)?|redis|amqp)://"
+    r"[^\s'\"<>]*[^\s'\"<>.,;:!?)\]]",
+    re.I,
 )
 
 
