@@ -218,6 +218,7 @@ async def test_a_version_1_schema_is_migrated_to_2_with_its_data(
     quoted = postgres._quote(schema)
     for index in ("by_status", "by_start", "by_uid"):
         await sql(url, f"DROP INDEX {quoted}.notifications_{index}")
+    await sql(url, f"DROP INDEX {quoted}.job_runs_by_job")
     await sql(
         url,
         f"ALTER TABLE {quoted}.calendars DROP COLUMN parsed_at, "
@@ -514,6 +515,18 @@ async def crowded(store: Any, url: str, schema: str) -> Any:
         """,
         {"t0": T0},
     )
+    await sql(
+        url,
+        f"""
+        INSERT INTO {quoted}.job_runs (job, started_at, finished_at, outcome, counts)
+        SELECT CASE WHEN g %% 1000 = 0 THEN 'cleanup' ELSE 'dispatch_notifications'
+            END, %(t0)s + g * interval '10 seconds',
+            %(t0)s + g * interval '10 seconds', 'ok', '{{}}'
+        FROM generate_series(1, 50000) AS g
+        """,
+        {"t0": T0},
+    )
+    await sql(url, f"ANALYZE {quoted}.job_runs")
     await sql(url, f"ANALYZE {quoted}.calendars")
     await sql(url, f"ANALYZE {quoted}.occurrences")
     await sql(url, f"ANALYZE {quoted}.notifications")
@@ -583,6 +596,10 @@ SCHEMA_2_QUERIES = {
         postgres.list_notifications_statement(status=NotificationStatus.MISSED),
     ),
     "prune": ({"notifications_by_start"}, (postgres._PRUNE_NOTIFICATIONS, (T0,))),
+    "recent-runs-of-a-job": (
+        {"job_runs_by_job"},
+        (postgres._RECENT_RUNS_OF_JOB, {"job": "cleanup", "limit": 100}),
+    ),
 }
 
 

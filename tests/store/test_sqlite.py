@@ -46,6 +46,7 @@ INDEXES = {
     "notifications_by_start",
     "notifications_by_uid",
     "job_runs_by_finish",
+    "job_runs_by_job",
 }
 
 
@@ -205,6 +206,7 @@ async def test_a_version_1_file_is_migrated_to_2_with_its_data(
     with raw(path) as conn:
         for index in ("by_status", "by_start", "by_uid"):
             conn.execute(f"DROP INDEX notifications_{index}")
+        conn.execute("DROP INDEX job_runs_by_job")
         conn.execute("ALTER TABLE calendars DROP COLUMN parsed_at")
         conn.execute("ALTER TABLE calendars DROP COLUMN refresh_interval")
         conn.execute("UPDATE schema_version SET version = 1")
@@ -434,6 +436,11 @@ async def test_a_taken_url_is_not_shown_in_the_error(tmp_path: Path) -> None:
         ),
         pytest.param(sqlite_module._CANCEL_STALE, ("c", "u", ""), id="cancel-stale"),
         pytest.param(sqlite_module._CLAIM_ONE, {"id": "c"}, id="claim-one"),
+        pytest.param(
+            sqlite_module._RECENT_RUNS_OF_JOB,
+            {"job": "cleanup", "limit": 1},
+            id="recent-runs-of-a-job",
+        ),
         pytest.param(*sqlite_module.notification_counts_statement(None), id="counts"),
         pytest.param(
             *sqlite_module.notification_counts_statement("c"), id="counts-calendar"

@@ -225,6 +225,9 @@ _V2 = (
     """
     CREATE INDEX notifications_by_uid ON {s}.notifications (uid)
     """,
+    """
+    CREATE INDEX job_runs_by_job ON {s}.job_runs (job, finished_at, id)
+    """,
 )
 
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2))
@@ -511,8 +514,14 @@ _INSERT_JOB_RUN = """
 """
 _RECENT_JOB_RUNS = """
     SELECT job, started_at, finished_at, outcome, counts, error FROM {s}.job_runs
-    WHERE %(job)s::text IS NULL OR job = %(job)s
-    ORDER BY finished_at DESC, id
+    ORDER BY finished_at DESC, id DESC
+    LIMIT %(limit)s
+"""
+# A rare job (cleanup runs daily) must not scan a month of frequent ones.
+_RECENT_RUNS_OF_JOB = """
+    SELECT job, started_at, finished_at, outcome, counts, error FROM {s}.job_runs
+    WHERE job = %(job)s
+    ORDER BY finished_at DESC, id DESC
     LIMIT %(limit)s
 """
 _PRUNE_OCCURRENCES = "DELETE FROM {s}.occurrences WHERE expired AND end_at < %s"
@@ -842,7 +851,8 @@ class PostgresStore:
     ) -> list[JobRun]:
         """Return the latest job runs, newest first."""
         check_limit(limit)
-        rows = await self._all(_RECENT_JOB_RUNS, {"job": job, "limit": limit})
+        statement = _RECENT_JOB_RUNS if job is None else _RECENT_RUNS_OF_JOB
+        rows = await self._all(statement, {"job": job, "limit": limit})
         return [_CODEC.job_run(row) for row in rows]
 
     async def prune(

@@ -196,13 +196,15 @@ _SCHEMA_V1 = (
 )
 
 # Version 2: sync state keeps when the body was parsed and the feed's
-# REFRESH-INTERVAL; notifications are counted by status and found by start and UID.
+# REFRESH-INTERVAL; notifications are counted by status and found by start and UID;
+# job runs are found by job.
 _SCHEMA_V2 = (
     "ALTER TABLE calendars ADD COLUMN parsed_at INTEGER",
     "ALTER TABLE calendars ADD COLUMN refresh_interval INTEGER",
     "CREATE INDEX notifications_by_status ON notifications (status, calendar_id)",
     "CREATE INDEX notifications_by_start ON notifications (start_at)",
     "CREATE INDEX notifications_by_uid ON notifications (uid)",
+    "CREATE INDEX job_runs_by_job ON job_runs (job, finished_at, id)",
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2)
@@ -1267,15 +1269,22 @@ def _record_job_run(conn: sqlite3.Connection, run: JobRun) -> None:
     )
 
 
+_RECENT_JOB_RUNS = """
+    SELECT job, started_at, finished_at, outcome, counts, error FROM job_runs
+    ORDER BY finished_at DESC, id DESC LIMIT :limit
+"""
+# A rare job (cleanup runs daily) must not scan a month of frequent ones.
+_RECENT_RUNS_OF_JOB = """
+    SELECT job, started_at, finished_at, outcome, counts, error FROM job_runs
+    WHERE job = :job ORDER BY finished_at DESC, id DESC LIMIT :limit
+"""
+
+
 def _recent_job_runs(
     conn: sqlite3.Connection, job: str | None, limit: int
 ) -> list[JobRun]:
-    condition = "" if job is None else "WHERE job = :job"
-    rows = conn.execute(
-        "SELECT job, started_at, finished_at, outcome, counts, error FROM job_runs "
-        f"{condition} ORDER BY finished_at DESC, id LIMIT :limit",
-        {"job": job, "limit": max(limit, 0)},
-    )
+    statement = _RECENT_JOB_RUNS if job is None else _RECENT_RUNS_OF_JOB
+    rows = conn.execute(statement, {"job": job, "limit": limit})
     return [CODEC.job_run(row) for row in rows]
 
 
