@@ -70,7 +70,8 @@ async def test_runner_fires_a_reminder_on_time_and_once(
         await asyncio.sleep(1.5)
     assert len(handler.deliveries) == 1
     fire_at = start - timedelta(seconds=2)
-    assert fire_at <= delivered_at[0] < fire_at + timedelta(seconds=1)
+    # With 1-minute triggers only the exact wake-up can make it this close.
+    assert fire_at <= delivered_at[0] < fire_at + timedelta(seconds=3)
 
 
 async def test_stop_cancels_a_stuck_sync_in_time_and_gives_its_lease_back(
