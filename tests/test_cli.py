@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -310,6 +311,24 @@ def test_status_shows_health_queue_and_jobs(config: Path, feeds: Feeds) -> None:
     assert "HTTP 404 Not Found" in gone_error
     assert "Notifications: 0 pending, 0 failed, 0 missed" in result.output
     assert re.search(r"sync_due\s+1\s+partial", result.output)
+
+
+def test_status_json_and_check_for_monitoring(config: Path, feeds: Feeds) -> None:
+    team = added_id(calsync(config, "add", feeds.set("team.ics", team_feed())))
+    calsync(config, "sync", "--all")
+    healthy = calsync(config, "status", "--json", "--check")
+    assert healthy.exit_code == 0
+    report = json.loads(healthy.output)
+    assert report["healthy"] is True
+    assert [c["id"] for c in report["calendars"]] == [team]
+    assert report["notifications"] == {"pending": 0, "failed": 0, "missed": 0}
+    secret = feeds.url("gone.ics") + "?token=hunter2secret"
+    calsync(config, "add", secret)
+    calsync(config, "sync", "--all")
+    failing = calsync(config, "status", "--json", "--check")
+    assert failing.exit_code == 1
+    assert "hunter2secret" not in failing.output
+    assert json.loads(failing.output)["healthy"] is False
 
 
 def test_upcoming_lists_events_and_reminders(config: Path, feeds: Feeds) -> None:

@@ -39,7 +39,7 @@ from calsync._engine import Engine
 from calsync._errors import CalsyncError, ValidationError
 from calsync._records import Calendar, NotificationStatus
 from calsync._redact import redact
-from calsync._results import SyncOutcome, SyncResult
+from calsync._results import EngineStatus, SyncOutcome, SyncResult
 from calsync._zones import resolve_zone
 
 __all__ = ["cli", "main"]
@@ -514,10 +514,28 @@ def _sync_detail(result: SyncResult) -> str:
 
 @cli.command()
 @click.option("--owner", help="Only this tenant's calendars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 if a calendar is stale or failing, or a reminder is dead-lettered.",
+)
 @pass_app
-def status(app: _App, owner: str | None) -> None:
+@click.pass_context
+def status(
+    ctx: click.Context, app: _App, owner: str | None, as_json: bool, check: bool
+) -> None:
     """Show calendar health, the notification queue and job timings."""
     report = _run(_with_engine(app, lambda engine: engine.status(owner=owner)))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_status(report)
+    if check and not report.healthy:
+        ctx.exit(1)
+
+
+def _print_status(report: EngineStatus) -> None:
     now = report.checked_at
     console = _console()
     if not report.calendars:

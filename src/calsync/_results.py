@@ -6,11 +6,13 @@ import enum
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 import attrs
 
 from ._model import Problem, as_aware_utc, optional_aware_utc
 from ._records import Calendar, CircuitState, JobOutcome
+from ._redact import redact
 
 __all__ = [
     "CalendarStatus",
@@ -195,3 +197,63 @@ class EngineStatus:
     def stale(self) -> tuple[CalendarStatus, ...]:
         """The calendars without a recent successful sync."""
         return tuple(status for status in self.calendars if status.stale)
+
+    @property
+    def healthy(self) -> bool:
+        """No stale or failing calendar, and nothing in the dead letter."""
+        failing = any(
+            status.calendar.state.consecutive_failures for status in self.calendars
+        )
+        return not (self.stale or failing or self.failed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the status as JSON-ready data (for a health endpoint or a script).
+
+        URLs are redacted; instants are ISO 8601 UTC strings; durations seconds.
+        """
+        return {
+            "checked_at": self.checked_at.isoformat(),
+            "healthy": self.healthy,
+            "notifications": {
+                "pending": self.pending,
+                "failed": self.failed,
+                "missed": self.missed,
+            },
+            "calendars": [_calendar_dict(status) for status in self.calendars],
+            "jobs": [_job_dict(job) for job in self.jobs],
+        }
+
+
+def _iso(instant: datetime | None) -> str | None:
+    return None if instant is None else instant.isoformat()
+
+
+def _calendar_dict(status: CalendarStatus) -> dict[str, Any]:
+    calendar, state = status.calendar, status.calendar.state
+    return {
+        "id": calendar.id,
+        "name": calendar.name,
+        "owner": calendar.owner,
+        "url": redact(calendar.url),
+        "paused": calendar.paused,
+        "stale": status.stale,
+        "circuit": str(state.circuit),
+        "consecutive_failures": state.consecutive_failures,
+        "last_success_at": _iso(state.last_success_at),
+        "last_attempt_at": _iso(state.last_attempt_at),
+        "next_sync_at": _iso(state.next_sync_at),
+        "last_error": state.last_error,
+        "held_removals": state.held_removals,
+    }
+
+
+def _job_dict(job: JobStats) -> dict[str, Any]:
+    return {
+        "job": job.job,
+        "runs": job.runs,
+        "last_outcome": None if job.last_outcome is None else str(job.last_outcome),
+        "last_finished_at": _iso(job.last_finished_at),
+        "p50_seconds": job.p50.total_seconds(),
+        "p95_seconds": job.p95.total_seconds(),
+        "last_error": job.last_error,
+    }
