@@ -30,6 +30,7 @@ from yarl import URL
 from ._errors import CalsyncError, TimezoneError, ValidationError
 from ._fetch.errors import RetryAfter
 from ._fetch.hints import parse_retry_after
+from ._fetch.http import describe_transport_error
 from ._model import Notification, Occurrence, as_aware_utc
 from ._records import Calendar
 from ._redact import redact
@@ -466,7 +467,11 @@ class WebhookHandler:
                 delivery, "cannot be requested (invalid URL)", permanent=True
             )
         except aiohttp.ClientError as transport_error:
-            error = self._failure(delivery, _describe(transport_error), permanent=False)
+            error = self._failure(
+                delivery,
+                f"could not be reached: {describe_transport_error(transport_error)}",
+                permanent=False,
+            )
         else:
             if 200 <= status < 300:
                 return
@@ -524,24 +529,6 @@ class WebhookHandler:
                 "create one handler per event loop"
             )
         return self._session
-
-
-def _describe(error: aiohttp.ClientError) -> str:
-    """Say what went wrong in words that hold no URL (aiohttp's own text may)."""
-    if isinstance(error, aiohttp.ClientConnectorDNSError):
-        return "could not be resolved (DNS)"
-    if isinstance(error, aiohttp.ClientConnectorCertificateError):
-        return "presented a TLS certificate that is not valid for its host"
-    if isinstance(error, aiohttp.ClientSSLError):
-        return "failed the TLS handshake"
-    if isinstance(error, aiohttp.ClientConnectorError):
-        reason = error.os_error.strerror or type(error.os_error).__name__
-        return f"could not be reached ({reason})"
-    if isinstance(error, aiohttp.ServerDisconnectedError):
-        return "closed the connection before answering"
-    if isinstance(error, aiohttp.ClientResponseError):
-        return "sent a malformed HTTP response"
-    return f"failed ({type(error).__name__})"
 
 
 def _secrets(secret: str | bytes | Sequence[str | bytes]) -> list[bytes]:

@@ -47,7 +47,7 @@ from .hints import parse_max_age, parse_retry_after
 from .protocol import FetchResult
 from .sniff import CALENDAR_TYPES, describe_non_calendar, is_calendar, media_type
 
-__all__ = ["HttpFetcher"]
+__all__ = ["HttpFetcher", "describe_transport_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class HttpFetcher:
         except aiohttp.InvalidURL:
             error = FetchInvalidURL(url, "aiohttp cannot request this URL")
         except aiohttp.ClientError as transport_error:
-            error = FetchConnectionError(url, _describe(transport_error))
+            error = FetchConnectionError(url, describe_transport_error(transport_error))
         # Raised outside the except blocks: the transport error, whose text may
         # hold the full URL, is neither the cause nor the context.
         raise error
@@ -491,8 +491,11 @@ def _log_result(url: str, result: FetchResult) -> None:
     )
 
 
-def _describe(error: aiohttp.ClientError) -> str:
-    """Say what went wrong in words that hold no URL (aiohttp's own text may)."""
+def describe_transport_error(error: aiohttp.ClientError) -> str:
+    """Say what went wrong in words that hold no URL (aiohttp's own text may).
+
+    Shared by everything calsync sends over HTTP: the fetcher and the webhook.
+    """
     if isinstance(error, aiohttp.ClientConnectorDNSError):
         return "the host name could not be resolved"
     if isinstance(error, aiohttp.ClientConnectorCertificateError):
