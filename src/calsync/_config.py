@@ -24,7 +24,7 @@ import attrs
 from calsync._durations import parse_duration
 from calsync._errors import ValidationError
 from calsync._redact import redact
-from calsync._schedule import Schedule
+from calsync._schedule import schedule_or_interval
 from calsync._zones import resolve_zone
 
 if TYPE_CHECKING:
@@ -177,25 +177,12 @@ def _leads(value: object) -> tuple[timedelta, ...]:
     return tuple(sorted(set(leads)))
 
 
-_UNIT_SECONDS = (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
-
-
 def _schedule(value: object) -> str:
     """Normalize a schedule text (``every 15m``, ``daily 03:00``) or a bare duration."""
-    text = _text(value)
     try:
-        return Schedule.parse(text).text
+        return schedule_or_interval(_text(value)).text
     except ValidationError as error:
-        reason = str(error)
-    try:
-        interval = parse_duration(text)
-    except ValidationError:
-        raise _Invalid(reason) from None
-    seconds = int(interval.total_seconds())
-    if seconds <= 0:
-        raise _Invalid("expected an interval greater than zero, like 'every 15m'")
-    unit, size = next((u, s) for u, s in _UNIT_SECONDS if seconds % s == 0)
-    return f"every {seconds // size}{unit}"
+        raise _Invalid(str(error)) from None
 
 
 def _zone(value: object) -> str:

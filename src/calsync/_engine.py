@@ -46,6 +46,7 @@ from ._results import (
     SyncOutcome,
     SyncResult,
 )
+from ._schedule import schedule_or_interval
 from ._settings import Settings
 from ._store.protocol import Store
 from ._sync import Syncer, schedule_of
@@ -596,10 +597,7 @@ class _SyncRound:
 def _schedule_text(every: str, tz: str | None) -> str:
     if not isinstance(every, str) or not every.strip():
         raise ValidationError("every must be a schedule such as 'every 15m' or '15m'")
-    text = every.strip()
-    if text[0].isdigit():
-        text = f"every {text}"
-    return schedule_of(text, tz).text
+    return schedule_or_interval(every.strip(), tz or "UTC").text
 
 
 def _leads(leads: Iterable[timedelta | str]) -> tuple[timedelta, ...]:

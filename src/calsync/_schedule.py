@@ -36,11 +36,12 @@ from typing import Protocol
 import attrs
 from cronsim import CronSim, CronSimError
 
-from ._errors import ScheduleError, TimezoneError
+from ._durations import parse_duration
+from ._errors import ScheduleError, TimezoneError, ValidationError
 from ._model import as_aware_utc
 from ._zones import resolve_zone, zone_name
 
-__all__ = ["Schedule"]
+__all__ = ["Schedule", "schedule_or_interval"]
 
 _FORMS = (
     "'every 15m', 'cron */5 * * * *', 'daily 07:30', 'weekdays 08:00' "
@@ -364,3 +365,27 @@ class Schedule:
 
     def __str__(self) -> str:
         return self.text
+
+
+_INTERVAL_UNITS = (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
+
+
+def schedule_or_interval(text: str, tz: str | tzinfo = "UTC") -> Schedule:
+    """Parse a schedule text, or a bare interval (``15m``, ``1h30m``) to run every.
+
+    Raises the `ScheduleError` of the schedule reading when neither reading works.
+    """
+    try:
+        return Schedule.parse(text, tz)
+    except ScheduleError as error:
+        try:
+            interval = parse_duration(text)
+        except ValidationError:
+            raise error from None
+    seconds = int(interval.total_seconds())
+    if seconds <= 0:
+        raise _schedule_error(
+            text, "expected an interval greater than zero, like 'every 15m'"
+        )
+    unit, size = next((u, s) for u, s in _INTERVAL_UNITS if seconds % s == 0)
+    return Schedule.parse(f"every {seconds // size}{unit}", tz)
