@@ -20,6 +20,7 @@ from ._errors import (
     ScheduleError,
     SchemaVersionError,
     StoreError,
+    StoreUnavailable,
     TimezoneError,
     ValidationError,
 )
@@ -168,6 +169,7 @@ __all__ = [
     "Settings",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "SyncDueResult",
     "SyncOutcome",
     "SyncResult",

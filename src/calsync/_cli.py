@@ -466,6 +466,7 @@ _OUTCOME_STYLES = {
     SyncOutcome.HELD: "yellow",
     SyncOutcome.BUSY: "yellow",
     SyncOutcome.LOST: "red",
+    SyncOutcome.SKIPPED: "",
 }
 
 
@@ -488,6 +489,8 @@ def _sync_detail(result: SyncResult) -> str:
         return (result.error or "failed").removeprefix(f"{result.label}: ")
     if result.outcome is SyncOutcome.BUSY:
         return "another worker is syncing it right now"
+    if result.outcome is SyncOutcome.SKIPPED:
+        return "not due any more: another worker synced it"
     if result.not_modified:
         detail = "not modified"
     else:

@@ -20,7 +20,7 @@ from ._auth import BasicAuth, BearerAuth
 from ._check import check
 from ._dispatch import dispatch
 from ._durations import as_duration
-from ._errors import ValidationError
+from ._errors import LeaseLost, ValidationError
 from ._fetch.http import HttpFetcher
 from ._fetch.protocol import Fetcher
 from ._handlers import Handler
@@ -60,8 +60,10 @@ Clock = Callable[[], datetime]
 """Returns the current time as an aware datetime."""
 
 _R = TypeVar("_R")
+_CLAIM_BATCH = 100
 _JOBS = (
     "sync_due",
+    "claim_due",
     "sync_calendar",
     "check_notifications",
     "dispatch_notifications",
@@ -298,24 +300,63 @@ class Engine:
     # -- jobs --------------------------------------------------------------
 
     async def sync_calendar(
-        self, calendar_id: str, *, force: bool = False, confirm_removals: bool = False
+        self,
+        calendar_id: str,
+        *,
+        force: bool = False,
+        confirm_removals: bool = False,
+        handoff: str | None = None,
     ) -> SyncResult:
         """Sync one calendar now, paused or not; BUSY if another worker is syncing it.
 
         ``force`` fetches without validators and parses even an unchanged body;
         ``confirm_removals`` applies removals the mass-deletion guard would hold.
+        ``handoff`` is a `Lease.handoff` from `claim_due`: the sync takes that
+        lease over. If it is gone (used by an earlier delivery of the same task,
+        or expired), the calendar is synced only if it is still due, else SKIPPED.
         """
+        handed = None if handoff is None else _parse_handoff(calendar_id, handoff)
 
         async def job() -> SyncResult:
-            lease = await self._claim(calendar_id)
+            if handed is None:
+                lease = await self._claim(calendar_id)
+            else:
+                lease = await self._take_over(calendar_id, *handed)
             if lease is None:
                 calendar = await self._store.get_calendar(calendar_id)
                 return SyncResult(calendar.id, calendar.label, SyncOutcome.BUSY)
+            fresh = handed is not None and lease.token != handed[0]
+            if fresh and not self._due(lease.calendar):
+                await self._store.release_lease(lease)
+                return SyncResult(
+                    lease.calendar_id, lease.calendar.label, SyncOutcome.SKIPPED
+                )
             return await self._syncer.sync(
                 lease, force=force, confirm_removals=confirm_removals
             )
 
         return await self._recorded("sync_calendar", job, _sync_counts)
+
+    async def _take_over(
+        self, calendar_id: str, token: int, worker: str
+    ) -> Lease | None:
+        """Renew the handed-off lease, or claim the calendar afresh if it is gone.
+
+        A fresh claim always has a newer token than the handed-off one.
+        """
+        now = self._now()
+        calendar = await self._store.get_calendar(calendar_id)
+        handed = Lease(calendar, worker, token, now)
+        try:
+            return await self._store.renew_lease(handed, now, self._settings.lease_ttl)
+        except LeaseLost:
+            return await self._claim(calendar_id)
+
+    def _due(self, calendar: Calendar) -> bool:
+        """Whether the calendar's schedule says it is due (manual requests aside)."""
+        next_sync_at = calendar.state.next_sync_at
+        now = self._now()
+        return not calendar.paused and (next_sync_at is None or next_sync_at <= now)
 
     async def _claim(self, calendar_id: str) -> Lease | None:
         return await self._store.claim_calendar(
@@ -323,6 +364,34 @@ class Engine:
             self._now(),
             worker=self._settings.worker,
             lease_ttl=self._settings.lease_ttl,
+        )
+
+    async def claim_due(self, *, limit: int | None = None) -> list[Lease]:
+        """Lease the calendars that are due (manual requests first), to sync elsewhere.
+
+        For a task queue's fan-out: send each lease's `calendar_id` and `handoff`
+        to a worker that calls ``sync_calendar(calendar_id, handoff=...)``. A
+        calendar is handed out once while its lease lasts (``settings.lease_ttl``).
+        """
+        _check_limit(limit)
+
+        async def job() -> list[Lease]:
+            leases: list[Lease] = []
+            while limit is None or len(leases) < limit:
+                batch = _CLAIM_BATCH if limit is None else limit - len(leases)
+                claimed = await self._store.claim_due_calendars(
+                    self._now(),
+                    limit=min(batch, _CLAIM_BATCH),
+                    worker=self._settings.worker,
+                    lease_ttl=self._settings.lease_ttl,
+                )
+                leases.extend(claimed)
+                if len(claimed) < min(batch, _CLAIM_BATCH):
+                    break
+            return leases
+
+        return await self._recorded(
+            "claim_due", job, lambda leases: {"claimed": len(leases)}
         )
 
     async def sync_due(
@@ -338,8 +407,7 @@ class Engine:
         per host; one calendar's failure never affects another. ``progress`` is
         called with each calendar's result as it finishes.
         """
-        if limit is not None and (isinstance(limit, bool) or limit < 1):
-            raise ValidationError(f"limit must be None or an int >= 1, got {limit!r}")
+        _check_limit(limit)
         started = self._now()
 
         async def job() -> SyncDueResult:
@@ -592,6 +660,22 @@ class _SyncRound:
         while self._buffer:
             lease = self._buffer.pop()
             await self._engine.store.release_lease(lease)
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or limit < 1):
+        raise ValidationError(f"limit must be None or an int >= 1, got {limit!r}")
+
+
+def _parse_handoff(calendar_id: str, handoff: str) -> tuple[int, str]:
+    """Split a `Lease.handoff` text into its token and worker."""
+    token, _, worker = str(handoff).partition(":")
+    if not (token.isascii() and token.isdigit()) or not worker:
+        raise ValidationError(
+            f"calendar {calendar_id}: {handoff!r} is not a lease handoff; pass "
+            "the handoff text of a lease from Engine.claim_due"
+        )
+    return int(token), worker
 
 
 def _schedule_text(every: str, tz: str | None) -> str:

@@ -13,6 +13,7 @@ __all__ = [
     "ScheduleError",
     "SchemaVersionError",
     "StoreError",
+    "StoreUnavailable",
     "TimezoneError",
     "ValidationError",
 ]
@@ -57,6 +58,14 @@ class TimezoneError(ValidationError):
 
 class StoreError(CalsyncError):
     """A store refused an operation or could not complete it."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or stayed busy; nothing was written.
+
+    Transient: the same call may succeed later (a task queue may retry it).
+    Every other `StoreError` is permanent for that call.
+    """
 
 
 class CalendarNotFound(StoreError, LookupError):

@@ -195,6 +195,15 @@ class Lease:
         """The id of the leased calendar."""
         return self.calendar.id
 
+    @property
+    def handoff(self) -> str:
+        """A text naming this lease, for `Engine.sync_calendar` in another process.
+
+        A task queue's fan-out sends it along with the calendar id; it holds no
+        secret, only the token and the worker that claimed the lease.
+        """
+        return f"{self.token}:{self.worker}"
+
 
 @attrs.frozen
 class SyncWrite:

@@ -39,6 +39,14 @@ def _strings(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
+_FOLLOW_UP_ORDER = ("check_notifications", "dispatch_notifications")
+
+
+def _follow_ups(dispatch: bool, check: bool) -> tuple[str, ...]:
+    wanted = {"dispatch_notifications": dispatch, "check_notifications": check}
+    return tuple(job for job in _FOLLOW_UP_ORDER if wanted[job])
+
+
 class SyncOutcome(enum.StrEnum):
     """How one calendar's sync ended."""
 
@@ -54,6 +62,8 @@ class SyncOutcome(enum.StrEnum):
     """Another worker holds the calendar's lease; nothing was done."""
     LOST = "lost"
     """The lease was lost before the write; nothing was written."""
+    SKIPPED = "skipped"
+    """A handed-off sync found the calendar not due any more; nothing was done."""
 
 
 @attrs.frozen
@@ -84,6 +94,13 @@ class SyncResult:
         """Whether the sync did its job (also when held back or busy elsewhere)."""
         return self.outcome not in (SyncOutcome.FAILED, SyncOutcome.LOST)
 
+    @property
+    def follow_ups(self) -> tuple[str, ...]:
+        """Jobs worth running at once: dispatch new reminders, check changed events."""
+        return _follow_ups(
+            self.notifications_created > 0, self.added > 0 or self.updated > 0
+        )
+
 
 @attrs.frozen
 class SyncDueResult:
@@ -98,6 +115,12 @@ class SyncDueResult:
         """How many calendars ended in each outcome, plus ``synced`` in all."""
         counts = Counter(str(result.outcome) for result in self.results)
         return {"synced": len(self.results), **counts}
+
+    @property
+    def follow_ups(self) -> tuple[str, ...]:
+        """Jobs worth running at once, over all the cycle's calendars."""
+        wanted = {job for result in self.results for job in result.follow_ups}
+        return tuple(job for job in _FOLLOW_UP_ORDER if job in wanted)
 
     @property
     def failed(self) -> tuple[SyncResult, ...]:
@@ -119,6 +142,11 @@ class CheckResult:
     next_fire_at: datetime | None = attrs.field(
         default=None, converter=optional_aware_utc
     )
+
+    @property
+    def follow_ups(self) -> tuple[str, ...]:
+        """Jobs worth running at once: dispatch the reminders just created."""
+        return _follow_ups(self.created > 0, False)
 
 
 @attrs.frozen

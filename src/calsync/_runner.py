@@ -263,12 +263,9 @@ class Runner:
         """Chain the jobs: new reminders are dispatched, changes checked, at once."""
         if isinstance(result, SyncDueResult):
             _log_sync(result)
-            if any(r.notifications_created for r in result.results):
-                self.wake("dispatch_notifications")
-            if any(r.added or r.updated for r in result.results):
-                self.wake("check_notifications")
-        if isinstance(result, CheckResult) and result.created:
-            self.wake("dispatch_notifications")
+        if isinstance(result, SyncDueResult | CheckResult):
+            for follow_up in result.follow_ups:
+                self.wake(follow_up)
         if isinstance(result, DispatchResult) and (result.delivered or result.dead):
             logger.info(
                 "dispatched: %d delivered, %d to retry, %d dead",

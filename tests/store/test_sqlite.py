@@ -21,6 +21,7 @@ from calsync import (
     NotificationStatus,
     SchemaVersionError,
     StoreError,
+    StoreUnavailable,
     SyncState,
     SyncWrite,
     Window,
@@ -376,7 +377,7 @@ async def test_a_write_waits_for_another_writer_then_gives_up(tmp_path: Path) ->
     async with SQLiteStore(path, busy_timeout=timedelta(milliseconds=100)) as store:
         with raw(path) as other:
             other.execute("BEGIN IMMEDIATE")
-            with pytest.raises(StoreError, match="busy_timeout"):
+            with pytest.raises(StoreUnavailable, match="busy_timeout"):
                 await store.add_calendar(calendar())
             other.execute("ROLLBACK")
         cal = await store.add_calendar(calendar())

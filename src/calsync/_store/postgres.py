@@ -21,6 +21,7 @@ from calsync._errors import (
     CalendarExists,
     SchemaVersionError,
     StoreError,
+    StoreUnavailable,
     ValidationError,
 )
 from calsync._model import ChangeSet, Notification, Occurrence, Window, as_aware_utc
@@ -940,7 +941,8 @@ class PostgresStore:
         sqlstate = getattr(exc, "sqlstate", None)
         quotes_values = isinstance(exc, errors.IntegrityError | errors.DataError)
         detail = "" if sqlstate and quotes_values else f": {self._reason(exc)}"
-        return StoreError(
+        transient = isinstance(exc, errors.OperationalError)
+        return (StoreUnavailable if transient else StoreError)(
             f"PostgreSQL ({self._shown_url}, schema {self._schema!r}) failed with "
             f"{type(exc).__name__} [{sqlstate or 'no SQLSTATE'}]{detail}"
         )
@@ -1030,7 +1032,7 @@ class PostgresStore:
         return pool
 
     def _connect_error(self, exc: Exception) -> StoreError:
-        return StoreError(
+        return StoreUnavailable(
             f"cannot connect to PostgreSQL at {self._shown_url}: {self._reason(exc)}; "
             "check that the server runs and the connection string is right"
         )

@@ -27,6 +27,7 @@ from calsync._errors import (
     CalendarExists,
     SchemaVersionError,
     StoreError,
+    StoreUnavailable,
     ValidationError,
 )
 from calsync._model import ChangeSet, Notification, Occurrence, Window, as_aware_utc
@@ -750,7 +751,7 @@ class SQLiteStore:
 
     def _store_error(self, exc: sqlite3.Error) -> StoreError:
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-            return StoreError(
+            return StoreUnavailable(
                 f"the SQLite store at {self._path} stayed locked by another "
                 f"connection for longer than busy_timeout ({self._busy_timeout}); "
                 "nothing was written, try again"
