@@ -10,12 +10,19 @@ nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.error_on_missing_interpreters = True
 
-TYPED_PATHS = ["src"]
+ADAPTERS = ["adapters/apscheduler"]
+TYPED_PATHS = ["src", *(f"{adapter}/src" for adapter in ADAPTERS)]
+
+
+def install_with_adapters(session: nox.Session, extras: str) -> None:
+    """Install calsync and both adapters, editable, in one resolution."""
+    adapters = [arg for path in ADAPTERS for arg in ("-e", f"{path}[{extras}]")]
+    session.install("-e", f".[{extras}]", *adapters)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    session.install("-e", ".[test]")
+    install_with_adapters(session, "test")
     session.run("pytest", *session.posargs)
 
 
@@ -28,7 +35,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[typecheck,test]")
+    install_with_adapters(session, "test")
+    session.install("-e", ".[typecheck]", "celery-types>=0.26")
     session.run("mypy", "--strict", *TYPED_PATHS)
 
 

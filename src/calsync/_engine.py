@@ -617,6 +617,10 @@ class _SyncRound:
             async with asyncio.TaskGroup() as group:
                 for _ in range(self._settings.sync_concurrency):
                     group.create_task(self._work())
+        except ExceptionGroup as failed:
+            # The workers share one store: report its error once, not a group of
+            # copies, so `except StoreUnavailable` works as for the other jobs.
+            raise _first_error(failed) from None
         finally:
             await asyncio.shield(self._release_unstarted())
         return self._results
@@ -660,6 +664,11 @@ class _SyncRound:
         while self._buffer:
             lease = self._buffer.pop()
             await self._engine.store.release_lease(lease)
+
+
+def _first_error(group: ExceptionGroup[Exception]) -> Exception:
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, ExceptionGroup) else first
 
 
 def _check_limit(limit: int | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from calsync import (
     ScheduleError,
     SQLiteStore,
     Store,
+    StoreUnavailable,
     SyncOutcome,
     TimezoneError,
     ValidationError,
@@ -430,3 +432,23 @@ async def test_a_lead_of_zero_is_refused_unless_a_late_grace_lets_it_fire(
         await engine.sync_calendar(calendar.id)
         clock.set(T0 + timedelta(hours=1, seconds=30))
         assert (await engine.check_notifications()).created == 1
+
+
+async def test_sync_due_raises_one_store_error_when_the_store_is_locked(
+    tmp_path: Path, feeds: FeedServer, clock: ManualClock
+) -> None:
+    path = tmp_path / "locked.db"
+    store = SQLiteStore(path, busy_timeout=timedelta(milliseconds=100))
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    async with Engine(store, fetcher, settings=settings(), clock=clock) as engine:
+        feeds.set("/a.ics", ics(event("a", T0 + 60 * MINUTE)))
+        await engine.add_calendar(feeds.url("/a.ics"))
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StoreUnavailable, match="busy_timeout"):
+                await engine.sync_due()
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert (await engine.sync_due()).counts["synced"] == 1
