@@ -10,7 +10,7 @@ nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.error_on_missing_interpreters = True
 
-ADAPTERS = ["adapters/apscheduler"]
+ADAPTERS = ["adapters/apscheduler", "adapters/celery"]
 TYPED_PATHS = ["src", *(f"{adapter}/src" for adapter in ADAPTERS)]
 
 

@@ -1,0 +1,234 @@
+"""calsync on real Celery: two prefork worker nodes and beat, on Redis and RabbitMQ.
+
+Beat sends ``calsync.sync_due`` every 2 s; it leases the due calendars and fans
+out one ``calsync.sync_calendar`` per lease; new reminders are dispatched by the
+follow-up task. Every delivery lands as a row in ``deliveries``, so a duplicate
+anywhere is a count of 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from _celery_harness import (
+    LEAD,
+    Cluster,
+    Feeds,
+    LatePostgres,
+    Store,
+    eventually,
+    expected_id,
+    feed,
+    soon,
+)
+
+CALENDARS = 200
+
+
+async def test_every_calendar_syncs_and_every_reminder_is_delivered_once(
+    cluster: Cluster, store: Store, feeds: Feeds
+) -> None:
+    start = soon()
+    expected = set()
+    ids = []
+    for index in range(CALENDARS):
+        uid = f"standup-{index}@example.com"
+        feeds.bodies[f"/c{index}.ics"] = feed((uid, start, f"Stand-up {index}"))
+        calendar = await store.engine.add_calendar(
+            feeds.url(f"/c{index}.ics"), leads=["5m"]
+        )
+        ids.append(calendar.id)
+        expected.add(expected_id(calendar, uid, start))
+
+    cluster.start_worker("w1")
+    cluster.start_worker("w2")
+    cluster.start_beat()
+
+    async def all_synced() -> bool:
+        return await store.synced(ids) == CALENDARS
+
+    async def all_delivered() -> bool:
+        return set(await store.deliveries()) >= expected
+
+    await eventually(all_synced, within=90, what=f"{CALENDARS} calendars synced")
+    await eventually(all_delivered, within=30, what="every reminder delivered")
+    await asyncio.sleep(3)  # time for a duplicate to show
+
+    deliveries = await store.deliveries()
+    assert set(deliveries) == expected
+    assert [i for i, n in deliveries.items() if n > 1] == []
+    assert await store.delivered_ids() == expected
+    nodes = {cluster.node_of(t["node"]) for t in cluster.traced()}
+    assert nodes == {"w1", "w2"}
+
+
+@pytest.mark.parametrize("victim", ["node", "pool_child"])
+async def test_a_sync_killed_mid_fetch_is_redelivered_and_its_reminder_sent_once(
+    cluster: Cluster, store: Store, feeds: Feeds, victim: str
+) -> None:
+    start = soon()
+    feeds.bodies["/slow.ics"] = feed(("review@example.com", start, "Review"))
+    # Long enough to kill it mid-fetch, shorter than Redis's visibility timeout
+    # (10 s in the test app), after which Redis would hand it out a second time.
+    feeds.delays["/slow.ics"] = 6
+    slow = await store.engine.add_calendar(feeds.url("/slow.ics"), leads=["5m"])
+    expected = {expected_id(slow, "review@example.com", start)}
+    others = set()
+    for index in range(4):
+        uid = f"other-{index}@example.com"
+        feeds.bodies[f"/o{index}.ics"] = feed((uid, start, "Other"))
+        other = await store.engine.add_calendar(
+            feeds.url(f"/o{index}.ics"), leads=["5m"]
+        )
+        others.add(expected_id(other, uid, start))
+    expected |= others
+
+    cluster.start_worker("w1")
+    cluster.start_worker("w2")
+    cluster.start_beat()
+
+    async def slow_fetch_arrived_and_others_delivered() -> bool:
+        # A kill during another reminder's delivery could repeat it (delivery
+        # is at least once); this test is about the sync, so they go first.
+        arrived = feeds.arrived["/slow.ics"] >= 1 and bool(_syncs_of(cluster, slow.id))
+        return arrived and set(await store.deliveries()) >= others
+
+    await eventually(
+        slow_fetch_arrived_and_others_delivered,
+        within=30,
+        what="the slow feed requested, the other reminders delivered",
+    )
+    assert await store.synced([slow.id]) == 0, "killed mid-fetch, not after it"
+    (running,) = _syncs_of(cluster, slow.id)
+    if victim == "node":
+        cluster.kill(cluster.node_of(running["node"]))
+    else:
+        os.kill(running["pid"], signal.SIGKILL)
+    feeds.delays["/slow.ics"] = 0
+
+    async def slow_synced() -> bool:
+        return await store.synced([slow.id]) == 1
+
+    async def all_delivered() -> bool:
+        return set(await store.deliveries()) >= expected
+
+    await eventually(slow_synced, within=45, what="the killed sync redelivered")
+    await eventually(all_delivered, within=20, what="every reminder delivered")
+    await asyncio.sleep(3)  # time for a duplicate to show
+
+    calendar = await store.engine.get_calendar(slow.id)
+    occurrences = await store.engine.store.list_occurrences(slow.id)
+    assert [o.summary for o in occurrences] == ["Review"]
+    assert calendar.state.last_error is None
+    again = _syncs_of(cluster, slow.id)
+    assert len(again) == 2, "the same task, delivered a second time"
+    assert again[0]["kwargs"]["handoff"] == again[1]["kwargs"]["handoff"]
+    deliveries = await store.deliveries()
+    assert set(deliveries) == expected
+    assert [i for i, n in deliveries.items() if n > 1] == []
+    assert await store.delivered_ids() == expected
+
+
+def _syncs_of(cluster: Cluster, calendar_id: str) -> list[dict[str, object]]:
+    return [
+        t
+        for t in cluster.traced()
+        if t["task"] == "calsync.sync_calendar" and t["args"] == [calendar_id]
+    ]
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+async def test_a_solo_or_threads_pool_runs_the_jobs_too(
+    cluster: Cluster, store: Store, feeds: Feeds, pool: str
+) -> None:
+    start = soon()
+    expected, ids = set(), []
+    for index in range(10):
+        uid = f"standup-{index}@example.com"
+        feeds.bodies[f"/c{index}.ics"] = feed((uid, start, "Stand-up"))
+        calendar = await store.engine.add_calendar(
+            feeds.url(f"/c{index}.ics"), leads=["5m"]
+        )
+        ids.append(calendar.id)
+        expected.add(expected_id(calendar, uid, start))
+
+    cluster.start_worker("w1", pool=pool)
+    cluster.start_beat()
+
+    async def all_delivered() -> bool:
+        return set(await store.deliveries()) >= expected
+
+    await eventually(all_delivered, within=30, what="every reminder delivered")
+    await asyncio.sleep(2)  # time for a duplicate to show
+    assert await store.synced(ids) == len(ids)
+    deliveries = await store.deliveries()
+    assert sorted(deliveries.values()) == [1] * len(expected)
+
+
+async def test_a_store_that_is_down_at_first_makes_the_task_retry_until_it_is_up(
+    cluster: Cluster, store: Store, feeds: Feeds, late_postgres: LatePostgres
+) -> None:
+    ids = []
+    for index in range(3):
+        feeds.bodies[f"/c{index}.ics"] = feed()
+        calendar = await store.engine.add_calendar(feeds.url(f"/c{index}.ics"))
+        ids.append(calendar.id)
+    cluster.env["CALSYNC_CELERY_STORE_URL"] = late_postgres.url
+    cluster.start_worker("w1")
+    cluster.send("calsync.sync_due")  # no beat: this one message, and its retries
+
+    async def retried() -> bool:
+        return any(t["retries"] >= 1 for t in _runs(cluster, "calsync.sync_due"))
+
+    await eventually(retried, within=30, what="sync_due retried")
+    assert await store.synced(ids) == 0
+    await late_postgres.open()
+
+    async def all_synced() -> bool:
+        return await store.synced(ids) == len(ids)
+
+    await eventually(all_synced, within=30, what="the calendars synced after a retry")
+    assert len({t["id"] for t in _runs(cluster, "calsync.sync_due")}) == 1
+
+
+async def test_a_check_wakes_up_at_the_next_fire_time_before_beats_next_check(
+    cluster: Cluster, store: Store, feeds: Feeds
+) -> None:
+    # Beat checks hourly; only the wake-up the first check leaves can deliver
+    # a reminder that fires some 15 s after it, on time.
+    start = soon() + timedelta(minutes=1, seconds=20)  # fires in ~20 s
+    feeds.bodies["/team.ics"] = feed(("review@example.com", start, "Review"))
+    team = await store.engine.add_calendar(feeds.url("/team.ics"), leads=["5m"])
+    cluster.env["CALSYNC_CELERY_CHECK"] = "every 1h"
+    cluster.start_worker("w1")
+    cluster.start_beat()
+
+    async def synced() -> bool:
+        return await store.synced([team.id]) == 1
+
+    await eventually(synced, within=20, what="the calendar synced")
+    assert await store.deliveries() == {}
+    cluster.send("calsync.check_notifications")
+
+    async def delivered() -> bool:
+        return bool(await store.deliveries())
+
+    await eventually(delivered, within=30, what="the reminder delivered")
+    late = datetime.now(UTC) - (start - LEAD)
+    assert timedelta(0) <= late < timedelta(seconds=5)
+    assert await store.deliveries() == {
+        expected_id(team, "review@example.com", start): 1
+    }
+    wake_ups = [t for t in _runs(cluster, "calsync.check_notifications") if t["kwargs"]]
+    # One wake-up was sent. (On Redis it may run twice: the test app's 10 s
+    # visibility timeout is shorter than the wake-up's eta; README explains.)
+    assert len({t["id"] for t in wake_ups}) == 1
+
+
+def _runs(cluster: Cluster, task: str) -> list[dict[str, Any]]:
+    return [t for t in cluster.traced() if t["task"] == task]
