@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import attrs
 
 from ._model import Notification, Occurrence
-from ._notify import notifications_due
+from ._notify import next_fire_after, notifications_due
 from ._records import Calendar, NotificationStatus
 from ._results import CheckResult
 from ._settings import Settings
@@ -104,10 +104,9 @@ def _plan(
             missed_by[calendar_id].extend(
                 missed(occurrence, leads, previous_check, now, grace)
             )
-        for lead in leads:
-            fire_at = occurrence.start - lead
-            if fire_at > now and (next_fire_at is None or fire_at < next_fire_at):
-                next_fire_at = fire_at
+        fire_at = next_fire_after(occurrence, leads, now)
+        if fire_at is not None and (next_fire_at is None or fire_at < next_fire_at):
+            next_fire_at = fire_at
     return _Plan(
         {key: value for key, value in due.items() if value},
         {key: value for key, value in missed_by.items() if value},

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from ._errors import ValidationError
 from ._model import Notification, Occurrence, as_aware_utc
 
-__all__ = ["notifications_due", "validated_leads"]
+__all__ = ["next_fire_after", "notifications_due", "validated_leads"]
 
 _CANCELLED = "CANCELLED"
 
@@ -57,3 +57,16 @@ def validated_leads(leads: Iterable[timedelta]) -> list[timedelta]:
         if not isinstance(lead, timedelta) or lead < timedelta(0):
             raise ValidationError(f"a lead must be a timedelta >= 0, got {lead!r}")
     return sorted(set(lead_list))
+
+
+def next_fire_after(
+    occurrence: Occurrence, leads: Iterable[timedelta], now: datetime
+) -> datetime | None:
+    """Return the occurrence's earliest reminder fire time after ``now``, if any.
+
+    A cancelled occurrence has none. Lets a runtime wake up exactly on time.
+    """
+    if occurrence.status.upper() == _CANCELLED:
+        return None
+    ahead = [occurrence.start - lead for lead in leads if occurrence.start - lead > now]
+    return min(ahead, default=None)

@@ -68,7 +68,12 @@ class SyncOutcome(enum.StrEnum):
 
 @attrs.frozen
 class SyncResult:
-    """The outcome of syncing one calendar."""
+    """The outcome of syncing one calendar.
+
+    ``next_fire_at`` is the earliest reminder still ahead among the events this
+    sync added or changed, so a runtime that checks on a coarse trigger can wake
+    up just in time for it.
+    """
 
     calendar_id: str
     label: str
@@ -88,6 +93,9 @@ class SyncResult:
         default=None, converter=optional_aware_utc
     )
     elapsed: timedelta = timedelta(0)
+    next_fire_at: datetime | None = attrs.field(
+        default=None, converter=optional_aware_utc
+    )
 
     @property
     def ok(self) -> bool:

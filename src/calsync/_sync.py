@@ -32,7 +32,7 @@ from ._model import (
     Problem,
     Window,
 )
-from ._notify import notifications_due
+from ._notify import next_fire_after, notifications_due
 from ._parse import parse_ics
 from ._records import (
     AppliedSync,
@@ -344,11 +344,16 @@ class Syncer:
             # Parse again next time even if the body is the same: a repeat confirms.
             state = attrs.evolve(state, body_hash=None, last_error=message)
             logger.warning(message, extra={"calsync_calendar_id": calendar.id})
-        create = self._due_now(calendar, (*changes.added, *changes.updated), now)
+        create, next_fire_at = self._reminders(
+            calendar, (*changes.added, *changes.updated), now
+        )
         cancel = await self.stale_leads(calendar, parsed.occurrences)
         write = SyncWrite(state, _or_none(changes), create=create, cancel=cancel)
         applied = await self._write(lease, write, now)
-        return _changed_result(calendar, changes, guarded.held, parsed, state, applied)
+        result = _changed_result(
+            calendar, changes, guarded.held, parsed, state, applied
+        )
+        return attrs.evolve(result, next_fire_at=next_fire_at)
 
     def _succeeded(
         self,
@@ -422,10 +427,13 @@ class Syncer:
 
     # -- notifications -----------------------------------------------------
 
-    def _due_now(
+    def _reminders(
         self, calendar: Calendar, occurrences: Sequence[Occurrence], now: datetime
-    ) -> tuple[Notification, ...]:
-        """Return reminders already due for new or changed occurrences (same write)."""
+    ) -> tuple[tuple[Notification, ...], datetime | None]:
+        """Return new or changed occurrences' due reminders and next fire time.
+
+        The due ones go into the same write; the fire time lets a runtime wake.
+        """
         grace = self._settings.late_grace
         lookahead = self._settings.alarm_lookahead
         # Nothing starting further ahead than the longest lead can be due yet.
@@ -433,14 +441,19 @@ class Syncer:
             (*calendar.leads, lookahead if calendar.use_alarms else timedelta(0))
         )
         due: list[Notification] = []
+        next_fire_at: datetime | None = None
         for occurrence in occurrences:
-            if occurrence.start - now > reach:
-                continue
             leads = leads_for(calendar, occurrence, lookahead)
-            due.extend(
-                notifications_due([occurrence], leads=leads, now=now, late_grace=grace)
-            )
-        return tuple(due)
+            if occurrence.start - now <= reach:
+                due.extend(
+                    notifications_due(
+                        [occurrence], leads=leads, now=now, late_grace=grace
+                    )
+                )
+            fire_at = next_fire_after(occurrence, leads, now)
+            if fire_at is not None and (next_fire_at is None or fire_at < next_fire_at):
+                next_fire_at = fire_at
+        return tuple(due), next_fire_at
 
     async def stale_leads(
         self, calendar: Calendar, current: Iterable[Occurrence] | None = None

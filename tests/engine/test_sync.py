@@ -452,3 +452,26 @@ async def test_sync_due_raises_one_store_error_when_the_store_is_locked(
         finally:
             other.close()
         assert (await engine.sync_due()).counts["synced"] == 1
+
+
+async def test_a_sync_names_the_next_fire_time_among_what_it_brought_in(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    feeds.set(
+        "/a.ics",
+        ics(
+            event("later", T0 + 3 * 60 * MINUTE),
+            event("soon", T0 + 30 * MINUTE),
+            event("gone", T0 + 20 * MINUTE, status="CANCELLED"),
+            event("started", T0 - 5 * MINUTE),
+        ),
+    )
+    calendar = await engine.add_calendar(feeds.url("/a.ics"), leads=["10m", "1h"])
+    first = await engine.sync_calendar(calendar.id)
+    assert first.next_fire_at == T0 + 20 * MINUTE  # "soon", 10 minutes before
+    clock.advance(MINUTE)
+    unchanged = await engine.sync_calendar(calendar.id, force=True)
+    assert unchanged.next_fire_at is None
+    feeds.set("/a.ics", ics(event("later", T0 + 2 * 60 * MINUTE)))
+    moved = await engine.sync_calendar(calendar.id, confirm_removals=True)
+    assert moved.next_fire_at == T0 + 60 * MINUTE

@@ -224,6 +224,7 @@ def install(
         )
         if "dispatch_notifications" in result.follow_ups:
             dispatch_notifications.delay()
+        wake_check(result.next_fire_at, until=None)
         return str(result.outcome)
 
     @task("check_notifications")
@@ -231,19 +232,23 @@ def install(
         result = runtime.run(lambda engine: engine.check_notifications())
         if "dispatch_notifications" in result.follow_ups:
             dispatch_notifications.delay()
-        # Wake for a reminder due before beat's next check; a wake-up's own
-        # wake-ups stop at that same tick, so chains never pile up.
+        wake_check(result.next_fire_at, until)
+        return result.created
+
+    def wake_check(fire_at: datetime | None, until: str | None) -> None:
+        """Check at a reminder's fire time if that comes before beat's next check.
+
+        A wake-up's own wake-ups stop at that same tick, so chains never pile up.
+        """
         horizon = (
             datetime.fromisoformat(until)
             if until
             else check_schedule.next_after(runtime.start().result().now())
         )
-        fire_at = result.next_fire_at
         if fire_at is not None and fire_at < horizon:
             check_notifications.apply_async(
                 kwargs={"until": horizon.isoformat()}, eta=fire_at + _WAKE_MARGIN
             )
-        return result.created
 
     @task("dispatch_notifications")
     def dispatch_notifications() -> int:
