@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -18,7 +19,7 @@ from calsync import (
     HttpFetcher,
     ValidationError,
 )
-from calsync.testing import FeedServer, ManualClock, MemoryStore
+from calsync.testing import FeedServer, ManualClock, MemoryStore, disposable_postgres
 from conftest import ics
 
 FEED = ics("UID:a\nDTSTART:20260105T090000Z\nSUMMARY:Standup")
@@ -374,3 +375,33 @@ def test_advance_refuses_going_backwards() -> None:
 
 def test_memory_store_is_still_exported() -> None:
     assert MemoryStore.__module__ == "calsync._store.memory"
+
+
+POSTGRES_URL = os.environ.get("CALSYNC_TEST_POSTGRES_URL")
+
+
+@pytest.mark.skipif(
+    POSTGRES_URL is None,
+    reason="CALSYNC_TEST_POSTGRES_URL is not set: no PostgreSQL to test against",
+)
+async def test_disposable_postgres_gives_an_empty_schema_and_drops_it() -> None:
+    import psycopg
+
+    assert POSTGRES_URL is not None
+
+    async def schema_exists(name: str) -> bool:
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
+            cursor = await conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)
+            )
+            return await cursor.fetchone() is not None
+
+    async with disposable_postgres(POSTGRES_URL, prefix="calsync_td") as store:
+        async with disposable_postgres(POSTGRES_URL, prefix="calsync_td") as other:
+            assert store.schema != other.schema
+        assert store.schema.startswith("calsync_td_")
+        async with store:
+            assert await store.list_calendars() == []
+            assert await schema_exists(store.schema)
+    assert not await schema_exists(store.schema)
+    assert not await schema_exists(other.schema)

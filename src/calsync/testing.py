@@ -1,20 +1,48 @@
 """Helpers for testing an application that embeds calsync.
 
 `MemoryStore` keeps everything in memory, so a test needs no database;
+`disposable_postgres` gives a test an empty PostgreSQL store and drops it after;
 `ManualClock` is a clock the test moves by hand; `FeedServer` is a real HTTP
 server on 127.0.0.1 that serves the feeds a test sets and injects faults.
 """
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 from calsync._errors import ValidationError
 from calsync._feedserver import FeedRequest, FeedServer
 from calsync._model import as_aware_utc
 from calsync._store.memory import MemoryStore
+from calsync._store.postgres import PostgresStore
 
-__all__ = ["FeedRequest", "FeedServer", "ManualClock", "MemoryStore"]
+__all__ = [
+    "FeedRequest",
+    "FeedServer",
+    "ManualClock",
+    "MemoryStore",
+    "disposable_postgres",
+]
+
+
+@contextlib.asynccontextmanager
+async def disposable_postgres(
+    url: str, *, prefix: str = "calsync_test", max_size: int = 4
+) -> AsyncIterator[PostgresStore]:
+    """Yield an unopened `PostgresStore` on a new schema, dropped with its data after.
+
+    The schema is ``prefix`` and a random suffix, so tests (and test runs) sharing
+    one database never see each other's rows. Needs the ``postgres`` extra.
+    """
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore(url, schema=schema, max_size=max_size)
+    try:
+        yield store
+    finally:
+        await store._drop_schema()
 
 
 class ManualClock:

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -40,7 +39,7 @@ from calsync import (
     Store,
     notification_id,
 )
-from calsync.testing import FeedServer
+from calsync.testing import FeedServer, disposable_postgres
 
 CHILD = Path(__file__).with_name("_runner_child.py")
 POSTGRES_URL = os.environ.get("CALSYNC_TEST_POSTGRES_URL")
@@ -153,25 +152,13 @@ class Backend:
         return ["--postgres", POSTGRES_URL, "--schema", self.target]
 
 
-async def _drop_schema(schema: str) -> None:
-    import psycopg
-
-    assert POSTGRES_URL is not None
-    async with await psycopg.AsyncConnection.connect(
-        POSTGRES_URL, autocommit=True
-    ) as conn:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
 async def _backend(name: str, tmp_path: Path) -> AsyncIterator[Backend]:
     if name == "sqlite":
         yield Backend("sqlite", str(tmp_path / "calsync.db"))
         return
-    schema = f"calsync_e2e_{uuid.uuid4().hex[:12]}"
-    try:
-        yield Backend("postgres", schema)
-    finally:
-        await _drop_schema(schema)
+    assert POSTGRES_URL is not None
+    async with disposable_postgres(POSTGRES_URL, prefix="calsync_e2e") as store:
+        yield Backend("postgres", store.schema)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from _feeds import event as event  # re-exported for the tests here
 from _feeds import ics as ics
 from calsync import Delivery, Engine, HttpFetcher, Settings, SQLiteStore, Store
-from calsync.testing import FeedServer, ManualClock
+from calsync.testing import FeedServer, ManualClock, disposable_postgres
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -73,19 +72,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "sqlite":
         yield SQLiteStore(tmp_path / "calsync.db")
         return
-    import psycopg
-
-    from calsync import PostgresStore
-
     assert POSTGRES_URL is not None
-    schema = f"calsync_engine_{uuid.uuid4().hex[:12]}"
-    try:
-        yield PostgresStore(POSTGRES_URL, schema=schema, max_size=4)
-    finally:
-        async with await psycopg.AsyncConnection.connect(
-            POSTGRES_URL, autocommit=True
-        ) as connection:
-            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    async with disposable_postgres(POSTGRES_URL, prefix="calsync_engine") as store:
+        yield store
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC
 from pathlib import Path
@@ -15,7 +14,7 @@ from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from calsync import Engine, HttpFetcher, Settings, SQLiteStore, Store
-from calsync.testing import FeedServer
+from calsync.testing import FeedServer, disposable_postgres
 
 POSTGRES_URL = os.environ.get("CALSYNC_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(
@@ -46,19 +45,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "sqlite":
         yield SQLiteStore(tmp_path / "calsync.db")
         return
-    import psycopg
-
-    from calsync import PostgresStore
-
     assert POSTGRES_URL is not None
-    schema = f"calsync_aps_{uuid.uuid4().hex[:12]}"
-    try:
-        yield PostgresStore(POSTGRES_URL, schema=schema, max_size=4)
-    finally:
-        async with await psycopg.AsyncConnection.connect(
-            POSTGRES_URL, autocommit=True
-        ) as connection:
-            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    async with disposable_postgres(POSTGRES_URL, prefix="calsync_aps") as store:
+        yield store
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ The helpers live in `_celery_harness` (tests import them from there, since a
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from _celery_harness import (
 )
 
 import calsync
+from calsync.testing import disposable_postgres
 
 
 @pytest.fixture
@@ -39,26 +39,17 @@ async def feeds() -> AsyncIterator[Feeds]:
 async def store() -> AsyncIterator[Store]:
     if POSTGRES_URL is None:
         pytest.skip("CALSYNC_TEST_POSTGRES_URL is not set: no PostgreSQL")
-    schema = f"calsync_celery_{uuid.uuid4().hex[:10]}"
-    engine = calsync.Engine(
-        calsync.PostgresStore(POSTGRES_URL, schema=schema),
-        calsync.HttpFetcher(allow=["127.0.0.1"]),
-    )
-    try:
-        async with engine:
+    async with disposable_postgres(POSTGRES_URL, prefix="calsync_celery") as store:
+        fetcher = calsync.HttpFetcher(allow=["127.0.0.1"])
+        async with calsync.Engine(store, fetcher) as engine:
             async with await psycopg.AsyncConnection.connect(
                 POSTGRES_URL, autocommit=True
             ) as connection:
                 await connection.execute(
-                    f'CREATE TABLE "{schema}".deliveries '
+                    f'CREATE TABLE "{store.schema}".deliveries '
                     "(id text NOT NULL, attempt integer, pid integer)"
                 )
-            yield Store(engine, schema)
-    finally:
-        async with await psycopg.AsyncConnection.connect(
-            POSTGRES_URL, autocommit=True
-        ) as connection:
-            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            yield Store(engine, store.schema)
 
 
 @pytest.fixture

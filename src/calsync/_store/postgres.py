@@ -596,6 +596,18 @@ class PostgresStore:
         if pool is not None:
             await pool.close()
 
+    async def _drop_schema(self) -> None:
+        """Close the store and drop its schema with everything in it (for tests)."""
+        import psycopg
+
+        await self.close()
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+        except psycopg.Error as exc:
+            raise self._connect_error(exc) from None
+        async with conn:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {self._quoted} CASCADE")
+
     async def __aenter__(self) -> Self:
         await self.open()
         return self
