@@ -14,6 +14,7 @@ import signal
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from _celery_harness import (
     LEAD,
@@ -247,3 +248,45 @@ async def test_syncs_and_checks_wake_a_check_at_each_fire_time_before_beats(
 
 def _runs(cluster: Cluster, task: str) -> list[dict[str, Any]]:
     return [t for t in cluster.traced() if t["task"] == task]
+
+
+async def test_no_secret_reaches_the_worker_or_beat_logs(
+    cluster: Cluster, store: Store, feeds: Feeds, late_postgres: LatePostgres
+) -> None:
+    # A feed token, a failing feed's token and a database password: each goes
+    # through a path that logs (a delivery, a failed fetch, a store retry).
+    start = soon()
+    feeds.bodies["/team.ics"] = feed(("review@example.com", start, "Review"))
+    team = await store.engine.add_calendar(
+        feeds.url("/team.ics?token=feed-s3cret-one"), leads=["5m"]
+    )
+    gone = await store.engine.add_calendar(feeds.url("/gone.ics?token=feed-s3cret-two"))
+    cluster.env["CALSYNC_CELERY_STORE_URL"] = psycopg.conninfo.make_conninfo(
+        late_postgres.url, password="db-s3cret-three"
+    )
+    cluster.start_worker("w1")
+    cluster.start_beat()
+
+    async def retried() -> bool:
+        return any(t["retries"] >= 1 for t in _runs(cluster, "calsync.sync_due"))
+
+    await eventually(
+        retried, within=30, what="sync_due retried while the store is down"
+    )
+    await late_postgres.open()
+
+    async def delivered_and_failed() -> bool:
+        failed = (await store.engine.get_calendar(gone.id)).state.last_error
+        return bool(await store.deliveries()) and failed is not None
+
+    await eventually(delivered_and_failed, within=40, what="a delivery and a failure")
+    assert await store.deliveries() == {
+        expected_id(team, "review@example.com", start): 1
+    }
+    cluster.stop()
+    logs = "\n".join(
+        path.read_text(errors="replace") for path in cluster.folder.glob("*.log")
+    )
+    assert "StoreUnavailable" in logs  # the retry was logged...
+    assert "/gone.ics" in logs  # ...and so was the failed feed, by its URL,
+    assert "s3cret" not in logs  # with every secret redacted
