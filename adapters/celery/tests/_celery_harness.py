@@ -159,6 +159,18 @@ class Store:
             )
             return Counter(row[0] for row in await cursor.fetchall())
 
+    async def loops_by_process(self) -> dict[int, set[int]]:
+        """The event loops each worker process delivered on."""
+        assert POSTGRES_URL is not None
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as connection:
+            cursor = await connection.execute(
+                f'SELECT pid, loop FROM "{self.schema}".deliveries'
+            )
+            loops: dict[int, set[int]] = {}
+            for pid, loop in await cursor.fetchall():
+                loops.setdefault(pid, set()).add(loop)
+            return loops
+
     async def delivered_ids(self) -> set[str]:
         """The ids the store records as delivered."""
         records = await self.engine.store.list_notifications(
@@ -303,6 +315,11 @@ class Cluster:
         )
         with app:
             app.send_task(task)
+
+    def engines_made(self) -> list[int]:
+        """The pid of the process each time the app's engine_factory ran."""
+        made = Path(f"{self.trace}.engines")
+        return [int(pid) for pid in made.read_text().split()] if made.exists() else []
 
     def traced(self) -> list[dict[str, Any]]:
         """Every task start so far: pid, node, task, args, kwargs."""

@@ -8,6 +8,7 @@ test can count duplicates. Every task a worker starts is traced to a file.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any
@@ -44,6 +45,8 @@ app.conf.update(
 
 
 def engine_factory() -> calsync.Engine:
+    with open(f"{TRACE}.engines", "a", encoding="utf-8") as file:
+        file.write(f"{os.getpid()}\n")  # one line per Engine made
     store = calsync.PostgresStore(STORE_URL, schema=SCHEMA, max_size=4)
     fetcher = calsync.HttpFetcher(allow=["127.0.0.1"])
     settings = calsync.Settings(per_host_rate=None, per_host_concurrency=16)
@@ -51,11 +54,16 @@ def engine_factory() -> calsync.Engine:
 
 
 async def record(delivery: calsync.Delivery) -> None:
-    """Deliver by inserting a row: a duplicate delivery is a second row."""
+    """Deliver by inserting a row: a duplicate delivery is a second row.
+
+    The row names the process and the event loop the Engine called it on.
+    """
+    loop = id(asyncio.get_running_loop())
     async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as connection:
         await connection.execute(
-            f'INSERT INTO "{SCHEMA}".deliveries (id, attempt, pid) VALUES (%s, %s, %s)',
-            (delivery.id, delivery.attempt, os.getpid()),
+            f'INSERT INTO "{SCHEMA}".deliveries (id, attempt, pid, loop) '
+            "VALUES (%s, %s, %s, %s)",
+            (delivery.id, delivery.attempt, os.getpid(), loop),
         )
 
 

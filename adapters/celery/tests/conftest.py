@@ -47,7 +47,7 @@ async def store() -> AsyncIterator[Store]:
             ) as connection:
                 await connection.execute(
                     f'CREATE TABLE "{store.schema}".deliveries '
-                    "(id text NOT NULL, attempt integer, pid integer)"
+                    "(id text NOT NULL, attempt integer, pid integer, loop bigint)"
                 )
             yield Store(engine, store.schema)
 

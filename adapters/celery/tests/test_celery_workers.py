@@ -68,6 +68,16 @@ async def test_every_calendar_syncs_and_every_reminder_is_delivered_once(
     assert await store.delivered_ids() == expected
     nodes = {cluster.node_of(t["node"]) for t in cluster.traced()}
     assert nodes == {"w1", "w2"}
+    # One Engine per worker process, and one event loop in each, across tasks.
+    working = {t["pid"] for t in cluster.traced()}
+    engines = cluster.engines_made()
+    assert sorted(engines) == sorted(set(engines))
+    assert working <= set(engines)
+    assert len(working) == 4
+    tasks_per_process = len(cluster.traced()) / len(working)
+    assert tasks_per_process > 10
+    loops = await store.loops_by_process()
+    assert all(len(seen) == 1 for seen in loops.values()), loops
 
 
 @pytest.mark.parametrize("victim", ["node", "pool_child"])
