@@ -90,7 +90,7 @@ def _plan(
 ) -> _Plan:
     due: dict[str, list[Notification]] = defaultdict(list)
     missed_by: dict[str, list[Notification]] = defaultdict(list)
-    next_fire_at: datetime | None = None
+    fire_times: list[datetime] = []
     grace = settings.late_grace
     for calendar_id, occurrence in scanned:
         calendar = calendars.get(calendar_id)
@@ -104,13 +104,12 @@ def _plan(
             missed_by[calendar_id].extend(
                 missed(occurrence, leads, previous_check, now, grace)
             )
-        fire_at = next_fire_after(occurrence, leads, now)
-        if fire_at is not None and (next_fire_at is None or fire_at < next_fire_at):
-            next_fire_at = fire_at
+        if (fire_at := next_fire_after(occurrence, leads, now)) is not None:
+            fire_times.append(fire_at)
     return _Plan(
         {key: value for key, value in due.items() if value},
         {key: value for key, value in missed_by.items() if value},
-        next_fire_at,
+        min(fire_times, default=None),
     )
 
 

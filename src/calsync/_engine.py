@@ -366,6 +366,14 @@ class Engine:
             lease_ttl=self._settings.lease_ttl,
         )
 
+    async def _claim_due(self, size: int) -> list[Lease]:
+        return await self._store.claim_due_calendars(
+            self._now(),
+            limit=size,
+            worker=self._settings.worker,
+            lease_ttl=self._settings.lease_ttl,
+        )
+
     async def claim_due(self, *, limit: int | None = None) -> list[Lease]:
         """Lease the calendars that are due (manual requests first), to sync elsewhere.
 
@@ -378,15 +386,11 @@ class Engine:
         async def job() -> list[Lease]:
             leases: list[Lease] = []
             while limit is None or len(leases) < limit:
-                batch = _CLAIM_BATCH if limit is None else limit - len(leases)
-                claimed = await self._store.claim_due_calendars(
-                    self._now(),
-                    limit=min(batch, _CLAIM_BATCH),
-                    worker=self._settings.worker,
-                    lease_ttl=self._settings.lease_ttl,
-                )
+                remaining = _CLAIM_BATCH if limit is None else limit - len(leases)
+                size = min(_CLAIM_BATCH, remaining)
+                claimed = await self._claim_due(size)
                 leases.extend(claimed)
-                if len(claimed) < min(batch, _CLAIM_BATCH):
+                if len(claimed) < size:
                     break
             return leases
 
@@ -648,12 +652,7 @@ class _SyncRound:
         if size <= 0:
             self._exhausted = True
             return
-        leases = await self._engine.store.claim_due_calendars(
-            self._engine.now(),
-            limit=size,
-            worker=self._settings.worker,
-            lease_ttl=self._settings.lease_ttl,
-        )
+        leases = await self._engine._claim_due(size)
         if self._remaining is not None:
             self._remaining -= len(leases)
         if len(leases) < size:

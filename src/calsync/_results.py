@@ -39,12 +39,16 @@ def _strings(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
-_FOLLOW_UP_ORDER = ("check_notifications", "dispatch_notifications")
+# Wake a little after a reminder's fire time, never a hair before it.
+_WAKE_MARGIN = timedelta(milliseconds=50)
 
 
-def _follow_ups(dispatch: bool, check: bool) -> tuple[str, ...]:
-    wanted = {"dispatch_notifications": dispatch, "check_notifications": check}
-    return tuple(job for job in _FOLLOW_UP_ORDER if wanted[job])
+def _follow_ups(*, check: bool, dispatch: bool) -> tuple[str, ...]:
+    return ("check_notifications",) * check + ("dispatch_notifications",) * dispatch
+
+
+def _wake_at(next_fire_at: datetime | None) -> datetime | None:
+    return None if next_fire_at is None else next_fire_at + _WAKE_MARGIN
 
 
 class SyncOutcome(enum.StrEnum):
@@ -106,8 +110,14 @@ class SyncResult:
     def follow_ups(self) -> tuple[str, ...]:
         """Jobs worth running at once: dispatch new reminders, check changed events."""
         return _follow_ups(
-            self.notifications_created > 0, self.added > 0 or self.updated > 0
+            check=self.added > 0 or self.updated > 0,
+            dispatch=self.notifications_created > 0,
         )
+
+    @property
+    def wake_at(self) -> datetime | None:
+        """When to run a check for `next_fire_at`: just after it, never before."""
+        return _wake_at(self.next_fire_at)
 
 
 @attrs.frozen
@@ -128,7 +138,10 @@ class SyncDueResult:
     def follow_ups(self) -> tuple[str, ...]:
         """Jobs worth running at once, over all the cycle's calendars."""
         wanted = {job for result in self.results for job in result.follow_ups}
-        return tuple(job for job in _FOLLOW_UP_ORDER if job in wanted)
+        return _follow_ups(
+            check="check_notifications" in wanted,
+            dispatch="dispatch_notifications" in wanted,
+        )
 
     @property
     def failed(self) -> tuple[SyncResult, ...]:
@@ -154,7 +167,12 @@ class CheckResult:
     @property
     def follow_ups(self) -> tuple[str, ...]:
         """Jobs worth running at once: dispatch the reminders just created."""
-        return _follow_ups(self.created > 0, False)
+        return _follow_ups(check=False, dispatch=self.created > 0)
+
+    @property
+    def wake_at(self) -> datetime | None:
+        """When to check for `next_fire_at`: just after it, never before."""
+        return _wake_at(self.next_fire_at)
 
 
 @attrs.frozen

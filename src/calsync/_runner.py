@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Self
+from typing import ClassVar, Self
 
 import attrs
 
@@ -28,11 +28,8 @@ __all__ = ["Runner", "Triggers"]
 
 logger = logging.getLogger("calsync.runner")
 
-_JOBS = ("sync_due", "check_notifications", "dispatch_notifications", "cleanup")
 # Jobs that run at once when the runner starts (a missed cleanup is found in history).
 _AT_START = frozenset({"sync_due", "check_notifications", "dispatch_notifications"})
-# Wake a little after a fire time, never a hair before it.
-_FIRE_MARGIN = timedelta(milliseconds=50)
 # Sleep in slices this long at most, so clock jumps and suspends are noticed.
 _LONGEST_SLEEP = 60.0
 _WATCH_EVERY = 5.0
@@ -45,6 +42,14 @@ def _schedule(instance: Triggers, attribute: attrs.Attribute[str], value: str) -
 @attrs.frozen
 class Triggers:
     """When the runner runs each job (`Schedule` texts, read in ``tz``); DESIGN §5."""
+
+    JOBS: ClassVar[tuple[str, ...]] = (
+        "sync_due",
+        "check_notifications",
+        "dispatch_notifications",
+        "cleanup",
+    )
+    """The periodic jobs, by name: a runtime schedules each on its trigger."""
 
     sync_due: str = attrs.field(default="every 30s", validator=_schedule)
     check_notifications: str = attrs.field(default="every 60s", validator=_schedule)
@@ -96,7 +101,7 @@ class Runner:
         self._shutdown_timeout = shutdown_timeout.total_seconds()
         self._deadlines = attrs.evolve(_Deadlines(), **(deadlines or {}))
         self._stopping = asyncio.Event()
-        self._wake = {job: asyncio.Event() for job in _JOBS}
+        self._wake = {job: asyncio.Event() for job in Triggers.JOBS}
         self._running: dict[str, float] = {}
         self._warned: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,7 +121,7 @@ class Runner:
         if self._tasks:
             raise RuntimeError("the runner is already started")
         self._stopping.clear()
-        for job in _JOBS:
+        for job in Triggers.JOBS:
             self._tasks.append(
                 asyncio.create_task(self._loop(job), name=f"calsync.{job}")
             )
@@ -206,8 +211,8 @@ class Runner:
         while not self._stopping.is_set():
             result = await self._run(job)
             next_at = schedule.next_after(self._engine.now())
-            if isinstance(result, CheckResult) and result.next_fire_at is not None:
-                next_at = min(next_at, result.next_fire_at + _FIRE_MARGIN)
+            if isinstance(result, CheckResult) and result.wake_at is not None:
+                next_at = min(next_at, result.wake_at)
             await self._sleep_until(next_at, job)
 
     async def _first_run(self, job: str, schedule: Schedule) -> datetime:

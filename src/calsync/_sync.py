@@ -441,7 +441,7 @@ class Syncer:
             (*calendar.leads, lookahead if calendar.use_alarms else timedelta(0))
         )
         due: list[Notification] = []
-        next_fire_at: datetime | None = None
+        fire_times: list[datetime] = []
         for occurrence in occurrences:
             leads = leads_for(calendar, occurrence, lookahead)
             if occurrence.start - now <= reach:
@@ -450,10 +450,9 @@ class Syncer:
                         [occurrence], leads=leads, now=now, late_grace=grace
                     )
                 )
-            fire_at = next_fire_after(occurrence, leads, now)
-            if fire_at is not None and (next_fire_at is None or fire_at < next_fire_at):
-                next_fire_at = fire_at
-        return tuple(due), next_fire_at
+            if (fire_at := next_fire_after(occurrence, leads, now)) is not None:
+                fire_times.append(fire_at)
+        return tuple(due), min(fire_times, default=None)
 
     async def stale_leads(
         self, calendar: Calendar, current: Iterable[Occurrence] | None = None

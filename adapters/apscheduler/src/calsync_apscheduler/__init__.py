@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.job import Job
@@ -28,13 +28,11 @@ __all__ = ["ALIAS", "JOBS", "ScheduleTrigger", "install", "uninstall"]
 ALIAS = "calsync"
 """The alias of the job store and the executor that calsync's jobs live in."""
 
-JOBS = ("sync_due", "check_notifications", "dispatch_notifications", "cleanup")
+JOBS = calsync.Triggers.JOBS
 """The Engine jobs `install` schedules; job ids are ``calsync.<job>``."""
 
 # As the bundled Runner does: these run once at start, cleanup waits for its time.
 _AT_START = frozenset({"sync_due", "check_notifications", "dispatch_notifications"})
-# Wake a little after a reminder's fire time, never a hair before it.
-_FIRE_MARGIN = timedelta(milliseconds=50)
 
 _Result = (
     calsync.SyncDueResult
@@ -165,8 +163,8 @@ class _Jobs:
             now = datetime.now(self._scheduler.timezone)
             for follow_up in result.follow_ups:
                 self._bring_forward(follow_up, now)
-        if isinstance(result, calsync.CheckResult) and result.next_fire_at:
-            self._bring_forward(job, result.next_fire_at + _FIRE_MARGIN)
+        if isinstance(result, calsync.CheckResult) and result.wake_at:
+            self._bring_forward(job, result.wake_at)
         return result
 
     async def _call(self, job: str) -> _Result:

@@ -27,9 +27,6 @@ __all__ = ["CalsyncSchedule", "install"]
 logger = logging.getLogger("calsync_celery")
 
 _R = TypeVar("_R")
-_JOBS = ("sync_due", "check_notifications", "dispatch_notifications", "cleanup")
-# Wake a little after a reminder's fire time, never a hair before it.
-_WAKE_MARGIN = timedelta(milliseconds=50)
 # Any instant will do to measure a schedule's period (for a beat entry's expiry).
 _REFERENCE = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -224,7 +221,7 @@ def install(
         )
         if "dispatch_notifications" in result.follow_ups:
             dispatch_notifications.delay()
-        wake_check(result.next_fire_at, until=None)
+        wake_check(result.wake_at, until=None)
         return str(result.outcome)
 
     @task("check_notifications")
@@ -232,10 +229,10 @@ def install(
         result = runtime.run(lambda engine: engine.check_notifications())
         if "dispatch_notifications" in result.follow_ups:
             dispatch_notifications.delay()
-        wake_check(result.next_fire_at, until)
+        wake_check(result.wake_at, until)
         return result.created
 
-    def wake_check(fire_at: datetime | None, until: str | None) -> None:
+    def wake_check(wake_at: datetime | None, until: str | None) -> None:
         """Check at a reminder's fire time if that comes before beat's next check.
 
         A wake-up's own wake-ups stop at that same tick, so chains never pile up.
@@ -245,9 +242,9 @@ def install(
             if until
             else check_schedule.next_after(runtime.start().result().now())
         )
-        if fire_at is not None and fire_at < horizon:
+        if wake_at is not None and wake_at < horizon:
             check_notifications.apply_async(
-                kwargs={"until": horizon.isoformat()}, eta=fire_at + _WAKE_MARGIN
+                kwargs={"until": horizon.isoformat()}, eta=wake_at
             )
 
     @task("dispatch_notifications")
@@ -293,7 +290,7 @@ def _connect(runtime: _Runtime) -> None:
 def _beat_entries(triggers: calsync.Triggers) -> dict[str, dict[str, Any]]:
     """One beat entry per job; a run that has not started by the next one expires."""
     entries = {}
-    for job in _JOBS:
+    for job in calsync.Triggers.JOBS:
         schedule = triggers.schedule(job)
         first = schedule.next_after(_REFERENCE)
         period = schedule.next_after(first) - first
