@@ -169,13 +169,18 @@ class Problem:
 
 @attrs.frozen
 class ParsedCalendar:
-    """The result of `parse_ics`: occurrences in the window plus what went wrong."""
+    """The result of `parse_ics`: occurrences in the window plus what went wrong.
+
+    ``unreadable_uids`` names the events the feed still carries but that could
+    not be read this time: a sync keeps what it stored of them (DESIGN §6).
+    """
 
     occurrences: tuple[Occurrence, ...]
     problems: tuple[Problem, ...] = ()
     name: str | None = None
     timezone: str | None = None
     refresh_interval: timedelta | None = None
+    unreadable_uids: frozenset[str] = frozenset()
 
 
 @attrs.frozen
