@@ -25,7 +25,7 @@ import recurring_ical_events
 
 import calsync
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus"
 DEFAULT_FILE = CORPUS / "recurring-ical-events" / "benchmark-google-export-issue42.ics"
 WINDOWS = {
     "2019": calsync.Window(

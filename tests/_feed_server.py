@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parent / "corpus"
 HOLIDAYS = CORPUS / "recurring-ical-events" / "Germany_Holidays.ics"
 ETAG = '"holidays-v1"'
 LAST_MODIFIED = "Wed, 21 Oct 2015 07:28:00 GMT"

@@ -1,4 +1,4 @@
-"""The whole shared corpus through the Engine: every real-world feed syncs or fails
+"""The whole corpus through the Engine: every real-world feed syncs or fails
 alone with a clear error, and what the store holds is exactly what the parser saw.
 """
 
@@ -22,7 +22,7 @@ from calsync.testing import ManualClock
 
 from .conftest import Recorder, settings
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 FILES = sorted(CORPUS.rglob("*.ics"))
 NOW = datetime(2019, 6, 1, 8, 0, tzinfo=UTC)
 PAST, HORIZON = timedelta(days=1), timedelta(days=90)
@@ -43,7 +43,7 @@ def _expected(path: Path, now: datetime) -> set[tuple[str, str, str]] | None:
 async def test_every_corpus_feed_syncs_or_fails_alone_and_is_stored_as_parsed(
     store: Store,
 ) -> None:
-    assert len(FILES) > 250, f"expected the shared corpus at {CORPUS}"
+    assert len(FILES) > 250, f"expected the corpus at {CORPUS}"
     clock = ManualClock(NOW)
     config = settings(mass_deletion_min=10**6, mass_deletion_fraction=1.0)
     fetcher = FileFetcher(root=CORPUS)
