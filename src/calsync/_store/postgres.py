@@ -407,16 +407,11 @@ _CANCEL_ASKED = """
       )
 """
 _LOCK_CALENDAR_KEY = "SELECT 1 FROM {s}.calendars WHERE id = %s FOR KEY SHARE"
-# Only for an occurrence stored, live and at that start; FOR SHARE keeps an
-# apply from moving or deleting it until this insert commits. A pending insert
-# revives a cancelled row; an unfinished claim keeps its due_at.
-_INSERT_NOTIFICATIONS = """
-    INSERT INTO {s}.notifications AS n (
-        id, calendar_id, uid, recurrence_id, lead, start_at, fire_at,
-        status, created_at, due_at, attempts
-    )
+# The wanted notifications of occurrences stored, live and at that start; FOR
+# SHARE keeps an apply from moving or deleting them until this write commits.
+_WANTED_NOTIFICATIONS = """
     SELECT w.id, o.calendar_id, w.uid, w.recurrence_id, w.lead, w.start_at,
-        w.fire_at, %(status)s, %(now)s, w.fire_at, 0
+        w.fire_at
     FROM unnest(
         %(ids)s::text[], %(uids)s::text[], %(recurrence_ids)s::text[],
         %(leads)s::bigint[], %(starts)s::timestamptz[], %(fires)s::timestamptz[]
@@ -427,9 +422,27 @@ _INSERT_NOTIFICATIONS = """
     WHERE NOT o.expired AND o.start_at = w.start_at
     ORDER BY w.id
     FOR SHARE OF o
-    ON CONFLICT (id) DO UPDATE SET
-        status = 'pending', due_at = greatest(n.due_at, excluded.due_at)
-    WHERE n.status = 'cancelled' AND excluded.status = 'pending'
+"""
+# A pending insert revives a cancelled row; an unfinished claim keeps its due_at.
+_REVIVE_NOTIFICATIONS = f"""
+    WITH wanted AS ({_WANTED_NOTIFICATIONS})
+    UPDATE {{s}}.notifications AS n SET
+        status = 'pending', due_at = greatest(n.due_at, wanted.fire_at)
+    FROM wanted
+    WHERE n.id = wanted.id AND n.status = 'cancelled'
+"""
+# No conflict target: every unique index is an arbiter, so a racing insert of
+# the same notification waits for the first and then does nothing. With a
+# target, the other unique index raised UniqueViolation in that race.
+_INSERT_NOTIFICATIONS = f"""
+    INSERT INTO {{s}}.notifications (
+        id, calendar_id, uid, recurrence_id, lead, start_at, fire_at,
+        status, created_at, due_at, attempts
+    )
+    SELECT id, calendar_id, uid, recurrence_id, lead, start_at, fire_at,
+        %(status)s, %(now)s, fire_at, 0
+    FROM ({_WANTED_NOTIFICATIONS}) AS wanted
+    ON CONFLICT DO NOTHING
 """
 
 _LIST_OCCURRENCES = f"""
@@ -1241,7 +1254,11 @@ class PostgresStore:
             "starts": [n.start for n in chosen],
             "fires": [n.fire_at for n in chosen],
         }
-        return await _row_count(conn, self._q(_INSERT_NOTIFICATIONS), params)
+        revived = 0
+        if status is NotificationStatus.PENDING:
+            revived = await _row_count(conn, self._q(_REVIVE_NOTIFICATIONS), params)
+        inserted = await _row_count(conn, self._q(_INSERT_NOTIFICATIONS), params)
+        return revived + inserted
 
     async def _occurrences_of(
         self, conn: _Connection, calendar_id: str, params: dict[str, Any]

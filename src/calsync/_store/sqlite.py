@@ -290,8 +290,19 @@ _CANCEL_ASKED = """
     WHERE calendar_id = ? AND uid = ? AND recurrence_id = ? AND lead = ?
       AND start_at = ? AND status = 'pending'
 """
-# The WHERE before ON CONFLICT is required: it ends the SELECT unambiguously.
 # A pending insert revives a cancelled row; an unfinished claim keeps its due_at.
+_REVIVE_NOTIFICATION = """
+    UPDATE notifications SET status = 'pending', due_at = max(due_at, :fire_at)
+    WHERE id = :id AND status = 'cancelled' AND :status = 'pending'
+      AND EXISTS (
+        SELECT 1 FROM occurrences
+        WHERE calendar_id = :calendar_id AND uid = :uid
+          AND recurrence_id = :recurrence_id AND start_at = :start_at
+          AND NOT expired
+      )
+"""
+# No conflict target: a notification taken by any unique key is left alone.
+# The WHERE before ON CONFLICT is required: it ends the SELECT unambiguously.
 _INSERT_NOTIFICATION = """
     INSERT INTO notifications (
         id, calendar_id, uid, recurrence_id, lead, start_at, fire_at,
@@ -302,9 +313,7 @@ _INSERT_NOTIFICATION = """
     FROM occurrences
     WHERE calendar_id = :calendar_id AND uid = :uid
       AND recurrence_id = :recurrence_id AND start_at = :start_at AND NOT expired
-    ON CONFLICT (id) DO UPDATE SET
-        status = 'pending', due_at = max(due_at, excluded.due_at)
-    WHERE status = 'cancelled' AND excluded.status = 'pending'
+    ON CONFLICT DO NOTHING
 """
 _NOTIFICATION_SELECT = column_list(NOTIFICATION_COLUMNS, "n.")
 _CLAIMED_OCCURRENCE_SELECT = ", ".join(
@@ -1121,7 +1130,8 @@ def _insert_notifications(
         }
         for notification in notifications
     ]
-    return _execute_many(conn, _INSERT_NOTIFICATION, rows)
+    revived = _execute_many(conn, _REVIVE_NOTIFICATION, rows)
+    return revived + _execute_many(conn, _INSERT_NOTIFICATION, rows)
 
 
 def _add_notifications(
