@@ -13,6 +13,7 @@ from calsync import (
     Calendar,
     CalendarNotFound,
     ChangeSet,
+    Engine,
     Notification,
     NotificationStatus,
     Occurrence,
@@ -23,6 +24,7 @@ from calsync import (
     ValidationError,
 )
 from calsync._insight import Explanation, explain, upcoming
+from calsync.testing import ManualClock
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 TEN = timedelta(minutes=10)
@@ -492,3 +494,28 @@ async def test_explain_a_paused_calendar_says_how_to_resume_it(
     assert f"`calsync resume {work.id}`" in explained
     assert "never synced successfully yet" in explained
     assert "no upcoming events" in explained
+
+
+# -- status ----------------------------------------------------------------------
+
+
+async def test_status_of_one_owner_counts_only_their_reminders(
+    store: SQLiteStore,
+) -> None:
+    alice = await calendar(store, "alice-work", owner="alice")
+    standup = event("standup", NOW + timedelta(minutes=5))
+    await sync(store, alice, ChangeSet(added=(standup,)))
+    await notify(store, alice, standup)
+    await deliver(store, fail="handler down")
+    bob_home = await calendar(store, "bob-home", owner="bob")
+    await sync(store, bob_home, ChangeSet())
+    engine = Engine(store, clock=ManualClock(NOW))
+
+    bob = await engine.status(owner="bob")
+    everyone = await engine.status()
+
+    assert [status.calendar.name for status in bob.calendars] == ["bob-home"]
+    assert (bob.pending, bob.failed, bob.missed) == (0, 0, 0)
+    assert bob.healthy
+    assert everyone.failed == 1
+    assert not everyone.healthy

@@ -530,7 +530,7 @@ class Engine:
             CalendarStatus(calendar, self._stale(calendar, now))
             for calendar in calendars
         )
-        counts = await self._store.notification_counts()
+        counts = await self._store.notification_counts(owner=owner)
         jobs = []
         for name in _JOBS:
             runs = await self._store.recent_job_runs(job=name, limit=100)

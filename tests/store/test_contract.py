@@ -1139,6 +1139,26 @@ async def test_notification_counts_by_status_and_calendar(store: Store) -> None:
     )
 
 
+async def test_notification_counts_of_one_owner_leave_the_others_out(
+    store: Store,
+) -> None:
+    alice_event = occurrence("a", T0 + HOUR)
+    alice = await seed(store, alice_event, cal=calendar(owner="alice"))
+    await store.add_notifications(alice.id, [note(alice_event)], T0)
+    later = T0 + HOUR
+    [claim] = await store.claim_notifications(later, limit=5, worker="d", lease_ttl=TTL)
+    await store.mark_failed(claim, later, error="boom", retry_at=None)
+    await store.add_calendar(calendar("https://b/bob.ics", owner="bob"))
+    none = dict.fromkeys(NotificationStatus, 0)
+    assert await store.notification_counts(owner="bob") == none
+    assert await store.notification_counts(owner="nobody") == none
+    assert await store.notification_counts(owner="alice") == {
+        **none,
+        NotificationStatus.FAILED: 1,
+    }
+    assert await store.notification_counts(owner="alice", calendar_id="x") == none
+
+
 async def test_list_notifications_by_uid_and_start(store: Store) -> None:
     standup = occurrence("standup", T0 + HOUR)
     review = occurrence("review", T0 + 2 * HOUR)

@@ -576,6 +576,10 @@ SCHEMA_2_QUERIES = {
         {"notifications_by_status"},
         postgres.notification_counts_statement("c7"),
     ),
+    "counts-of-an-owner": (
+        {"notifications_by_status"},
+        postgres.notification_counts_statement(None, "alice"),
+    ),
     "list-by-uid": (
         {"notifications_by_uid"},
         postgres.list_notifications_statement(uid="e77"),

@@ -447,6 +447,10 @@ async def test_a_taken_url_is_not_shown_in_the_error(tmp_path: Path) -> None:
             *sqlite_module.notification_counts_statement("c"), id="counts-calendar"
         ),
         pytest.param(
+            *sqlite_module.notification_counts_statement(None, "alice"),
+            id="counts-owner",
+        ),
+        pytest.param(
             *sqlite_module.list_notifications_statement(uid="u"), id="list-by-uid"
         ),
         pytest.param(

@@ -372,15 +372,23 @@ class MemoryStore:
         return found[:limit]
 
     async def notification_counts(
-        self, *, calendar_id: str | None = None
+        self, *, calendar_id: str | None = None, owner: str | None = None
     ) -> dict[NotificationStatus, int]:
-        """Count notifications by status; every status is a key."""
+        """Count notifications by status, of a calendar or owner; every status a key."""
         self._check_open()
         counts = dict.fromkeys(NotificationStatus, 0)
         for row in self._notifications.values():
-            if calendar_id is None or row.record.calendar_id == calendar_id:
-                counts[row.record.status] += 1
+            record = row.record
+            if calendar_id is not None and record.calendar_id != calendar_id:
+                continue
+            if owner is not None and self._owner_of(record.calendar_id) != owner:
+                continue
+            counts[record.status] += 1
         return counts
+
+    def _owner_of(self, calendar_id: str) -> str | None:
+        row = self._calendars.get(calendar_id)
+        return None if row is None else row.calendar.owner
 
     async def claim_notifications(
         self, now: datetime, *, limit: int, worker: str, lease_ttl: timedelta

@@ -796,10 +796,10 @@ class PostgresStore:
         return [_CODEC.notification(row) for row in rows]
 
     async def notification_counts(
-        self, *, calendar_id: str | None = None
+        self, *, calendar_id: str | None = None, owner: str | None = None
     ) -> dict[NotificationStatus, int]:
         """Count notifications by status (every status a key), from an index."""
-        statement, params = notification_counts_statement(calendar_id)
+        statement, params = notification_counts_statement(calendar_id, owner)
         rows = await self._all(statement, params)
         counts = dict.fromkeys(NotificationStatus, 0)
         counts.update((NotificationStatus(row["status"]), row["n"]) for row in rows)
@@ -1321,13 +1321,18 @@ def list_notifications_statement(
 
 
 def notification_counts_statement(
-    calendar_id: str | None,
+    calendar_id: str | None, owner: str | None = None
 ) -> tuple[str, dict[str, Any]]:
     """Return the SELECT (with ``{s}``) for `PostgresStore.notification_counts`."""
     and_calendar = "" if calendar_id is None else "AND calendar_id = %(calendar_id)s"
+    if owner is not None:
+        and_calendar += (
+            " AND calendar_id IN (SELECT id FROM {s}.calendars WHERE owner = %(owner)s)"
+        )
     params = {
         "statuses": [str(status) for status in NotificationStatus],
         "calendar_id": calendar_id,
+        "owner": owner,
     }
     return _COUNT_NOTIFICATIONS.replace("{and_calendar}", and_calendar), params
 

@@ -220,12 +220,12 @@ class Store(Protocol):
         """
 
     async def notification_counts(
-        self, *, calendar_id: str | None = None
+        self, *, calendar_id: str | None = None, owner: str | None = None
     ) -> dict[NotificationStatus, int]:
-        """Count notifications by status, of one calendar or all.
+        """Count notifications by status, of one calendar, one owner's, or all.
 
-        Every status is a key (0 when there are none); an unknown calendar
-        counts zeros. Read from an index, cheap enough for every `status` call.
+        Every status is a key (0 when there are none); an unknown calendar or
+        owner counts zeros. Read from an index, cheap enough for every `status` call.
         """
 
     async def claim_notifications(

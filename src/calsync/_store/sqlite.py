@@ -588,10 +588,10 @@ class SQLiteStore:
         return [CODEC.notification(row) for row in rows]
 
     async def notification_counts(
-        self, *, calendar_id: str | None = None
+        self, *, calendar_id: str | None = None, owner: str | None = None
     ) -> dict[NotificationStatus, int]:
         """Count notifications by status (every status a key), from an index."""
-        statement, params = notification_counts_statement(calendar_id)
+        statement, params = notification_counts_statement(calendar_id, owner)
         rows = await self._read(_fetch_all, statement, params)
         counts = dict.fromkeys(NotificationStatus, 0)
         counts.update((NotificationStatus(row["status"]), row["n"]) for row in rows)
@@ -1215,20 +1215,24 @@ def list_notifications_statement(
 
 
 def notification_counts_statement(
-    calendar_id: str | None,
+    calendar_id: str | None, owner: str | None = None
 ) -> tuple[str, dict[str, Any]]:
     """Return the SELECT for `SQLiteStore.notification_counts`.
 
     Naming every status lets SQLite count on ``notifications_by_status``
-    (status, calendar_id) by range, with or without a calendar.
+    (status, calendar_id) by range, with or without a calendar or an owner.
     """
     statuses = ", ".join(f"'{status}'" for status in NotificationStatus)
     condition = "" if calendar_id is None else " AND calendar_id = :calendar_id"
+    if owner is not None:
+        condition += (
+            " AND calendar_id IN (SELECT id FROM calendars WHERE owner = :owner)"
+        )
     statement = (
         "SELECT status, count(*) AS n FROM notifications "
         f"WHERE status IN ({statuses}){condition} GROUP BY status"
     )
-    return statement, {"calendar_id": calendar_id}
+    return statement, {"calendar_id": calendar_id, "owner": owner}
 
 
 def _fetch_all(
