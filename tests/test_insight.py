@@ -294,6 +294,23 @@ async def test_explain_says_why_a_dead_letter_failed_and_how_to_retry(
     assert f"`calsync requeue {failed_id}`" in explained
 
 
+async def test_explain_says_a_claim_ended_without_an_outcome(
+    store: SQLiteStore,
+) -> None:
+    work = await calendar(store, "work")
+    standup = event("standup", NOW + timedelta(minutes=5))
+    await sync(store, work, ChangeSet(added=(standup,)))
+    await notify(store, work, standup)
+    await store.claim_notifications(
+        NOW, limit=1, worker="crashed", lease_ttl=timedelta(minutes=1)
+    )
+
+    explained = text(await explain(store, NOW + timedelta(minutes=2), "standup"))
+
+    assert "claimed for delivery 1 time(s) with no outcome yet" in explained
+    assert "failed" not in explained
+
+
 async def test_explain_says_a_pending_reminder_waits_for_dispatch(
     store: SQLiteStore,
 ) -> None:

@@ -117,7 +117,7 @@ async def _deliver(
         calendar=calendar,
         notification=record.notification,
         occurrence=claim.occurrence,
-        attempt=record.attempts + 1,
+        attempt=claim.attempt,
     )
     timeout = settings.handler_timeout.total_seconds()
     try:
@@ -144,7 +144,7 @@ async def _failed(
     error: Exception,
     tally: _Tally,
 ) -> None:
-    attempt = claim.record.attempts + 1
+    attempt = claim.attempt
     message = _describe(error, settings)
     permanent = isinstance(error, DeliveryError) and error.permanent
     now = clock()

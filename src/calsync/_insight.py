@@ -402,10 +402,16 @@ class _Explainer:
             )
         if record.fire_at > self._now:
             return f"pending, will fire then (notification {record.id})"
-        if record.attempts:
+        if record.last_error:
             return (
                 f"pending, attempt {record.attempts} failed{error}; next try "
                 f"{self._when(record.due_at)} (notification {record.id})"
+            )
+        if record.attempts:
+            return (
+                f"pending, claimed for delivery {record.attempts} time(s) with no "
+                f"outcome yet; comes back {self._when(record.due_at)} at the latest "
+                f"(notification {record.id})"
             )
         return f"pending: due, waiting for the next dispatch (notification {record.id})"
 

@@ -293,6 +293,11 @@ class NotificationClaim:
         """The notification id, the idempotency key to hand to the handler."""
         return self.record.id
 
+    @property
+    def attempt(self) -> int:
+        """Which delivery attempt this claim is, 1 on the first: each claim counts."""
+        return self.record.attempts
+
 
 @attrs.frozen
 class JobRun:

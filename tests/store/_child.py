@@ -114,11 +114,21 @@ async def big_apply(store: Store, worker: str) -> None:
     say(applied=True)
 
 
+async def claim_and_hang(store: Store, worker: str) -> None:
+    """Claim every due notification for five minutes, then wait to be killed."""
+    claims = await store.claim_notifications(
+        T0, limit=100, worker=worker, lease_ttl=timedelta(minutes=5)
+    )
+    say(claimed={claim.id: claim.attempt for claim in claims})
+    await asyncio.to_thread(sys.stdin.readline)
+
+
 MODES = {
     "claim": claim_everything,
     "hold": hold_then_write,
     "take_over": take_over,
     "big_apply": big_apply,
+    "claim_and_hang": claim_and_hang,
 }
 
 

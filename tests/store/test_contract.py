@@ -623,7 +623,7 @@ async def test_failed_attempt_is_retried_at_the_given_time(store: Store) -> None
     [again] = await store.claim_notifications(
         retry_at, limit=9, worker="d", lease_ttl=TTL
     )
-    assert again.record.attempts == 1
+    assert again.record.attempts == 2
 
 
 async def test_last_failure_dead_letters_and_requeue_revives(store: Store) -> None:
@@ -643,7 +643,7 @@ async def test_last_failure_dead_letters_and_requeue_revives(store: Store) -> No
     [revived] = await store.claim_notifications(
         later, limit=9, worker="d", lease_ttl=TTL
     )
-    assert revived.record.attempts == 0
+    assert revived.record.attempts == 1
     assert revived.record.status is PENDING
 
 
@@ -657,7 +657,7 @@ async def test_failure_on_a_taken_over_claim_changes_nothing(store: Store) -> No
     )
     assert not await store.mark_failed(stale, T0 + TTL, error="late", retry_at=None)
     [record] = await store.list_notifications()
-    assert (record.status, record.attempts) == (PENDING, 0)
+    assert (record.status, record.attempts, record.last_error) == (PENDING, 2, None)
     assert await store.mark_failed(fresh, T0 + TTL, error="x", retry_at=None)
 
 

@@ -186,6 +186,48 @@ async def test_sigkill_during_a_large_apply_leaves_before_or_after(
     assert interrupted, "no kill landed inside an apply; the test proved nothing"
 
 
+async def test_redelivery_after_sigkill_carries_a_higher_attempt(
+    target: tuple[str, str],
+) -> None:
+    from calsync import Delivery, Engine, Settings
+    from calsync.testing import ManualClock
+
+    backend, name = target
+    standup = occurrence("standup", T0 + timedelta(minutes=10))
+    async with open_store(backend, name) as store:
+        await store.add_calendar(calendar())
+        [lease] = await store.claim_due_calendars(
+            T0, limit=1, worker="seed", lease_ttl=timedelta(minutes=1)
+        )
+        reminder = Notification(
+            key=standup.key, lead=timedelta(minutes=10), start=standup.start
+        )
+        write = SyncWrite(
+            state=SyncState(), changes=ChangeSet(added=(standup,)), create=(reminder,)
+        )
+        assert (await store.apply_sync(lease, write, T0)).created == 1
+    child = spawn(backend, name, "claim_and_hang", "doomed")
+    assert child.stdout is not None
+    claimed = json.loads(await asyncio.to_thread(child.stdout.readline))["claimed"]
+    assert list(claimed.values()) == [1]
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    deliveries: list[Delivery] = []
+
+    async def handler(delivery: Delivery) -> None:
+        deliveries.append(delivery)
+
+    clock = ManualClock(T0 + timedelta(minutes=5))  # the dead claim has ended
+    settings = Settings(worker="survivor", per_host_rate=None)
+    async with Engine(
+        open_store(backend, name), settings=settings, clock=clock
+    ) as engine:
+        assert (await engine.dispatch_notifications(handler)).delivered == 1
+    [delivery] = deliveries
+    assert delivery.id in claimed
+    assert delivery.attempt == 2
+
+
 async def assert_before_or_after(
     backend: str, name: str, calendar_id: str, rows: int
 ) -> None:

@@ -409,7 +409,11 @@ class MemoryStore:
         for row in due[:limit]:
             row.claim_worker = worker
             row.claim_token += 1
-            row.record = attrs.evolve(row.record, due_at=now + lease_ttl)
+            row.record = attrs.evolve(
+                row.record,
+                due_at=now + lease_ttl,
+                attempts=row.record.attempts + 1,
+            )
             claims.append(
                 NotificationClaim(
                     record=row.record,
@@ -453,7 +457,6 @@ class MemoryStore:
             return False
         row.record = attrs.evolve(
             row.record,
-            attempts=row.record.attempts + 1,
             last_error=error,
             status=_PENDING if retry is not None else NotificationStatus.FAILED,
             due_at=retry if retry is not None else row.record.due_at,

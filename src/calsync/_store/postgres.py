@@ -493,7 +493,8 @@ _CLAIM_NOTIFICATIONS = f"""
         UPDATE {{s}}.notifications AS n SET
             claim_worker = %(worker)s,
             claim_token = n.claim_token + 1,
-            due_at = %(expires)s
+            due_at = %(expires)s,
+            attempts = n.attempts + 1
         FROM due WHERE n.id = due.id
         RETURNING {column_list(NOTIFICATION_COLUMNS, "n.")}, n.claim_token,
             due.due_at AS was_due
@@ -510,7 +511,6 @@ _MARK_DELIVERED = """
 """
 _MARK_FAILED = """
     UPDATE {s}.notifications SET
-        attempts = attempts + 1,
         last_error = %(error)s,
         status = CASE WHEN %(retry_at)s::timestamptz IS NULL
             THEN 'failed' ELSE 'pending' END,

@@ -236,7 +236,9 @@ class Store(Protocol):
         Due: ``fire_at <= now`` and no retry or claim in the future (missed,
         cancelled, delivered and failed ones never are). A claim lasts
         ``lease_ttl``; an unfinished claim comes back after it. Concurrent callers
-        never receive the same notification while its claim lasts.
+        never receive the same notification while its claim lasts. Each claim
+        counts an attempt (``attempts`` grows by one in the claiming write), so
+        a notification claimed again after a crash says so.
         """
 
     async def mark_delivered(self, claim: NotificationClaim, now: datetime) -> None:
@@ -252,8 +254,9 @@ class Store(Protocol):
     ) -> bool:
         """Record a failed attempt: retry at ``retry_at``, or dead-letter it if None.
 
-        Returns False, changing nothing, if the claim was taken over or the
-        notification is no longer pending.
+        The attempt was counted by the claim, not again here. Returns False,
+        changing nothing, if the claim was taken over or the notification is no
+        longer pending.
         """
 
     async def requeue(self, notification_ids: Iterable[str], now: datetime) -> int:

@@ -331,7 +331,8 @@ _CLAIM_NOTIFICATIONS = f"""
 """
 _TAKE_CLAIM = """
     UPDATE notifications
-    SET claim_worker = :worker, claim_token = claim_token + 1, due_at = :due_at
+    SET claim_worker = :worker, claim_token = claim_token + 1, due_at = :due_at,
+        attempts = attempts + 1
     WHERE id = :id
 """
 _MARK_DELIVERED = """
@@ -340,7 +341,7 @@ _MARK_DELIVERED = """
 """
 _MARK_FAILED = """
     UPDATE notifications
-    SET attempts = attempts + 1, last_error = :error,
+    SET last_error = :error,
         due_at = COALESCE(:retry_at, due_at),
         status = CASE WHEN :retry_at IS NULL THEN 'failed' ELSE 'pending' END
     WHERE id = :id AND claim_token = :token AND status = 'pending'
@@ -1259,7 +1260,9 @@ def _claim_notifications(
     )
     return [
         NotificationClaim(
-            record=CODEC.notification({**row, "due_at": due_at}),
+            record=CODEC.notification(
+                {**row, "due_at": due_at, "attempts": row["attempts"] + 1}
+            ),
             occurrence=CODEC.joined_occurrence(row),
             worker=worker,
             token=row["claim_token"] + 1,
