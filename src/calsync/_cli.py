@@ -209,13 +209,14 @@ async def ensure_calendars(engine: Engine, config: Config) -> list[Calendar]:
             "tz": declared.tz or defaults.tz,
         }
         existing = stored.get((declared.owner, declared.url))
-        if existing is None:
-            calendar = await engine.add_calendar(
+        if existing is None:  # another process may add it first: ensure, not add
+            existing, added = await engine.ensure_calendar(
                 declared.url, owner=declared.owner, **wanted
             )
-            logger.info("added calendar %s from the config", calendar.label)
-            touched.append(calendar)
-            continue
+            if added:
+                logger.info("added calendar %s from the config", existing.label)
+                touched.append(existing)
+                continue
         changes = _differences(existing, wanted)
         if changes:
             calendar = await engine.update_calendar(existing.id, **changes)

@@ -183,7 +183,62 @@ class Engine:
         subclass for the URL) and nothing is stored. Raises `CalendarExists`
         if the owner already has that URL.
         """
-        calendar = Calendar(
+        calendar = self._new_calendar(
+            url,
+            name=name,
+            owner=owner,
+            every=every,
+            leads=leads,
+            tz=tz,
+            window_past=window_past,
+            horizon=horizon,
+            use_alarms=use_alarms,
+            auth=auth,
+            paused=paused,
+        )
+        stored = await self._store.add_calendar(calendar)
+        logger.info(
+            "added calendar %s", stored.label, extra={"calsync_calendar_id": stored.id}
+        )
+        return stored
+
+    async def ensure_calendar(
+        self, url: str, *, owner: str = "default", **settings: Any
+    ) -> tuple[Calendar, bool]:
+        """Add a calendar unless ``owner`` has ``url``; return it, and if it was added.
+
+        Takes the keywords of `add_calendar`, validated the same way. A stored
+        calendar comes back as it is (`update_calendar` changes it). Safe to
+        call from several processes at once: one calendar is stored, and each
+        caller gets it back.
+        """
+        calendar = self._new_calendar(url, owner=owner, **settings)
+        stored, added = await self._store.ensure_calendar(calendar)
+        if added:
+            logger.info(
+                "added calendar %s",
+                stored.label,
+                extra={"calsync_calendar_id": stored.id},
+            )
+        return stored, added
+
+    def _new_calendar(
+        self,
+        url: str,
+        *,
+        name: str | None = None,
+        owner: str = "default",
+        every: str = "every 15m",
+        leads: Iterable[timedelta | str] = (timedelta(minutes=10),),
+        tz: str | None = None,
+        window_past: timedelta | str = timedelta(days=1),
+        horizon: timedelta | str = timedelta(days=90),
+        use_alarms: bool = False,
+        auth: BasicAuth | BearerAuth | None = None,
+        paused: bool = False,
+    ) -> Calendar:
+        """Return a new, validated calendar (not stored) for `add_calendar`."""
+        return Calendar(
             url=self._checked_url(url),
             created_at=self._now(),
             owner=owner,
@@ -197,11 +252,6 @@ class Engine:
             auth=auth,
             paused=paused,
         )
-        stored = await self._store.add_calendar(calendar)
-        logger.info(
-            "added calendar %s", stored.label, extra={"calsync_calendar_id": stored.id}
-        )
-        return stored
 
     async def get_calendar(
         self, calendar_id: str, *, owner: str | None = None

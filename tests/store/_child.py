@@ -132,8 +132,24 @@ MODES = {
 }
 
 
+async def ensure_config(config_path: str) -> None:
+    """Open the configured engine, wait for a line, then ensure its [[calendars]]."""
+    from calsync._cli import ensure_calendars
+    from calsync._config import build_engine, load_config
+
+    config = load_config(config_path)
+    async with build_engine(config) as engine:
+        say(ready=True)
+        await asyncio.to_thread(sys.stdin.readline)
+        await ensure_calendars(engine, config)
+        say(calendars=[c.id for c in await engine.list_calendars()])
+
+
 async def main() -> None:
     backend, target, mode, worker = sys.argv[1:5]
+    if mode == "ensure":
+        await ensure_config(target)
+        return
     async with open_store(backend, target) as store:
         await MODES[mode](store, worker)
 

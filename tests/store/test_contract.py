@@ -1159,6 +1159,25 @@ async def test_notification_counts_of_one_owner_leave_the_others_out(
     assert await store.notification_counts(owner="alice", calendar_id="x") == none
 
 
+async def test_ensure_calendar_adds_once_then_returns_the_stored_one(
+    store: Store,
+) -> None:
+    first, added = await store.ensure_calendar(calendar(name="Team", owner="alice"))
+    assert added
+    again, added_again = await store.ensure_calendar(
+        calendar(name="Other name", owner="alice")
+    )
+    assert not added_again
+    assert again == first
+    assert again.name == "Team"
+    bob, bob_added = await store.ensure_calendar(calendar(owner="bob"))
+    assert bob_added
+    assert bob.id != first.id
+    with pytest.raises(CalendarExists):
+        await store.ensure_calendar(calendar("https://c/3.ics", id=first.id))
+    assert len(await store.list_calendars()) == 2
+
+
 async def test_list_notifications_by_uid_and_start(store: Store) -> None:
     standup = occurrence("standup", T0 + HOUR)
     review = occurrence("review", T0 + 2 * HOUR)

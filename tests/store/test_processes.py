@@ -228,6 +228,35 @@ async def test_redelivery_after_sigkill_carries_a_higher_attempt(
     assert delivery.attempt == 2
 
 
+async def test_processes_started_together_ensure_each_config_calendar_once(
+    target: tuple[str, str], tmp_path: Path
+) -> None:
+    backend, name = target
+    if backend == "sqlite":
+        store = f'url = "sqlite:///{name}"'
+    else:
+        store = f'url = "{POSTGRES_URL}"\nschema = "{name}"'
+    urls = [f"https://feeds.example/team-{n}.ics?token=t{n}" for n in range(12)]
+    entries = "".join(f'[[calendars]]\nurl = "{url}"\n\n' for url in urls)
+    config = tmp_path / "calsync.toml"
+    config.write_text(f"[store]\n{store}\n\n{entries}")
+    children = [spawn(backend, str(config), "ensure", f"run-{n}") for n in range(4)]
+    for child in children:  # every one has opened the store: now all at once
+        assert child.stdout is not None
+        ready = await asyncio.to_thread(child.stdout.readline)
+        assert json.loads(ready) == {"ready": True}, child.stderr
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    seen = [finish(child)[-1]["calendars"] for child in children]
+    assert all(ids == seen[0] for ids in seen)
+    async with open_store(backend, name) as opened:
+        stored = await opened.list_calendars()
+    assert sorted(c.url for c in stored) == sorted(urls)
+    assert [c.id for c in stored] == seen[0]
+
+
 async def assert_before_or_after(
     backend: str, name: str, calendar_id: str, rows: int
 ) -> None:

@@ -137,6 +137,14 @@ class MemoryStore:
         self._occurrences[calendar.id] = {}
         return stored
 
+    async def ensure_calendar(self, calendar: Calendar) -> tuple[Calendar, bool]:
+        """Store a calendar unless its owner has its URL; say whether it was added."""
+        self._check_open()
+        for row in self._calendars.values():
+            if (row.calendar.owner, row.calendar.url) == (calendar.owner, calendar.url):
+                return row.calendar, False
+        return await self.add_calendar(calendar), True
+
     async def get_calendar(
         self, calendar_id: str, *, owner: str | None = None
     ) -> Calendar:

@@ -253,6 +253,9 @@ _INSERT_CALENDAR = f"""
     RETURNING {_CALENDAR}
 """
 _CALENDAR_BY_ID = f"SELECT {_CALENDAR} FROM {{s}}.calendars WHERE id = %s"
+_CALENDAR_OF_OWNER = f"""
+    SELECT {_CALENDAR} FROM {{s}}.calendars WHERE owner = %s AND url = %s
+"""
 _CALENDAR_BY_URL = f"""
     SELECT {_CALENDAR} FROM {{s}}.calendars
     WHERE owner = %s AND url = %s AND id <> %s
@@ -643,6 +646,14 @@ class PostgresStore:
     async def add_calendar(self, calendar: Calendar) -> Calendar:
         """Store a new calendar; raises `CalendarExists` for a taken id or URL."""
         return await self._run(lambda conn: self._add_calendar(conn, calendar))
+
+    async def ensure_calendar(self, calendar: Calendar) -> tuple[Calendar, bool]:
+        """Store a calendar unless its owner has its URL; say whether it was added.
+
+        The insert does nothing on a conflict (it waits for a racing insert to
+        commit); the look-up after it then reads the winner's row.
+        """
+        return await self._run(lambda conn: self._ensure_calendar(conn, calendar))
 
     async def get_calendar(
         self, calendar_id: str, *, owner: str | None = None
@@ -1074,6 +1085,24 @@ class PostgresStore:
             raise CalendarExists(f"calendar {calendar.id} already exists")
         await self._check_url_free(conn, calendar)
         raise CalendarExists(f"calendar {calendar.label} already exists")
+
+    async def _ensure_calendar(
+        self, conn: _Connection, calendar: Calendar
+    ) -> tuple[Calendar, bool]:
+        row = await _fetch_one(
+            conn, self._q(_INSERT_CALENDAR), _CODEC.calendar_row(calendar)
+        )
+        if row is not None:
+            return _CODEC.calendar(row), True
+        # Read committed: this statement sees the row the insert conflicted with.
+        params = (calendar.owner, calendar.url)
+        row = await _fetch_one(conn, self._q(_CALENDAR_OF_OWNER), params)
+        if row is not None:
+            return _CODEC.calendar(row), False
+        raise CalendarExists(
+            f"calendar id {calendar.id!r} is taken: calendar {calendar.label} "
+            "was not added"
+        )
 
     async def _check_url_free(self, conn: _Connection, calendar: Calendar) -> None:
         params = (calendar.owner, calendar.url, calendar.id)

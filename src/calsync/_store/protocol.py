@@ -78,6 +78,15 @@ class Store(Protocol):
         `CalendarExists` if the id, or the URL for that owner, is taken.
         """
 
+    async def ensure_calendar(self, calendar: Calendar) -> tuple[Calendar, bool]:
+        """Store ``calendar`` unless its owner has its URL; return the stored one.
+
+        The flag says whether it was added; otherwise the stored calendar with
+        that owner and URL comes back unchanged. Concurrent callers, in any
+        number of processes, store one calendar and all get it back. Raises
+        `CalendarExists` only if the id is taken by another calendar.
+        """
+
     async def get_calendar(
         self, calendar_id: str, *, owner: str | None = None
     ) -> Calendar:

@@ -453,6 +453,18 @@ class SQLiteStore:
         await self._write(_add_calendar, stored)
         return stored
 
+    async def ensure_calendar(self, calendar: Calendar) -> tuple[Calendar, bool]:
+        """Store a calendar unless its owner has its URL; say whether it was added.
+
+        The look-up and the insert share one write transaction, so concurrent
+        callers serialize on the write lock and store one calendar.
+        """
+        next_sync_at = calendar.state.next_sync_at or calendar.created_at
+        stored = attrs.evolve(
+            calendar, state=attrs.evolve(calendar.state, next_sync_at=next_sync_at)
+        )
+        return await self._write(_ensure_calendar, stored)
+
     async def get_calendar(
         self, calendar_id: str, *, owner: str | None = None
     ) -> Calendar:
@@ -924,6 +936,19 @@ def _add_calendar(conn: sqlite3.Connection, calendar: Calendar) -> None:
         )
     values = dict(zip(CALENDAR_COLUMNS, CODEC.calendar_row(calendar), strict=True))
     conn.execute(_INSERT_CALENDAR, values)
+
+
+def _ensure_calendar(
+    conn: sqlite3.Connection, calendar: Calendar
+) -> tuple[Calendar, bool]:
+    row = conn.execute(
+        f"{_SELECT_CALENDARS} WHERE owner = ? AND url = ?",
+        (calendar.owner, calendar.url),
+    ).fetchone()
+    if row is not None:
+        return CODEC.calendar(row), False
+    _add_calendar(conn, calendar)
+    return calendar, True
 
 
 def _update_calendar(conn: sqlite3.Connection, calendar: Calendar) -> Calendar:
