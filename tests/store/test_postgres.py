@@ -222,7 +222,7 @@ async def test_a_version_1_schema_is_migrated_to_2_with_its_data(
     await sql(
         url,
         f"ALTER TABLE {quoted}.calendars DROP COLUMN parsed_at, "
-        "DROP COLUMN refresh_interval",
+        "DROP COLUMN refresh_interval, DROP COLUMN url_sealed",  # and version 3
     )
     await sql(url, f"UPDATE {quoted}.schema_version SET version = 1")
     async with PostgresStore(url, schema=schema) as store:

@@ -210,6 +210,7 @@ async def test_a_version_1_file_is_migrated_to_2_with_its_data(
         conn.execute("DROP INDEX job_runs_by_job")
         conn.execute("ALTER TABLE calendars DROP COLUMN parsed_at")
         conn.execute("ALTER TABLE calendars DROP COLUMN refresh_interval")
+        conn.execute("ALTER TABLE calendars DROP COLUMN url_sealed")  # version 3
         conn.execute("UPDATE schema_version SET version = 1")
     async with SQLiteStore(path) as store:
         assert await store.schema_version() == SCHEMA_VERSION

@@ -8,14 +8,14 @@ so each passes its own pair of converters.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import attrs
 
 from calsync._auth import BasicAuth, BearerAuth
-from calsync._errors import StoreError
+from calsync._errors import StoreError, ValidationError
 from calsync._model import Notification, Occurrence, OccurrenceKey
 from calsync._records import (
     Calendar,
@@ -27,6 +27,7 @@ from calsync._records import (
     NotificationStatus,
     SyncState,
 )
+from calsync._secrets import SecretBox, carries_secret
 
 __all__ = [
     "CALENDAR_COLUMNS",
@@ -40,6 +41,7 @@ __all__ = [
     "from_epoch_micros",
     "lease_params",
     "micros",
+    "reseal_rows",
     "span",
 ]
 
@@ -49,6 +51,7 @@ CALENDAR_COLUMNS = (
     "id",
     "owner",
     "url",
+    "url_sealed",
     "name",
     "schedule",
     "leads",
@@ -166,12 +169,22 @@ def _auth_value(text: str | None) -> BasicAuth | BearerAuth | None:
 
 @attrs.frozen
 class Codec:
-    """Converts records to column values and back, given how instants are stored."""
+    """Converts records to column values and back, given how instants are stored.
+
+    ``secrets`` seals a calendar's secret URL and credentials on the way in and
+    opens them on the way out (a `SecretBox` without keys passes them through).
+    """
 
     instant: Callable[[datetime], Any]
     """Store an aware datetime."""
     from_instant: Callable[[Any], datetime]
     """Read a stored instant back as an aware UTC datetime."""
+    secrets: SecretBox = attrs.field(factory=SecretBox)
+    """Seals and opens feed secrets."""
+
+    def url_forms(self, url: str) -> list[str]:
+        """Return every value the ``url`` column may hold for ``url``."""
+        return self.secrets.url_forms(url)
 
     def maybe(self, value: datetime | None) -> Any:
         """Store an optional instant."""
@@ -185,10 +198,11 @@ class Codec:
         """Return the values of `CALENDAR_COLUMNS` for a calendar."""
         state = calendar.state
         next_sync_at = state.next_sync_at or calendar.created_at
+        auth = _auth_text(calendar.auth)
         return (
             calendar.id,
             calendar.owner,
-            calendar.url,
+            *self.secrets.url_columns(calendar.url),
             calendar.name,
             calendar.schedule,
             json.dumps([micros(lead) for lead in calendar.leads]),
@@ -196,7 +210,7 @@ class Codec:
             micros(calendar.window_past),
             micros(calendar.horizon),
             calendar.use_alarms,
-            _auth_text(calendar.auth),
+            None if auth is None else self.secrets.seal(auth),
             calendar.paused,
             self.instant(calendar.created_at),
             *self.state_values(attrs.evolve(state, next_sync_at=next_sync_at)),
@@ -241,10 +255,14 @@ class Codec:
                 else span(row["refresh_interval"])
             ),
         )
+        calendar_id = row["id"]
+        sealed_url, auth = row["url_sealed"], row["auth"]
         return Calendar(
-            id=row["id"],
+            id=calendar_id,
             owner=row["owner"],
-            url=row["url"],
+            url=row["url"]
+            if sealed_url is None
+            else self.secrets.open(sealed_url, calendar_id),
             name=row["name"],
             schedule=row["schedule"],
             leads=tuple(span(value) for value in json.loads(row["leads"])),
@@ -252,7 +270,7 @@ class Codec:
             window_past=span(row["window_past"]),
             horizon=span(row["horizon"]),
             use_alarms=bool(row["use_alarms"]),
-            auth=_auth_value(row["auth"]),
+            auth=_auth_value(auth and self.secrets.open(auth, calendar_id)),
             paused=bool(row["paused"]),
             created_at=self.from_instant(row["created_at"]),
             state=state,
@@ -375,3 +393,36 @@ def column_list(columns: Sequence[str], prefix: str = "") -> str:
 def lease_params(lease: Lease) -> dict[str, Any]:
     """Return the named parameters that identify a held lease."""
     return {"id": lease.calendar_id, "token": lease.token, "worker": lease.worker}
+
+
+def reseal_rows(
+    codec: Codec, rows: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Return new (id, url, url_sealed, auth) values for rows that hold a secret.
+
+    Each secret is opened with any key and sealed with the first one; a row
+    without a secret is left out. Raises `ValidationError` without keys.
+    """
+    box = codec.secrets
+    if not box.sealing:
+        raise ValidationError(
+            "reseal_secrets() needs keys: set [store] secret_keys "
+            "(CALSYNC_STORE_SECRET_KEYS), newest first"
+        )
+    changed = []
+    for row in rows:
+        calendar_id = row["id"]
+        sealed_url, auth = row["url_sealed"], row["auth"]
+        url = row["url"] if sealed_url is None else box.open(sealed_url, calendar_id)
+        if auth is None and sealed_url is None and not carries_secret(url):
+            continue
+        lookup, sealed = box.url_columns(url)
+        changed.append(
+            {
+                "id": calendar_id,
+                "url": lookup,
+                "url_sealed": sealed,
+                "auth": auth and box.seal(box.open(auth, calendar_id)),
+            }
+        )
+    return changed

@@ -38,6 +38,7 @@ from calsync._records import (
     SyncWrite,
     notification_id,
 )
+from calsync._secrets import SecretBox, clear_secrets, warn_clear_secrets
 from calsync._store._rows import (
     CALENDAR_COLUMNS,
     NOTIFICATION_COLUMNS,
@@ -48,6 +49,7 @@ from calsync._store._rows import (
     column_list,
     lease_params,
     micros,
+    reseal_rows,
 )
 from calsync._store.protocol import (
     SCHEMA_VERSION,
@@ -231,7 +233,19 @@ _V2 = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2))
+# Version 3: a URL that carries a secret is kept sealed (encrypted), the url
+# column holding its look-up form; credentials are sealed in the auth column.
+_V3 = (
+    """
+    ALTER TABLE {s}.calendars ADD COLUMN url_sealed text
+    """,
+)
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, _V1),
+    (2, _V2),
+    (3, _V3),
+)
 """Each schema version with the statements that reach it from the one before."""
 
 # -- statements ------------------------------------------------------------
@@ -254,11 +268,18 @@ _INSERT_CALENDAR = f"""
 """
 _CALENDAR_BY_ID = f"SELECT {_CALENDAR} FROM {{s}}.calendars WHERE id = %s"
 _CALENDAR_OF_OWNER = f"""
-    SELECT {_CALENDAR} FROM {{s}}.calendars WHERE owner = %s AND url = %s
+    SELECT {_CALENDAR} FROM {{s}}.calendars
+    WHERE owner = %s AND url = ANY(%s::text[])
 """
 _CALENDAR_BY_URL = f"""
     SELECT {_CALENDAR} FROM {{s}}.calendars
-    WHERE owner = %s AND url = %s AND id <> %s
+    WHERE owner = %s AND url = ANY(%s::text[]) AND id <> %s
+"""
+_SECRET_COLUMNS = "SELECT id, url, url_sealed, auth FROM {s}.calendars FOR UPDATE"
+_RESEAL = """
+    UPDATE {s}.calendars SET url = %(url)s, url_sealed = %(url_sealed)s,
+        auth = %(auth)s
+    WHERE id = %(id)s
 """
 _LIST_CALENDARS = f"""
     SELECT {_CALENDAR} FROM {{s}}.calendars
@@ -555,6 +576,8 @@ class PostgresStore:
     ``url`` is a libpq connection string or URI; its password never appears in
     `repr`, errors or logs. ``schema`` names the PostgreSQL schema that holds
     the tables; ``min_size``/``max_size`` bound the connection pool.
+    ``secret_keys`` (Fernet keys, newest first) encrypt feed secrets at rest;
+    see `reseal_secrets` to rotate them.
     """
 
     def __init__(
@@ -564,6 +587,7 @@ class PostgresStore:
         schema: str = "calsync",
         min_size: int = 1,
         max_size: int = 10,
+        secret_keys: Sequence[str] = (),
     ) -> None:
         _require_driver()
         if not isinstance(schema, str) or not schema or "\x00" in schema:
@@ -573,6 +597,7 @@ class PostgresStore:
                 f"need 0 <= min_size <= max_size and max_size >= 1, got "
                 f"min_size={min_size}, max_size={max_size}"
             )
+        self._codec = attrs.evolve(_CODEC, secrets=SecretBox(secret_keys))
         self._url = url
         self._shown_url = _redacted_conninfo(url)
         self._schema = schema
@@ -605,6 +630,8 @@ class PostgresStore:
             "PostgresStore opened",
             extra={"url": self._shown_url, "schema": self._schema},
         )
+        rows = await self._all(_SECRET_COLUMNS.replace(" FOR UPDATE", ""), ())
+        warn_clear_secrets(clear_secrets(rows), self._codec.secrets, repr(self))
 
     async def close(self) -> None:
         """Close the pool; the store can be opened again."""
@@ -655,6 +682,23 @@ class PostgresStore:
         """
         return await self._run(lambda conn: self._ensure_calendar(conn, calendar))
 
+    async def reseal_secrets(self) -> int:
+        """Seal every calendar's feed secrets with the first key; count the calendars.
+
+        Run it after putting a new key first in ``secret_keys`` (then drop the
+        old key), or after setting keys for a store that kept secrets in clear.
+        Raises `ValidationError` without keys, `StoreError` for a key that fits not.
+        """
+        return await self._run(self._reseal_secrets)
+
+    async def _reseal_secrets(self, conn: _Connection) -> int:
+        rows = await _fetch_all(conn, self._q(_SECRET_COLUMNS), ())
+        changed = reseal_rows(self._codec, rows)
+        if changed:
+            async with conn.cursor() as cursor:
+                await cursor.executemany(self._q(_RESEAL), changed)
+        return len(changed)
+
     async def get_calendar(
         self, calendar_id: str, *, owner: str | None = None
     ) -> Calendar:
@@ -662,12 +706,12 @@ class PostgresStore:
         row = await self._one(_CALENDAR_BY_ID, (calendar_id,))
         if row is None or (owner is not None and row["owner"] != owner):
             raise calendar_not_found(calendar_id)
-        return _CODEC.calendar(row)
+        return self._codec.calendar(row)
 
     async def list_calendars(self, *, owner: str | None = None) -> list[Calendar]:
         """Return the calendars of ``owner`` (all if None), oldest first."""
         rows = await self._all(_LIST_CALENDARS, {"owner": owner})
-        return [_CODEC.calendar(row) for row in rows]
+        return [self._codec.calendar(row) for row in rows]
 
     async def update_calendar(self, calendar: Calendar) -> Calendar:
         """Replace a calendar's settings; a new URL forgets ETag and body hash."""
@@ -727,7 +771,9 @@ class PostgresStore:
         row = await self._one(_RENEW_LEASE, params)
         if row is None:
             raise lease_lost(lease)
-        return attrs.evolve(lease, calendar=_CODEC.calendar(row), expires_at=now + ttl)
+        return attrs.evolve(
+            lease, calendar=self._codec.calendar(row), expires_at=now + ttl
+        )
 
     async def release_lease(self, lease: Lease) -> None:
         """Give a lease back; a lost one is ignored."""
@@ -1076,11 +1122,13 @@ class PostgresStore:
     # -- work inside one transaction ------------------------------------------
 
     async def _add_calendar(self, conn: _Connection, calendar: Calendar) -> Calendar:
+        if self._codec.secrets.sealing:  # taken under another key's look-up form?
+            await self._check_url_free(conn, calendar)
         row = await _fetch_one(
-            conn, self._q(_INSERT_CALENDAR), _CODEC.calendar_row(calendar)
+            conn, self._q(_INSERT_CALENDAR), self._codec.calendar_row(calendar)
         )
         if row is not None:
-            return _CODEC.calendar(row)
+            return self._codec.calendar(row)
         if await _fetch_one(conn, self._q(_CALENDAR_BY_ID), (calendar.id,)):
             raise CalendarExists(f"calendar {calendar.id} already exists")
         await self._check_url_free(conn, calendar)
@@ -1089,28 +1137,33 @@ class PostgresStore:
     async def _ensure_calendar(
         self, conn: _Connection, calendar: Calendar
     ) -> tuple[Calendar, bool]:
+        params = (calendar.owner, self._codec.url_forms(calendar.url))
+        row = await _fetch_one(conn, self._q(_CALENDAR_OF_OWNER), params)
+        if row is not None:  # perhaps under the look-up form of an older key
+            return self._codec.calendar(row), False
         row = await _fetch_one(
-            conn, self._q(_INSERT_CALENDAR), _CODEC.calendar_row(calendar)
+            conn, self._q(_INSERT_CALENDAR), self._codec.calendar_row(calendar)
         )
         if row is not None:
-            return _CODEC.calendar(row), True
+            return self._codec.calendar(row), True
         # Read committed: this statement sees the row the insert conflicted with.
-        params = (calendar.owner, calendar.url)
+        params = (calendar.owner, self._codec.url_forms(calendar.url))
         row = await _fetch_one(conn, self._q(_CALENDAR_OF_OWNER), params)
         if row is not None:
-            return _CODEC.calendar(row), False
+            return self._codec.calendar(row), False
         raise CalendarExists(
             f"calendar id {calendar.id!r} is taken: calendar {calendar.label} "
             "was not added"
         )
 
     async def _check_url_free(self, conn: _Connection, calendar: Calendar) -> None:
-        params = (calendar.owner, calendar.url, calendar.id)
+        forms = self._codec.url_forms(calendar.url)
+        params = (calendar.owner, forms, calendar.id)
         row = await _fetch_one(conn, self._q(_CALENDAR_BY_URL), params)
         if row is not None:
             raise CalendarExists(
                 f"owner {calendar.owner!r} already has this URL as calendar "
-                f"{_CODEC.calendar(row).label}"
+                f"{self._codec.calendar(row).label}"
             )
 
     async def _update_calendar(self, conn: _Connection, calendar: Calendar) -> Calendar:
@@ -1120,7 +1173,9 @@ class PostgresStore:
         if old is None:
             raise calendar_not_found(calendar.id)
         await self._check_url_free(conn, attrs.evolve(calendar, owner=old["owner"]))
-        values = dict(zip(CALENDAR_COLUMNS, _CODEC.calendar_row(calendar), strict=True))
+        values = dict(
+            zip(CALENDAR_COLUMNS, self._codec.calendar_row(calendar), strict=True)
+        )
         try:
             row = await _fetch_one(conn, self._q(_UPDATE_CALENDAR), values)
         except errors.UniqueViolation:
@@ -1130,7 +1185,7 @@ class PostgresStore:
             ) from None
         if row is None:
             raise calendar_not_found(calendar.id)
-        return _CODEC.calendar(row)
+        return self._codec.calendar(row)
 
     async def _claim_calendars(
         self, conn: _Connection, params: dict[str, Any]
@@ -1146,7 +1201,7 @@ class PostgresStore:
             rows.extend(periodic)
         return [
             Lease(
-                calendar=_CODEC.calendar(row),
+                calendar=self._codec.calendar(row),
                 worker=params["worker"],
                 token=row["lease_token"],
                 expires_at=params["expires"],
@@ -1160,7 +1215,7 @@ class PostgresStore:
         row = await _fetch_one(conn, self._q(_CLAIM_ONE), params)
         if row is not None:
             return Lease(
-                calendar=_CODEC.calendar(row),
+                calendar=self._codec.calendar(row),
                 worker=params["worker"],
                 token=row["lease_token"],
                 expires_at=params["expires"],

@@ -37,7 +37,7 @@ __all__ = [
     "lease_lost",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this version of calsync writes; a newer one in a database is refused."""
 
 

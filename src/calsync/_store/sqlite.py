@@ -44,6 +44,7 @@ from calsync._records import (
     SyncWrite,
     notification_id,
 )
+from calsync._secrets import SecretBox, clear_secrets, warn_clear_secrets
 from calsync._store._rows import (
     CALENDAR_COLUMNS,
     NOTIFICATION_COLUMNS,
@@ -56,6 +57,7 @@ from calsync._store._rows import (
     from_epoch_micros,
     lease_params,
     micros,
+    reseal_rows,
 )
 from calsync._store.protocol import (
     SCHEMA_VERSION,
@@ -208,7 +210,11 @@ _SCHEMA_V2 = (
     "CREATE INDEX job_runs_by_job ON job_runs (job, finished_at, id)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2)
+# Version 3: a URL that carries a secret is kept sealed (encrypted), the url
+# column holding its look-up form; credentials are sealed in the auth column.
+_SCHEMA_V3 = ("ALTER TABLE calendars ADD COLUMN url_sealed TEXT",)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 """The statements that bring the schema from version N to N + 1, at index N."""
 
 assert len(MIGRATIONS) == SCHEMA_VERSION, "one migration per schema version"
@@ -365,6 +371,8 @@ class SQLiteStore:
     Several processes on one host may share the file; each store object holds
     one connection on its own thread. ``busy_timeout`` is how long a write
     waits for another connection's write to finish before it fails.
+    ``secret_keys`` (Fernet keys, newest first) encrypt feed secrets at rest;
+    see `reseal_secrets` to rotate them.
     """
 
     def __init__(
@@ -372,9 +380,11 @@ class SQLiteStore:
         path: str | os.PathLike[str],
         *,
         busy_timeout: timedelta = timedelta(seconds=30),
+        secret_keys: Sequence[str] = (),
     ) -> None:
         if busy_timeout < timedelta(0):
             raise ValidationError(f"busy_timeout must be >= 0, got {busy_timeout!r}")
+        self._codec = attrs.evolve(CODEC, secrets=SecretBox(secret_keys))
         self._path = os.fspath(path)
         self._busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None
@@ -412,6 +422,8 @@ class SQLiteStore:
             "opened SQLite store",
             extra={"path": self._path, "schema_version": version},
         )
+        rows = await self._read(_fetch_all, _SECRET_COLUMNS, {})
+        warn_clear_secrets(clear_secrets(rows), self._codec.secrets, repr(self))
 
     async def close(self) -> None:
         """Close the connection and stop its thread; the store can be reopened."""
@@ -450,7 +462,7 @@ class SQLiteStore:
         stored = attrs.evolve(
             calendar, state=attrs.evolve(calendar.state, next_sync_at=next_sync_at)
         )
-        await self._write(_add_calendar, stored)
+        await self._write(_add_calendar, self._codec, stored)
         return stored
 
     async def ensure_calendar(self, calendar: Calendar) -> tuple[Calendar, bool]:
@@ -463,7 +475,16 @@ class SQLiteStore:
         stored = attrs.evolve(
             calendar, state=attrs.evolve(calendar.state, next_sync_at=next_sync_at)
         )
-        return await self._write(_ensure_calendar, stored)
+        return await self._write(_ensure_calendar, self._codec, stored)
+
+    async def reseal_secrets(self) -> int:
+        """Seal every calendar's feed secrets with the first key; count the calendars.
+
+        Run it after putting a new key first in ``secret_keys`` (then drop the
+        old key), or after setting keys for a store that kept secrets in clear.
+        Raises `ValidationError` without keys, `StoreError` for a key that fits not.
+        """
+        return await self._write(_reseal_secrets, self._codec)
 
     async def get_calendar(
         self, calendar_id: str, *, owner: str | None = None
@@ -472,11 +493,11 @@ class SQLiteStore:
 
         Raises `CalendarNotFound`.
         """
-        return await self._read(_calendar, calendar_id, owner)
+        return await self._read(_calendar, self._codec, calendar_id, owner)
 
     async def list_calendars(self, *, owner: str | None = None) -> list[Calendar]:
         """Return the calendars of ``owner`` (all if None), oldest first."""
-        return await self._read(_list_calendars, owner)
+        return await self._read(_list_calendars, self._codec, owner)
 
     async def update_calendar(self, calendar: Calendar) -> Calendar:
         """Replace a calendar's settings, keeping its id, owner and sync state.
@@ -484,7 +505,7 @@ class SQLiteStore:
         A new URL forgets ETag, Last-Modified and body hash. Raises
         `CalendarNotFound`, or `CalendarExists` if the URL is taken for the owner.
         """
-        return await self._write(_update_calendar, calendar)
+        return await self._write(_update_calendar, self._codec, calendar)
 
     async def remove_calendar(
         self, calendar_id: str, *, owner: str | None = None
@@ -514,7 +535,9 @@ class SQLiteStore:
         """
         now = as_aware_utc(now)
         check_claim(1, worker, lease_ttl)
-        return await self._write(_claim_calendar, calendar_id, now, worker, lease_ttl)
+        return await self._write(
+            _claim_calendar, self._codec, calendar_id, now, worker, lease_ttl
+        )
 
     async def claim_due_calendars(
         self, now: datetime, *, limit: int, worker: str, lease_ttl: timedelta
@@ -522,12 +545,14 @@ class SQLiteStore:
         """Lease up to ``limit`` due calendars: requested ones first, then by time."""
         now = as_aware_utc(now)
         check_claim(limit, worker, lease_ttl)
-        return await self._write(_claim_calendars, now, limit, worker, lease_ttl)
+        return await self._write(
+            _claim_calendars, self._codec, now, limit, worker, lease_ttl
+        )
 
     async def renew_lease(self, lease: Lease, now: datetime, ttl: timedelta) -> Lease:
         """Extend a lease that is still held; raises `LeaseLost` otherwise."""
         now = as_aware_utc(now)
-        return await self._write(_renew_lease, lease, now + ttl)
+        return await self._write(_renew_lease, self._codec, lease, now + ttl)
 
     async def release_lease(self, lease: Lease) -> None:
         """Give a lease back without writing; a lost lease is ignored."""
@@ -904,25 +929,29 @@ def _require_calendar(conn: sqlite3.Connection, calendar_id: str) -> None:
 
 
 def _calendar(
-    conn: sqlite3.Connection, calendar_id: str, owner: str | None
+    conn: sqlite3.Connection, codec: Codec, calendar_id: str, owner: str | None
 ) -> Calendar:
-    return CODEC.calendar(_calendar_row(conn, calendar_id, owner))
+    return codec.calendar(_calendar_row(conn, calendar_id, owner))
 
 
-def _list_calendars(conn: sqlite3.Connection, owner: str | None) -> list[Calendar]:
+def _list_calendars(
+    conn: sqlite3.Connection, codec: Codec, owner: str | None
+) -> list[Calendar]:
     if owner is None:
         rows = conn.execute(f"{_SELECT_CALENDARS} ORDER BY created_at, id")
     else:
         rows = conn.execute(
             f"{_SELECT_CALENDARS} WHERE owner = ? ORDER BY created_at, id", (owner,)
         )
-    return [CODEC.calendar(row) for row in rows]
+    return [codec.calendar(row) for row in rows]
 
 
-def _add_calendar(conn: sqlite3.Connection, calendar: Calendar) -> None:
+def _add_calendar(conn: sqlite3.Connection, codec: Codec, calendar: Calendar) -> None:
+    forms = codec.url_forms(calendar.url)
     taken = conn.execute(
-        "SELECT id FROM calendars WHERE id = ? OR (owner = ? AND url = ?)",
-        (calendar.id, calendar.owner, calendar.url),
+        "SELECT id FROM calendars WHERE id = ? "
+        f"OR (owner = ? AND url IN ({_marks(forms)}))",
+        (calendar.id, calendar.owner, *forms),
     ).fetchone()
     if taken is not None and taken["id"] == calendar.id:
         raise CalendarExists(
@@ -934,36 +963,60 @@ def _add_calendar(conn: sqlite3.Connection, calendar: Calendar) -> None:
             f"owner {calendar.owner!r} already has this URL as calendar "
             f"{taken['id']!r}: calendar {calendar.label} was not added"
         )
-    values = dict(zip(CALENDAR_COLUMNS, CODEC.calendar_row(calendar), strict=True))
+    values = dict(zip(CALENDAR_COLUMNS, codec.calendar_row(calendar), strict=True))
     conn.execute(_INSERT_CALENDAR, values)
 
 
 def _ensure_calendar(
-    conn: sqlite3.Connection, calendar: Calendar
+    conn: sqlite3.Connection, codec: Codec, calendar: Calendar
 ) -> tuple[Calendar, bool]:
+    forms = codec.url_forms(calendar.url)
     row = conn.execute(
-        f"{_SELECT_CALENDARS} WHERE owner = ? AND url = ?",
-        (calendar.owner, calendar.url),
+        f"{_SELECT_CALENDARS} WHERE owner = ? AND url IN ({_marks(forms)})",
+        (calendar.owner, *forms),
     ).fetchone()
     if row is not None:
-        return CODEC.calendar(row), False
-    _add_calendar(conn, calendar)
+        return codec.calendar(row), False
+    _add_calendar(conn, codec, calendar)
     return calendar, True
 
 
-def _update_calendar(conn: sqlite3.Connection, calendar: Calendar) -> Calendar:
-    old = CODEC.calendar(_calendar_row(conn, calendar.id))
+_SECRET_COLUMNS = "SELECT id, url, url_sealed, auth FROM calendars"
+
+
+def _reseal_secrets(conn: sqlite3.Connection, codec: Codec) -> int:
+    rows = conn.execute(_SECRET_COLUMNS).fetchall()
+    changed = reseal_rows(codec, rows)
+    conn.executemany(
+        "UPDATE calendars SET url = :url, url_sealed = :url_sealed, auth = :auth "
+        "WHERE id = :id",
+        changed,
+    )
+    return len(changed)
+
+
+def _marks(values: Sequence[object]) -> str:
+    """Return ``?, ?, ...``: one placeholder per value, for an IN list."""
+    return ", ".join("?" for _ in values)
+
+
+def _update_calendar(
+    conn: sqlite3.Connection, codec: Codec, calendar: Calendar
+) -> Calendar:
+    old = codec.calendar(_calendar_row(conn, calendar.id))
     if calendar.url != old.url:
+        forms = codec.url_forms(calendar.url)
         taken = conn.execute(
-            "SELECT id FROM calendars WHERE owner = ? AND url = ? AND id <> ?",
-            (old.owner, calendar.url, calendar.id),
+            f"SELECT id FROM calendars WHERE owner = ? AND url IN ({_marks(forms)}) "
+            "AND id <> ?",
+            (old.owner, *forms, calendar.id),
         ).fetchone()
         if taken is not None:
             raise CalendarExists(
                 f"owner {old.owner!r} already has this URL as calendar "
                 f"{taken['id']!r}: calendar {old.label} keeps its URL"
             )
-    values = dict(zip(CALENDAR_COLUMNS, CODEC.calendar_row(calendar), strict=True))
+    values = dict(zip(CALENDAR_COLUMNS, codec.calendar_row(calendar), strict=True))
     conn.execute(
         _UPDATE_SETTINGS,
         {column: values[column] for column in (*SETTINGS_COLUMNS, "id")},
@@ -996,6 +1049,7 @@ def _request_sync(conn: sqlite3.Connection, calendar_id: str, now: datetime) -> 
 
 def _claim_calendar(
     conn: sqlite3.Connection,
+    codec: Codec,
     calendar_id: str,
     now: datetime,
     worker: str,
@@ -1017,11 +1071,12 @@ def _claim_calendar(
             "id": calendar_id,
         },
     )
-    return Lease(CODEC.calendar(row), worker, row["lease_token"] + 1, expires_at)
+    return Lease(codec.calendar(row), worker, row["lease_token"] + 1, expires_at)
 
 
 def _claim_calendars(
     conn: sqlite3.Connection,
+    codec: Codec,
     now: datetime,
     limit: int,
     worker: str,
@@ -1040,12 +1095,14 @@ def _claim_calendars(
     }
     conn.executemany(_TAKE_LEASE, [{**take, "id": row["id"]} for row in rows])
     return [
-        Lease(CODEC.calendar(row), worker, row["lease_token"] + 1, expires_at)
+        Lease(codec.calendar(row), worker, row["lease_token"] + 1, expires_at)
         for row in rows
     ]
 
 
-def _renew_lease(conn: sqlite3.Connection, lease: Lease, expires_at: datetime) -> Lease:
+def _renew_lease(
+    conn: sqlite3.Connection, codec: Codec, lease: Lease, expires_at: datetime
+) -> Lease:
     row = conn.execute(
         f"{_SELECT_CALENDARS} WHERE {_HOLDS_LEASE}", lease_params(lease)
     ).fetchone()
@@ -1055,7 +1112,7 @@ def _renew_lease(conn: sqlite3.Connection, lease: Lease, expires_at: datetime) -
         "UPDATE calendars SET lease_expires_at = :expires_at WHERE id = :id",
         {"id": lease.calendar_id, "expires_at": epoch_micros(expires_at)},
     )
-    return attrs.evolve(lease, calendar=CODEC.calendar(row), expires_at=expires_at)
+    return attrs.evolve(lease, calendar=codec.calendar(row), expires_at=expires_at)
 
 
 def _release_lease(conn: sqlite3.Connection, lease: Lease) -> None:
