@@ -290,6 +290,9 @@ class StoreConfig:
         repr=_redact_optional,
     )
     schema: str = attrs.field(default="calsync", metadata=_key(_text))
+    secret_keys: tuple[str, ...] = attrs.field(
+        default=(), metadata=_key(_text_list, secret=True), repr=_hide
+    )
 
 
 @attrs.frozen
@@ -755,10 +758,12 @@ def open_store(config: Config) -> Store:
     if path is not None:
         from calsync._store.sqlite import SQLiteStore
 
-        return SQLiteStore(path)
+        return SQLiteStore(path, secret_keys=config.store.secret_keys)
     from calsync._store.postgres import PostgresStore
 
-    return PostgresStore(url, schema=config.store.schema)
+    return PostgresStore(
+        url, schema=config.store.schema, secret_keys=config.store.secret_keys
+    )
 
 
 def build_fetcher(config: Config) -> HttpFetcher:
