@@ -30,7 +30,6 @@ __all__ = [
     "SecretBox",
     "carries_secret",
     "clear_secrets",
-    "new_secret_key",
     "warn_clear_secrets",
 ]
 
@@ -48,14 +47,6 @@ _MAKE_KEY = (
     "make one with: python -c 'from cryptography.fernet import Fernet; "
     "print(Fernet.generate_key().decode())'"
 )
-
-
-def new_secret_key() -> str:
-    """Return a new random key for ``secret_keys`` (a Fernet key)."""
-    _require_cryptography()
-    from cryptography.fernet import Fernet
-
-    return Fernet.generate_key().decode()
 
 
 class SecretBox:

@@ -275,7 +275,7 @@ _CALENDAR_BY_URL = f"""
     SELECT {_CALENDAR} FROM {{s}}.calendars
     WHERE owner = %s AND url = ANY(%s::text[]) AND id <> %s
 """
-_SECRET_COLUMNS = "SELECT id, url, url_sealed, auth FROM {s}.calendars FOR UPDATE"
+_SECRET_COLUMNS = "SELECT id, url, url_sealed, auth FROM {s}.calendars"
 _RESEAL = """
     UPDATE {s}.calendars SET url = %(url)s, url_sealed = %(url_sealed)s,
         auth = %(auth)s
@@ -630,7 +630,7 @@ class PostgresStore:
             "PostgresStore opened",
             extra={"url": self._shown_url, "schema": self._schema},
         )
-        rows = await self._all(_SECRET_COLUMNS.replace(" FOR UPDATE", ""), ())
+        rows = await self._all(_SECRET_COLUMNS, ())
         warn_clear_secrets(clear_secrets(rows), self._codec.secrets, repr(self))
 
     async def close(self) -> None:
@@ -692,7 +692,7 @@ class PostgresStore:
         return await self._run(self._reseal_secrets)
 
     async def _reseal_secrets(self, conn: _Connection) -> int:
-        rows = await _fetch_all(conn, self._q(_SECRET_COLUMNS), ())
+        rows = await _fetch_all(conn, self._q(f"{_SECRET_COLUMNS} FOR UPDATE"), ())
         changed = reseal_rows(self._codec, rows)
         if changed:
             async with conn.cursor() as cursor:
