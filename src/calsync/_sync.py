@@ -18,9 +18,9 @@ import attrs
 from ._diff import diff
 from ._durations import format_duration
 from ._errors import CalsyncError, LeaseLost
-from ._fetch.breaker import Circuit
+from ._fetch.breaker import Circuit, HostCircuits
 from ._fetch.errors import FetchError
-from ._fetch.limits import HostLimiter
+from ._fetch.limits import HostLimiter, host_of
 from ._fetch.policy import next_sync_at
 from ._fetch.protocol import Fetcher, FetchResult
 from ._guard import guard_removals, live_count
@@ -137,6 +137,15 @@ class _Fetched:
     reexpand: bool = False
 
 
+class _Rested(Exception):
+    """The calendar's host is rested by its circuit: not fetched until ``until``."""
+
+    def __init__(self, host: str, until: datetime) -> None:
+        super().__init__(host)
+        self.host = host
+        self.until = until
+
+
 class _Failure(Exception):
     """A sync step failed in a way that is recorded on the calendar, not raised."""
 
@@ -161,6 +170,7 @@ class Syncer:
         self._settings = settings
         self._clock = clock
         self._caches: OrderedDict[str, ParseCache] = OrderedDict()
+        self._hosts = HostCircuits(settings.breaker)
         # Per event loop (asyncio objects belong to one); a closed loop drops out.
         self._limiters: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, HostLimiter
@@ -233,6 +243,8 @@ class Syncer:
                 return await self._unchanged(lease, fetched.result, now)
             parsed = await self._parse(calendar, fetched.result, now)
             return await self._apply(lease, fetched, parsed, now, confirm=confirm)
+        except _Rested as rested:
+            return await self._rested(lease, rested, now)
         except _Failure as failure:
             return await self._failed(lease, failure, self._clock())
 
@@ -250,6 +262,9 @@ class Syncer:
             or state.held_removals > 0
             or _window_stale(state, now, self._settings.reparse_after)
         )
+        host = host_of(calendar.url)
+        if (until := self._hosts.admit(host, now)) is not None:
+            raise _Rested(host, until)
         try:
             async with self._limiter().slot(calendar.url):
                 result = await self._fetcher.fetch(
@@ -259,9 +274,11 @@ class Syncer:
                     auth=calendar.auth,
                 )
         except FetchError as error:
+            self._host_failed(host, error)
             # The label shows the URL for an unnamed calendar; add it for a named one.
             detail = str(error) if calendar.name else error.problem
             raise _Failure(f"{calendar.label}: {detail}", error) from None
+        self._hosts.record(host, self._clock(), failed=False)
         if result.body is None:
             return _Fetched(result, None)
         digest = hashlib.blake2b(result.body, digest_size=16).hexdigest()
@@ -269,6 +286,23 @@ class Syncer:
         if not fresh and body_hash == state.body_hash:
             return _Fetched(result, None)
         return _Fetched(result, body_hash, reexpand)
+
+    def _host_failed(self, host: str, error: FetchError) -> None:
+        """Count a failure the host is to blame for; say so when it rests the host."""
+        if not error.transient:
+            return  # the calendar's own problem (404, not a calendar, blocked)
+        before = self._hosts.circuit(host).state
+        circuit = self._hosts.record(host, self._clock(), failed=True)
+        if circuit.state is CircuitState.OPEN and before is CircuitState.CLOSED:
+            assert circuit.next_probe_at is not None
+            logger.warning(
+                "host %s failed %d fetches in a row: its feeds rest until %s, "
+                "then one probes it",
+                host,
+                circuit.consecutive_failures,
+                circuit.next_probe_at.isoformat(),
+                extra={"calsync_host": host},
+            )
 
     def _limiter(self) -> HostLimiter:
         loop = asyncio.get_running_loop()
@@ -457,6 +491,22 @@ class Syncer:
             next_sync_at=next_sync_at(
                 now, cadence, refresh_interval=refresh_interval, max_age=fetched.max_age
             ),
+        )
+
+    async def _rested(self, lease: Lease, rested: _Rested, now: datetime) -> SyncResult:
+        """Put a calendar of a rested host off until the host may be tried again.
+
+        Not a failure of the calendar: its own failure count and circuit stay.
+        """
+        calendar = lease.calendar
+        state = attrs.evolve(calendar.state, next_sync_at=rested.until)
+        await self._write(lease, SyncWrite(state), now)
+        message = (
+            f"{calendar.label}: not fetched, its host {rested.host} is rested after "
+            f"failing fetch after fetch; next try {rested.until.isoformat()}"
+        )
+        return _result(
+            calendar, SyncOutcome.SKIPPED, error=message, next_sync_at=rested.until
         )
 
     async def _failed(
