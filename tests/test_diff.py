@@ -343,3 +343,22 @@ def test_guard_weighs_removals_against_live_occurrences_only() -> None:
 def test_guard_lets_a_few_removals_among_many_live_ones_through() -> None:
     gone = tuple(occurrence(f"g{n}", T0 + HOUR) for n in range(3))
     assert _guard(ChangeSet(removed=gone, unchanged=10)) == 0
+
+
+def test_guard_applies_rekeyed_instances_of_an_event_the_feed_still_has() -> None:
+    old = tuple(
+        Occurrence(key=OccurrenceKey("daily", f"2026030{n}T080000Z"), start=T0, end=T0)
+        for n in range(3, 8)
+    )
+    new = tuple(
+        attrs.evolve(o, key=OccurrenceKey("daily", o.key.recurrence_id + "x"))
+        for o in old
+    )
+    guarded = guard_removals(
+        ChangeSet(added=new, removed=old),
+        new,
+        minimum=20,
+        fraction=0.5,
+        previous_fingerprint=None,
+    )
+    assert (guarded.held, guarded.changes.removed) == (0, old)

@@ -245,3 +245,31 @@ async def test_an_edited_valarm_cancels_the_old_reminder_and_fires_the_new(
         await engine.dispatch_notifications(handler)
     leads = [delivery.notification.lead for delivery in handler.deliveries]
     assert leads == [15 * MINUTE, 5 * MINUTE]
+
+
+async def test_a_new_zone_moves_a_floating_series_without_tripping_the_guard(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    # Each instance's key is its original start in UTC: a new zone re-keys all.
+    feeds.set(
+        "/a.ics",
+        ics(
+            "BEGIN:VEVENT\r\nUID:daily\r\nDTSTAMP:20260101T000000Z\r\n"
+            "DTSTART:20260303T090000\r\nDTEND:20260303T093000\r\nSUMMARY:Standup\r\n"
+            "RRULE:FREQ=DAILY;COUNT=5\r\nEND:VEVENT"
+        ),
+    )
+    calendar = await engine.add_calendar(feeds.url("/a.ics"), tz="Europe/Berlin")
+    await engine.sync_calendar(calendar.id)
+    await engine.update_calendar(calendar.id, tz="America/New_York")
+    clock.advance(MINUTE)
+
+    result = await engine.sync_calendar(calendar.id)
+
+    assert result.outcome is SyncOutcome.CHANGED
+    assert (result.added, result.removed, result.held_removals) == (5, 5, 0)
+    starts = [o.start for o in await engine.store.list_occurrences(calendar.id)]
+    new_york = ZoneInfo("America/New_York")
+    assert starts == [
+        T0.replace(day=day, hour=9, tzinfo=new_york) for day in range(3, 8)
+    ]
