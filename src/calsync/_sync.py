@@ -19,7 +19,12 @@ from ._diff import diff
 from ._durations import format_duration
 from ._errors import CalsyncError, LeaseLost
 from ._fetch.breaker import Circuit, HostCircuits
-from ._fetch.errors import FetchError
+from ._fetch.errors import (
+    FetchConnectionError,
+    FetchError,
+    FetchStatusError,
+    FetchTimeout,
+)
 from ._fetch.limits import HostLimiter, host_of
 from ._fetch.policy import next_sync_at
 from ._fetch.protocol import Fetcher, FetchResult
@@ -289,8 +294,8 @@ class Syncer:
 
     def _host_failed(self, host: str, error: FetchError) -> None:
         """Count a failure the host is to blame for; say so when it rests the host."""
-        if not error.transient:
-            return  # the calendar's own problem (404, not a calendar, blocked)
+        if not _host_to_blame(error):
+            return  # the feed's own problem (404, 500, not a calendar, blocked)
         before = self._hosts.circuit(host).state
         circuit = self._hosts.record(host, self._clock(), failed=True)
         if circuit.state is CircuitState.OPEN and before is CircuitState.CLOSED:
@@ -653,6 +658,17 @@ def _kept_problem(kept: Sequence[Occurrence]) -> Problem:
         f"{count} {events} of the feed could not be read; their stored versions "
         "and pending reminders were kept (see the sync's other problems for why)",
     )
+
+
+# Answers that speak for a whole host (overloaded, gateway down), not one feed.
+_HOST_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def _host_to_blame(error: FetchError) -> bool:
+    """Whether a failed fetch says the host is unwell: timeout, refused, 429/5xx."""
+    if isinstance(error, FetchStatusError):
+        return error.status in _HOST_STATUSES
+    return isinstance(error, FetchTimeout | FetchConnectionError) and error.transient
 
 
 def _window(calendar: Calendar, now: datetime) -> Window:

@@ -92,3 +92,16 @@ async def test_a_host_whose_feeds_all_fail_is_rested_as_a_whole(
     assert _fetches(feeds) == 7
     changed = [r for r in recovered.results if r.outcome is SyncOutcome.CHANGED]
     assert len(changed) == 3
+
+
+async def test_feeds_failing_on_their_own_do_not_rest_their_host(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    for path, status in zip(BROKEN, (404, 500, 410), strict=True):
+        feeds.fail(path, status)
+        await engine.add_calendar(feeds.url(path))
+    assert len((await engine.sync_due()).failed) == 3
+    feeds.set("/b.ics", ics(event("b", T0 + timedelta(hours=5))))
+    healthy = await engine.add_calendar(feeds.url("/b.ics"))
+    result = await engine.sync_calendar(healthy.id)
+    assert result.outcome is SyncOutcome.CHANGED
