@@ -172,10 +172,10 @@ class Syncer:
     ) -> None:
         self._store = store
         self._fetcher = fetcher
+        self._hosts = HostCircuits(settings.breaker)
         self._settings = settings
         self._clock = clock
         self._caches: OrderedDict[str, ParseCache] = OrderedDict()
-        self._hosts = HostCircuits(settings.breaker)
         # Per event loop (asyncio objects belong to one); a closed loop drops out.
         self._limiters: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, HostLimiter

@@ -386,3 +386,4 @@ async def test_an_impossible_lead_does_not_stop_other_calendars_reminders(
     assert [d.calendar.id for d in handler.deliveries] == [good_id]
     status = await engine.status()
     assert {calendar.id for calendar in status.calendars} == {bad.id, good_id}
+    assert (await engine.cleanup()).occurrences == 0
