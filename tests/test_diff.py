@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from calsync import ChangeSet, Occurrence, OccurrenceKey, Window, diff
+from calsync._guard import guard_removals
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -136,6 +137,29 @@ def test_diff_accepts_any_iterables() -> None:
     a = occurrence("a", T0 + HOUR)
     changes = diff(iter([a]), (o for o in [a]), WINDOW)
     assert changes == ChangeSet(unchanged=1)
+
+
+def test_an_edited_alarm_is_an_update() -> None:
+    old = attrs.evolve(occurrence("a", T0 + HOUR), alarms=(timedelta(minutes=30),))
+    new = attrs.evolve(old, alarms=(timedelta(minutes=15),))
+    assert diff([old], [new], WINDOW).updated == (new,)
+
+
+def test_an_unreadable_event_is_neither_removed_nor_updated() -> None:
+    stored = occurrence("broken", T0 + HOUR)
+    garbled = occurrence("broken", T0 + 2 * HOUR, summary="half read")
+    other = occurrence("other", T0 + HOUR)
+    assert diff([stored, other], [other], WINDOW, unreadable={"broken"}) == (
+        ChangeSet(unchanged=2)
+    )
+    assert diff([stored], [garbled], WINDOW, unreadable={"broken"}) == ChangeSet(
+        unchanged=1
+    )
+
+
+def test_an_unreadable_event_that_slid_out_still_expires() -> None:
+    past = occurrence("broken", T0 - timedelta(days=1))
+    assert diff([past], [], WINDOW, unreadable={"broken"}).expired == (past,)
 
 
 # ChangeSet.is_empty
@@ -296,3 +320,45 @@ def test_only_occurrences_wholly_before_the_window_expire(
         assert removed.start >= window.start or window.overlaps(
             removed.start, removed.end
         )
+
+
+# The mass-deletion guard
+
+
+def _guard(changes: ChangeSet) -> int:
+    guarded = guard_removals(
+        changes, [], minimum=20, fraction=0.5, previous_fingerprint=None
+    )
+    return guarded.held
+
+
+def test_guard_weighs_removals_against_live_occurrences_only() -> None:
+    upcoming = tuple(occurrence(f"up{n}", T0 + n * HOUR) for n in range(3))
+    slid = tuple(occurrence(f"old{n}", T0 - timedelta(days=2)) for n in range(40))
+    assert _guard(ChangeSet(removed=upcoming, expired=slid[:1])) == 3
+    thirty = tuple(occurrence(f"up{n}", T0 + n * HOUR) for n in range(30))
+    assert _guard(ChangeSet(removed=thirty, expired=slid)) == 30
+
+
+def test_guard_lets_a_few_removals_among_many_live_ones_through() -> None:
+    gone = tuple(occurrence(f"g{n}", T0 + HOUR) for n in range(3))
+    assert _guard(ChangeSet(removed=gone, unchanged=10)) == 0
+
+
+def test_guard_applies_rekeyed_instances_of_an_event_the_feed_still_has() -> None:
+    old = tuple(
+        Occurrence(key=OccurrenceKey("daily", f"2026030{n}T080000Z"), start=T0, end=T0)
+        for n in range(3, 8)
+    )
+    new = tuple(
+        attrs.evolve(o, key=OccurrenceKey("daily", o.key.recurrence_id + "x"))
+        for o in old
+    )
+    guarded = guard_removals(
+        ChangeSet(added=new, removed=old),
+        new,
+        minimum=20,
+        fraction=0.5,
+        previous_fingerprint=None,
+    )
+    assert (guarded.held, guarded.changes.removed) == (0, old)

@@ -8,6 +8,7 @@ import attrs
 import pytest
 
 from calsync import Circuit, CircuitBreaker, CircuitState, SyncState, ValidationError
+from calsync._fetch.breaker import HostCircuits
 
 NOW = datetime(2026, 3, 26, 8, 0, tzinfo=UTC)
 BREAKER = CircuitBreaker(
@@ -119,3 +120,40 @@ def test_impossible_circuits_are_refused(values: dict[str, object]) -> None:
 def test_a_breaker_needs_a_threshold_of_at_least_one() -> None:
     with pytest.raises(ValidationError):
         CircuitBreaker(failure_threshold=0)
+
+
+# HostCircuits: the same machine, one circuit per host, in memory
+
+
+def test_a_host_opens_after_the_threshold_and_others_stay_closed() -> None:
+    hosts = HostCircuits(BREAKER)
+    for _ in range(3):
+        assert hosts.admit("down.example", NOW) is None
+        hosts.record("down.example", NOW, failed=True)
+    assert hosts.admit("down.example", NOW) == NOW + timedelta(hours=1)
+    assert hosts.admit("up.example", NOW) is None
+
+
+def test_a_rested_host_admits_one_probe_and_a_lost_probe_frees_the_slot() -> None:
+    hosts = HostCircuits(BREAKER)
+    for _ in range(3):
+        hosts.record("down.example", NOW, failed=True)
+    later = NOW + timedelta(hours=1)
+    assert hosts.admit("down.example", later) is None  # the probe
+    assert hosts.admit("down.example", later) == later + timedelta(minutes=5)
+    assert hosts.admit("down.example", later + timedelta(minutes=5)) is None
+
+
+def test_a_successful_probe_closes_the_host_and_a_failed_one_rests_it_again() -> None:
+    hosts = HostCircuits(BREAKER)
+    for _ in range(3):
+        hosts.record("a.example", NOW, failed=True)
+        hosts.record("b.example", NOW, failed=True)
+    later = NOW + timedelta(hours=1)
+    assert hosts.admit("a.example", later) is None
+    assert hosts.record("a.example", later, failed=False) == Circuit()
+    assert hosts.admit("a.example", later) is None
+    assert hosts.admit("b.example", later) is None
+    failed_probe = hosts.record("b.example", later, failed=True)
+    assert failed_probe.state is CircuitState.OPEN
+    assert hosts.admit("b.example", later) == later + timedelta(hours=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from ._model import ChangeSet, Occurrence, Window
 
@@ -10,13 +10,20 @@ __all__ = ["diff"]
 
 
 def diff(
-    previous: Iterable[Occurrence], current: Iterable[Occurrence], window: Window
+    previous: Iterable[Occurrence],
+    current: Iterable[Occurrence],
+    window: Window,
+    *,
+    unreadable: Collection[str] = frozenset(),
 ) -> ChangeSet:
     """Return the `ChangeSet` that turns ``previous`` into ``current``.
 
     An occurrence of ``previous`` missing from ``current`` that lies before the
     start of ``window`` is ``expired`` (it slid out of the window), never
-    ``removed``. ``updated`` means same key, different content hash.
+    ``removed``. ``updated`` means same key, different content hash or alarms.
+    Events whose UID is in ``unreadable`` (the feed carries them but they could
+    not be read) keep their stored versions: none is removed or updated, and
+    ``current``'s occurrences of them are ignored (DESIGN §6).
     """
     before = {occurrence.key: occurrence for occurrence in previous}
     added: list[Occurrence] = []
@@ -24,11 +31,13 @@ def diff(
     unchanged = 0
     seen = set()
     for occurrence in current:
+        if occurrence.key.uid in unreadable:
+            continue
         seen.add(occurrence.key)
         old = before.get(occurrence.key)
         if old is None:
             added.append(occurrence)
-        elif old.content_hash != occurrence.content_hash:
+        elif _changed(old, occurrence):
             updated.append(occurrence)
         else:
             unchanged += 1
@@ -39,6 +48,8 @@ def diff(
             continue
         if _slid_out(old, window):
             expired.append(old)
+        elif key.uid in unreadable:
+            unchanged += 1
         else:
             removed.append(old)
     return ChangeSet(
@@ -48,6 +59,11 @@ def diff(
         expired=tuple(expired),
         unchanged=unchanged,
     )
+
+
+def _changed(old: Occurrence, new: Occurrence) -> bool:
+    """Whether a user would see a difference: content, or the event's own alarms."""
+    return old.content_hash != new.content_hash or old.alarms != new.alarms
 
 
 def _slid_out(occurrence: Occurrence, window: Window) -> bool:

@@ -49,7 +49,7 @@ from ._results import (
 from ._schedule import schedule_or_interval
 from ._settings import Settings
 from ._store.protocol import Store
-from ._sync import Syncer, schedule_of
+from ._sync import Syncer, schedule_of, setting_problem
 from ._zones import resolve_zone
 
 __all__ = ["Clock", "Engine", "utc_now"]
@@ -561,6 +561,8 @@ class Engine:
             outcome = JobOutcome.PARTIAL
         if isinstance(result, DispatchResult) and (result.retried or result.dead):
             outcome = JobOutcome.PARTIAL
+        if isinstance(result, CheckResult) and result.errors:
+            outcome = JobOutcome.PARTIAL
         await self._record(JobRun(job, started, self._now(), outcome, counts(result)))
         return result
 
@@ -597,6 +599,8 @@ class Engine:
     def _stale(self, calendar: Calendar, now: datetime) -> bool:
         if calendar.paused:
             return False
+        if setting_problem(calendar, now) is not None:
+            return True  # its syncs fail on the setting; the others are shown
         schedule = schedule_of(calendar.schedule, calendar.tz)
         first = schedule.next_after(now)
         cadence = schedule.next_after(first) - first

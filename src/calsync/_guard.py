@@ -9,7 +9,7 @@ import attrs
 
 from ._model import ChangeSet, Occurrence
 
-__all__ = ["Guarded", "guard_removals"]
+__all__ = ["Guarded", "guard_removals", "live_count"]
 
 
 @attrs.frozen
@@ -23,7 +23,6 @@ class Guarded:
 
 def guard_removals(
     changes: ChangeSet,
-    stored: int,
     current: Iterable[Occurrence],
     *,
     minimum: int,
@@ -34,24 +33,43 @@ def guard_removals(
 ) -> Guarded:
     """Hold back the removals of a sync that would remove too much of a calendar.
 
-    Too much: all of ``stored`` occurrences, or more than ``fraction`` of them and
-    more than ``minimum``. Held removals are applied when the feed says the same
-    again: the UIDs of ``current`` (the feed's occurrences now) fingerprint what it
-    said, so neither a new DTSTAMP nor the sliding window makes a repeat look new.
-    ``confirmed`` applies them at once; ``suspicious`` (a truncated body) holds
-    any removal, however few.
+    Weighed are the removals of events the feed dropped (their UID is gone from
+    ``current``, the feed's occurrences now); instances of an event the feed
+    still has, re-keyed by a new zone or an edited rule, are applied. Too much:
+    all of the calendar's live occurrences (`live_count`: stored and in the
+    window, so nothing that slid out dilutes the count), or more than
+    ``fraction`` of them and more than ``minimum``. Held removals are applied
+    when the feed says the same again: the UIDs of ``current`` fingerprint what
+    it said, so neither a new DTSTAMP nor the sliding window makes a repeat look
+    new. ``confirmed`` applies them at once; ``suspicious`` (a truncated body)
+    holds any removal, however few.
     """
-    removed = len(changes.removed)
-    if removed == 0 or confirmed:
+    if not changes.removed or confirmed:
         return Guarded(changes)
-    everything = removed >= stored
-    too_many = removed > minimum and removed > stored * fraction
+    current = tuple(current)
+    uids = {occurrence.key.uid for occurrence in current}
+    dropped = tuple(o for o in changes.removed if o.key.uid not in uids)
+    live = live_count(changes)
+    everything = bool(dropped) and len(dropped) >= live
+    too_many = len(dropped) > minimum and len(dropped) > live * fraction
     if not (everything or too_many or suspicious):
         return Guarded(changes)
     fingerprint = _fingerprint(current)
     if fingerprint == previous_fingerprint:
         return Guarded(changes)
-    return Guarded(attrs.evolve(changes, removed=()), removed, fingerprint)
+    held = changes.removed if suspicious else dropped
+    held_keys = {occurrence.key for occurrence in held}
+    applied = tuple(o for o in changes.removed if o.key not in held_keys)
+    return Guarded(attrs.evolve(changes, removed=applied), len(held), fingerprint)
+
+
+def live_count(changes: ChangeSet) -> int:
+    """How many stored occurrences were live and in the window before this sync.
+
+    Those the feed kept (updated or unchanged) and those it dropped (removed);
+    the ``expired`` ones slid out of the window and do not count.
+    """
+    return len(changes.removed) + len(changes.updated) + changes.unchanged
 
 
 def _fingerprint(current: Iterable[Occurrence]) -> str:

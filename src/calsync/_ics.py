@@ -79,12 +79,15 @@ def parse_whole(
     text: str, window: Window, zone: tzinfo, limit: int, problems: list[Problem]
 ) -> ParsedCalendar:
     """Parse the whole body with icalendar in one go, then expand it group by group."""
-    calendar, events = _read(text, problems)
+    unread: set[str] = set()
+    calendar, events = _read(text, problems, unread)
     timezone_name = text_of(calendar, "X-WR-TIMEZONE") or None
     expander = expander_for(window, zone, limit, timezone_name, problems)
     groups = _group_by_uid(events, problems)
     expansions = [expander.expand_group(uid, group) for uid, group in groups.items()]
-    return finish(text, calendar, timezone_name, problems, expansions, limit)
+    return finish(
+        text, calendar, timezone_name, problems, expansions, limit, unreadable=unread
+    )
 
 
 def expander_for(
@@ -106,13 +109,20 @@ def finish(
     problems: list[Problem],
     expansions: Iterable[Expansion],
     limit: int,
+    *,
+    unreadable: Iterable[str] = (),
 ) -> ParsedCalendar:
-    """Assemble the groups' expansions into the result, in the calendar's order."""
+    """Assemble the groups' expansions into the result, in the calendar's order.
+
+    ``unreadable`` names events skipped before expansion (their block unreadable).
+    """
     occurrences: list[Occurrence] = []
+    unreadable_uids = set(unreadable)
     capped = False
     for expansion in expansions:
         occurrences.extend(expansion.occurrences)
         problems.extend(expansion.problems)
+        unreadable_uids.update(expansion.unreadable)
         capped = capped or expansion.capped
     occurrences = _unique(occurrences, problems)
     occurrences.sort(key=lambda o: (o.start, o.key))
@@ -133,6 +143,7 @@ def finish(
         name=text_of(calendar, "X-WR-CALNAME") or text_of(calendar, "NAME") or None,
         timezone=timezone_name,
         refresh_interval=refresh_interval,
+        unreadable_uids=frozenset(unreadable_uids),
     )
 
 
@@ -177,8 +188,13 @@ def require_icalendar(text: str) -> None:
     raise ParseError(f"the body is {kind}, not an iCalendar feed (no BEGIN:VCALENDAR)")
 
 
-def _read(text: str, problems: list[Problem]) -> tuple[icalendar.Component, list[Any]]:
-    """Return the calendar and its VEVENTs, reading block by block if needed."""
+def _read(
+    text: str, problems: list[Problem], unread: set[str]
+) -> tuple[icalendar.Component, list[Any]]:
+    """Return the calendar and its VEVENTs, reading block by block if needed.
+
+    The UIDs of events whose block cannot be read at all are added to ``unread``.
+    """
     try:
         parsed = icalendar.Calendar.from_ical(text, multiple=True)
     except Exception as error:
@@ -188,7 +204,7 @@ def _read(text: str, problems: list[Problem]) -> tuple[icalendar.Component, list
                 f"{_reason(error)}; read it block by block",
             )
         )
-        return _read_block_by_block(text, problems)
+        return _read_block_by_block(text, problems, unread)
     calendars = [c for c in parsed if c.name == "VCALENDAR"]
     if not calendars:
         problems.append(
@@ -197,13 +213,13 @@ def _read(text: str, problems: list[Problem]) -> tuple[icalendar.Component, list
                 "no complete VCALENDAR; read it block by block",
             )
         )
-        return _read_block_by_block(text, problems)
+        return _read_block_by_block(text, problems, unread)
     events = [event for c in calendars for event in c.walk("VEVENT")]
     return calendars[0], events
 
 
 def _read_block_by_block(
-    text: str, problems: list[Problem]
+    text: str, problems: list[Problem], unread: set[str]
 ) -> tuple[icalendar.Component, list[Any]]:
     header, blocks = _split_blocks(text)
     calendar = _parse_or_none(_wrapped(header)) or icalendar.Calendar()
@@ -220,11 +236,7 @@ def _read_block_by_block(
         try:
             events.append(icalendar.Event.from_ical("\r\n".join(lines)))
         except Exception as error:
-            problems.append(
-                Problem(
-                    "event skipped", _reason(error), uid=_uid_in(lines), line=number
-                )
-            )
+            problems.append(_unreadable_block(lines, number, _reason(error), unread))
     return calendar, events
 
 
@@ -259,10 +271,28 @@ def _parse_or_none(text: str) -> icalendar.Component | None:
         return None
 
 
+def _unreadable_block(
+    lines: Sequence[str], number: int, reason: str, unread: set[str]
+) -> Problem:
+    """Report an event block icalendar refuses; its UID, if readable, stays known."""
+    uid = _uid_in(lines)
+    if uid is None:
+        return Problem(
+            "event skipped",
+            f"{reason}; its UID is unreadable too, so what calsync stored of it "
+            "is removed as if the feed had dropped it",
+            line=number,
+        )
+    unread.add(uid)
+    return Problem("event skipped", reason, uid=uid, line=number)
+
+
 def _uid_in(lines: Iterable[str]) -> str | None:
+    """Return the UID a block's lines carry, or None if none can be read."""
     for line in lines:
         if line.upper().startswith(("UID:", "UID;")):
-            return line.split(":", 1)[1].strip()
+            _, colon, value = line.partition(":")
+            return value.strip() or None if colon else None
     return None
 
 
@@ -398,6 +428,8 @@ class Expansion:
 
     ``spent`` is the dense-rule budget it used and ``need`` the calendar budget
     that must be left before it for the same result (0: any budget will do).
+    ``unreadable`` holds the group's UID when some of its components could not
+    be read, so that what was stored of them is kept.
     """
 
     occurrences: tuple[Occurrence, ...]
@@ -405,6 +437,7 @@ class Expansion:
     spent: int = 0
     need: int = 0
     capped: bool = False
+    unreadable: tuple[str, ...] = ()
 
 
 NOTHING = Expansion((), ())
@@ -425,18 +458,21 @@ class Expander:
         self.budget = _CALENDAR_INSTANCE_BUDGET
         self.capped = False
         self.problems: list[Problem] = []
+        self.unreadable = False  # the group being expanded lost a component
         self._group_budget = self.budget
         self._need = 0
 
     def expand_group(self, uid: str, group: list[Any]) -> Expansion:
         """Expand one UID group; a group that cannot be expanded becomes a problem."""
         self._group_budget, self._need, self.capped = self.budget, 0, False
+        self.unreadable = False
         skipped = []
         try:
             occurrences = self.expand(uid, group)
         except Exception as error:
             occurrences = []
             skipped = [Problem("event skipped", _reason(error), uid=uid)]
+            self.unreadable = True
         problems, self.problems = skipped + self.problems, []
         unchanged = self.budget == self._group_budget and not self.capped
         if not occurrences and not problems and unchanged:
@@ -447,6 +483,7 @@ class Expander:
             spent=self._group_budget - self.budget,
             need=self._need,
             capped=self.capped,
+            unreadable=(uid,) if self.unreadable else (),
         )
 
     @staticmethod
@@ -491,6 +528,7 @@ class Expander:
         for event in group:
             for name, why in getattr(event, "errors", ()):
                 if name in _DROPPABLE and event.pop(name, None) is not None:
+                    self.unreadable = self.unreadable or name == "RDATE"
                     self.problems.append(
                         Problem(
                             f"unreadable {name}",

@@ -154,7 +154,8 @@ class CheckResult:
     """The outcome of `Engine.check_notifications`.
 
     ``next_fire_at`` is the earliest fire time still ahead among the occurrences
-    scanned, so a runner can wake up just in time for it.
+    scanned, so a runner can wake up just in time for it. ``errors`` names the
+    calendars that could not be checked (one line each); the others were.
     """
 
     created: int = 0
@@ -163,6 +164,7 @@ class CheckResult:
     next_fire_at: datetime | None = attrs.field(
         default=None, converter=optional_aware_utc
     )
+    errors: tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
     @property
     def follow_ups(self) -> tuple[str, ...]:

@@ -16,13 +16,19 @@ from datetime import datetime, timedelta
 import attrs
 
 from ._diff import diff
+from ._durations import format_duration
 from ._errors import CalsyncError, LeaseLost
-from ._fetch.breaker import Circuit
-from ._fetch.errors import FetchError
-from ._fetch.limits import HostLimiter
+from ._fetch.breaker import Circuit, HostCircuits
+from ._fetch.errors import (
+    FetchConnectionError,
+    FetchError,
+    FetchStatusError,
+    FetchTimeout,
+)
+from ._fetch.limits import HostLimiter, host_of
 from ._fetch.policy import next_sync_at
 from ._fetch.protocol import Fetcher, FetchResult
-from ._guard import guard_removals
+from ._guard import guard_removals, live_count
 from ._incremental import ParseCache
 from ._model import (
     ChangeSet,
@@ -49,7 +55,7 @@ from ._schedule import Schedule
 from ._settings import Settings
 from ._store.protocol import Store
 
-__all__ = ["Syncer", "leads_for", "schedule_of"]
+__all__ = ["Syncer", "expansion_inputs", "leads_for", "schedule_of", "setting_problem"]
 
 logger = logging.getLogger("calsync.sync")
 
@@ -75,12 +81,74 @@ def leads_for(
     return tuple(sorted({*calendar.leads, *alarms}))
 
 
+def expansion_inputs(calendar: Calendar, settings: Settings) -> str:
+    """Return a digest of all an expansion depends on besides the body.
+
+    Zone, window, leads, alarms and the occurrence cap: when one changes, the
+    next sync fetches afresh and expands again (DESIGN §6). It is kept after a
+    colon in `SyncState.body_hash`, so no schema change is needed.
+    """
+    fields = (
+        calendar.tz or "",
+        calendar.window_past,
+        calendar.horizon,
+        sorted(set(calendar.leads)),
+        calendar.use_alarms,
+        settings.alarm_lookahead if calendar.use_alarms else None,
+        settings.max_occurrences,
+    )
+    return hashlib.blake2b(repr(fields).encode(), digest_size=8).hexdigest()
+
+
+def setting_problem(calendar: Calendar, now: datetime) -> str | None:
+    """Why a calendar's stored settings cannot be used at ``now``, or None.
+
+    A value out of range (a lead or horizon of thousands of years) fails that
+    calendar's work with this line, never the job for every calendar.
+    """
+    try:
+        schedule_of(calendar.schedule, calendar.tz)
+    except CalsyncError as error:
+        return f"{calendar.label}: its schedule cannot be used ({error}); set every"
+    try:
+        window = _window(calendar, now)
+    except OverflowError:
+        return (
+            f"{calendar.label}: its window (window_past "
+            f"{format_duration(calendar.window_past)}, horizon "
+            f"{format_duration(calendar.horizon)}) reaches past the dates calsync "
+            "can hold; set a shorter window_past or horizon"
+        )
+    for lead in calendar.leads:
+        try:
+            window.start - lead
+        except OverflowError:
+            return (
+                f"{calendar.label}: a lead of {format_duration(lead)} reaches past "
+                "the dates calsync can hold; set leads to values such as 10m or 1d"
+            )
+    return None
+
+
 @attrs.frozen
 class _Fetched:
-    """A fetch that brought a body worth parsing, or None for "nothing new"."""
+    """A fetch that brought a body worth parsing, or None for "nothing new".
+
+    ``reexpand`` says the expansion inputs changed since the last parse.
+    """
 
     result: FetchResult
     body_hash: str | None
+    reexpand: bool = False
+
+
+class _Rested(Exception):
+    """The calendar's host is rested by its circuit: not fetched until ``until``."""
+
+    def __init__(self, host: str, until: datetime) -> None:
+        super().__init__(host)
+        self.host = host
+        self.until = until
 
 
 class _Failure(Exception):
@@ -104,6 +172,7 @@ class Syncer:
     ) -> None:
         self._store = store
         self._fetcher = fetcher
+        self._hosts = HostCircuits(settings.breaker)
         self._settings = settings
         self._clock = clock
         self._caches: OrderedDict[str, ParseCache] = OrderedDict()
@@ -172,11 +241,15 @@ class Syncer:
         calendar = lease.calendar
         now = self._clock()
         try:
+            if (problem := setting_problem(calendar, now)) is not None:
+                raise _Failure(problem)
             fetched = await self._fetch(calendar, now, force=force)
             if fetched.body_hash is None:
                 return await self._unchanged(lease, fetched.result, now)
             parsed = await self._parse(calendar, fetched.result, now)
             return await self._apply(lease, fetched, parsed, now, confirm=confirm)
+        except _Rested as rested:
+            return await self._rested(lease, rested, now)
         except _Failure as failure:
             return await self._failed(lease, failure, self._clock())
 
@@ -186,11 +259,17 @@ class Syncer:
         self, calendar: Calendar, now: datetime, *, force: bool
     ) -> _Fetched:
         state = calendar.state
+        inputs = expansion_inputs(calendar, self._settings)
+        reexpand = (state.body_hash or "").partition(":")[2] != inputs
         fresh = (
             force
+            or reexpand
             or state.held_removals > 0
             or _window_stale(state, now, self._settings.reparse_after)
         )
+        host = host_of(calendar.url)
+        if (until := self._hosts.admit(host, now)) is not None:
+            raise _Rested(host, until)
         try:
             async with self._limiter().slot(calendar.url):
                 result = await self._fetcher.fetch(
@@ -200,15 +279,35 @@ class Syncer:
                     auth=calendar.auth,
                 )
         except FetchError as error:
+            self._host_failed(host, error)
             # The label shows the URL for an unnamed calendar; add it for a named one.
             detail = str(error) if calendar.name else error.problem
             raise _Failure(f"{calendar.label}: {detail}", error) from None
+        self._hosts.record(host, self._clock(), failed=False)
         if result.body is None:
             return _Fetched(result, None)
-        body_hash = hashlib.blake2b(result.body, digest_size=16).hexdigest()
+        digest = hashlib.blake2b(result.body, digest_size=16).hexdigest()
+        body_hash = f"{digest}:{inputs}"
         if not fresh and body_hash == state.body_hash:
             return _Fetched(result, None)
-        return _Fetched(result, body_hash)
+        return _Fetched(result, body_hash, reexpand)
+
+    def _host_failed(self, host: str, error: FetchError) -> None:
+        """Count a failure the host is to blame for; say so when it rests the host."""
+        if not _host_to_blame(error):
+            return  # the feed's own problem (404, 500, not a calendar, blocked)
+        before = self._hosts.circuit(host).state
+        circuit = self._hosts.record(host, self._clock(), failed=True)
+        if circuit.state is CircuitState.OPEN and before is CircuitState.CLOSED:
+            assert circuit.next_probe_at is not None
+            logger.warning(
+                "host %s failed %d fetches in a row: its feeds rest until %s, "
+                "then one probes it",
+                host,
+                circuit.consecutive_failures,
+                circuit.next_probe_at.isoformat(),
+                extra={"calsync_host": host},
+            )
 
     def _limiter(self) -> HostLimiter:
         loop = asyncio.get_running_loop()
@@ -289,6 +388,9 @@ class Syncer:
     ) -> SyncResult:
         calendar = lease.calendar
         state = self._succeeded(calendar, fetched, now, calendar.state.refresh_interval)
+        if calendar.state.consecutive_failures == 0:
+            # A warning of the last parse (events kept unread) holds for the same body.
+            state = attrs.evolve(state, last_error=calendar.state.last_error)
         cancel = await self.stale_leads(calendar, None)
         applied = await self._write(lease, SyncWrite(state, cancel=cancel), now)
         return _result(
@@ -314,11 +416,24 @@ class Syncer:
         if truncated:
             parsed = attrs.evolve(parsed, problems=(*parsed.problems, _TRUNCATED))
         stored = await self._store.list_occurrences(calendar.id)
-        changes = diff(stored, parsed.occurrences, window)
+        unreadable = parsed.unreadable_uids
+        changes = diff(stored, parsed.occurrences, window, unreadable=unreadable)
+        kept = _kept(stored, changes, unreadable)
+        current = (
+            *(o for o in parsed.occurrences if o.key.uid not in unreadable),
+            *kept,
+        )
+        problems = list(parsed.problems)
+        warnings = []
+        if kept:
+            warning = _kept_problem(kept)
+            problems.append(warning)
+            warnings.append(f"{calendar.label}: {warning.why}")
+        parsed = attrs.evolve(parsed, problems=tuple(problems))
+        live = live_count(changes)
         guarded = guard_removals(
             changes,
-            len(stored),
-            parsed.occurrences,
+            current,
             minimum=self._settings.mass_deletion_min,
             fraction=self._settings.mass_deletion_fraction,
             previous_fingerprint=calendar.state.held_removals_hash,
@@ -337,17 +452,22 @@ class Syncer:
         if guarded.held:
             why = "the feed is cut off" if truncated else "the feed dropped them"
             message = (
-                f"{calendar.label}: held back {guarded.held} of {len(stored)} "
-                f"events' removals ({why}); they are applied if the next sync says "
-                "the same, or at once with sync_calendar(id, confirm_removals=True)"
+                f"{calendar.label}: held back {guarded.held} of {live} "
+                f"events' removals ({why}); they are applied "
+                "if the next sync says the same, or at once with "
+                "sync_calendar(id, confirm_removals=True)"
             )
             # Parse again next time even if the body is the same: a repeat confirms.
-            state = attrs.evolve(state, body_hash=None, last_error=message)
-            logger.warning(message, extra={"calsync_calendar_id": calendar.id})
-        create, next_fire_at = self._reminders(
-            calendar, (*changes.added, *changes.updated), now
-        )
-        cancel = await self.stale_leads(calendar, parsed.occurrences)
+            state = attrs.evolve(state, body_hash=None)
+            warnings.insert(0, message)
+        if warnings:
+            state = attrs.evolve(state, last_error="; ".join(warnings))
+            for warning_text in warnings:
+                logger.warning(warning_text, extra={"calsync_calendar_id": calendar.id})
+        # After a change of leads, zone or window every occurrence may owe reminders.
+        fresh = current if fetched.reexpand else (*changes.added, *changes.updated)
+        create, next_fire_at = self._reminders(calendar, fresh, now)
+        cancel = await self.stale_leads(calendar, current)
         write = SyncWrite(state, _or_none(changes), create=create, cancel=cancel)
         applied = await self._write(lease, write, now)
         result = _changed_result(
@@ -376,6 +496,22 @@ class Syncer:
             next_sync_at=next_sync_at(
                 now, cadence, refresh_interval=refresh_interval, max_age=fetched.max_age
             ),
+        )
+
+    async def _rested(self, lease: Lease, rested: _Rested, now: datetime) -> SyncResult:
+        """Put a calendar of a rested host off until the host may be tried again.
+
+        Not a failure of the calendar: its own failure count and circuit stay.
+        """
+        calendar = lease.calendar
+        state = attrs.evolve(calendar.state, next_sync_at=rested.until)
+        await self._write(lease, SyncWrite(state), now)
+        message = (
+            f"{calendar.label}: not fetched, its host {rested.host} is rested after "
+            f"failing fetch after fetch; next try {rested.until.isoformat()}"
+        )
+        return _result(
+            calendar, SyncOutcome.SKIPPED, error=message, next_sync_at=rested.until
         )
 
     async def _failed(
@@ -497,6 +633,42 @@ _CALENDAR_END = re.compile(rb"END:VCALENDAR\s*$", re.IGNORECASE)
 def _truncated(body: bytes) -> bool:
     """Whether a body stops before its calendar's end (a cut-off transfer)."""
     return _CALENDAR_END.search(body[-256:]) is None
+
+
+def _kept(
+    stored: Iterable[Occurrence], changes: ChangeSet, unreadable: frozenset[str]
+) -> tuple[Occurrence, ...]:
+    """Return the stored occurrences of unreadable events, which stay (unexpired)."""
+    if not unreadable:
+        return ()
+    expired = {occurrence.key for occurrence in changes.expired}
+    return tuple(
+        occurrence
+        for occurrence in stored
+        if occurrence.key.uid in unreadable and occurrence.key not in expired
+    )
+
+
+def _kept_problem(kept: Sequence[Occurrence]) -> Problem:
+    """Return the problem reporting events kept as stored, their copy unreadable."""
+    count = len({occurrence.key.uid for occurrence in kept})
+    events = "event" if count == 1 else "events"
+    return Problem(
+        "events kept unread",
+        f"{count} {events} of the feed could not be read; their stored versions "
+        "and pending reminders were kept (see the sync's other problems for why)",
+    )
+
+
+# Answers that speak for a whole host (overloaded, gateway down), not one feed.
+_HOST_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def _host_to_blame(error: FetchError) -> bool:
+    """Whether a failed fetch says the host is unwell: timeout, refused, 429/5xx."""
+    if isinstance(error, FetchStatusError):
+        return error.status in _HOST_STATUSES
+    return isinstance(error, FetchTimeout | FetchConnectionError) and error.transient
 
 
 def _window(calendar: Calendar, now: datetime) -> Window:

@@ -18,6 +18,8 @@ from calsync.testing import FeedServer, ManualClock
 
 from .conftest import MINUTE, T0, Recorder, event, ics, settings
 
+HOUR = timedelta(hours=1)
+
 
 def _with_alarm(vevent: str, *, minutes: int) -> str:
     """Give an event a display VALARM ``minutes`` before its start."""
@@ -323,3 +325,65 @@ async def test_turning_alarms_off_cancels_their_pending_reminders(
     assert (await engine.check_notifications()).created == 1
     await engine.update_calendar(calendar_id, use_alarms=False)
     assert (await engine.dispatch_notifications(Recorder())).delivered == 0
+
+
+async def test_a_reminder_whose_span_passed_before_the_first_check_is_missed_once(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + timedelta(hours=2)  # 11:00, its reminder at 10:50
+    await _calendar_with(
+        engine, feeds, event("a", start), event("before", T0 - 30 * MINUTE)
+    )
+    clock.set(start + 5 * MINUTE)  # nothing ran between the sync and now
+    first = await engine.check_notifications()
+    assert (first.created, first.missed) == (0, 1)
+    clock.advance(MINUTE)
+    assert (await engine.check_notifications()).missed == 0
+    [missed] = await engine.store.list_notifications(status=NotificationStatus.MISSED)
+    assert missed.notification.key.uid == "a"  # not 'before': it predates the calendar
+    assert (await engine.status()).missed == 1
+
+
+async def test_a_calendar_with_an_impossible_lead_fails_its_sync_alone(
+    engine: Engine, feeds: FeedServer
+) -> None:
+    start = T0 + 5 * MINUTE
+    feeds.set("/bad.ics", ics(event("b", start)))
+    bad = await engine.add_calendar(
+        feeds.url("/bad.ics"), name="Huge", leads=["3650000d"]
+    )
+    await _calendar_with(engine, feeds, event("a", start + HOUR))
+
+    synced = await engine.sync_due()
+    [failed] = synced.failed
+    assert failed.calendar_id == bad.id
+    assert failed.error is not None
+    assert "Huge" in failed.error
+    assert "lead" in failed.error
+    assert "leads" in failed.error  # the setting to change
+
+
+async def test_an_impossible_lead_does_not_stop_other_calendars_reminders(
+    engine: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    start = T0 + 5 * MINUTE
+    feeds.set("/bad.ics", ics(event("b", start)))
+    bad = await engine.add_calendar(
+        feeds.url("/bad.ics"), name="Huge", leads=["3650000d"]
+    )
+    good_id = await _calendar_with(engine, feeds, event("a", start + HOUR))
+
+    clock.set(start + HOUR - 10 * MINUTE)
+    checked = await engine.check_notifications()
+    assert checked.created == 1
+    [error] = checked.errors
+    assert "Huge" in error
+    assert "leads" in error
+    [run] = await engine.store.recent_job_runs(job="check_notifications", limit=1)
+    assert run.outcome is JobOutcome.PARTIAL
+    handler = Recorder()
+    await engine.dispatch_notifications(handler)
+    assert [d.calendar.id for d in handler.deliveries] == [good_id]
+    status = await engine.status()
+    assert {calendar.id for calendar in status.calendars} == {bad.id, good_id}
+    assert (await engine.cleanup()).occurrences == 0

@@ -1,4 +1,4 @@
-"""A circuit breaker per calendar, as a pure state machine the store can persist.
+"""Circuit breakers per calendar (a pure state machine the store persists) and per host.
 
 closed ── N consecutive failures ──▶ open ── cool-down passed ──▶ half_open
    ▲                                  ▲                              │
@@ -19,7 +19,7 @@ from calsync._errors import ValidationError
 from calsync._model import as_aware_utc, optional_aware_utc
 from calsync._records import CircuitState
 
-__all__ = ["Circuit", "CircuitBreaker"]
+__all__ = ["Circuit", "CircuitBreaker", "HostCircuits"]
 
 
 @attrs.frozen
@@ -93,3 +93,51 @@ class CircuitBreaker:
         if circuit.state is CircuitState.CLOSED and failures < self.failure_threshold:
             return Circuit(CircuitState.CLOSED, failures)
         return Circuit(CircuitState.OPEN, failures, as_aware_utc(now) + self.cool_down)
+
+
+class HostCircuits:
+    """One circuit per host, in memory: a host whose feeds all keep failing is rested.
+
+    Every failed fetch that a host is to blame for (timeout, refused connection,
+    5xx, 429) counts against its circuit; any other answer closes it. Once open,
+    no calendar of the host is fetched until the cool-down has passed; then one
+    fetch probes the host (half open) while the others wait, and a probe that
+    never reports back frees the slot after ``probe_timeout``. Hosts are keyed by
+    name without the port, as the per-host limits are. Per process: each worker
+    learns about a failing host on its own.
+    """
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+        self._circuits: dict[str, Circuit] = {}
+
+    def __repr__(self) -> str:
+        return f"HostCircuits(open={sorted(self._circuits)})"
+
+    def admit(self, host: str, now: datetime) -> datetime | None:
+        """Ask to fetch from *host* at *now*: None to go ahead, else when to retry.
+
+        While the host is open nothing goes ahead; once its cool-down passed, the
+        first caller becomes the probe and takes the slot (half open).
+        """
+        circuit = self._circuits.get(host)
+        if circuit is None:
+            return None
+        admitted = self._breaker.admit(circuit, now)
+        if admitted is None:
+            return circuit.next_probe_at
+        self._circuits[host] = admitted
+        return None
+
+    def record(self, host: str, now: datetime, *, failed: bool) -> Circuit:
+        """Count a fetch's outcome against the host; return its circuit after it."""
+        if not failed:
+            self._circuits.pop(host, None)
+            return Circuit()
+        circuit = self._breaker.record_failure(self._circuits.get(host, Circuit()), now)
+        self._circuits[host] = circuit
+        return circuit
+
+    def circuit(self, host: str) -> Circuit:
+        """Return the host's circuit (closed if nothing failed lately)."""
+        return self._circuits.get(host, Circuit())
