@@ -24,6 +24,7 @@ import attrs
 
 from calsync._durations import DurationTooLong, Span, parse_duration
 from calsync._errors import ValidationError
+from calsync._fetch.guard import host_problem
 from calsync._records import CALENDAR_SPANS
 from calsync._redact import redact
 from calsync._schedule import schedule_or_interval
@@ -241,19 +242,33 @@ def _log_level(value: object) -> str:
 
 def _feed_url(value: object) -> str:
     text = _text(value)
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:  # a broken [IPv6] host or port
+        raise _Invalid("expected a URL like https://example.com/cal.ics") from None
     if parts.scheme.lower() not in {"http", "https", "webcal", "webcals", "file"}:
         raise _Invalid("expected an http://, https:// or webcal:// URL")
-    if parts.scheme.lower() != "file" and not parts.hostname:
+    if parts.scheme.lower() != "file" and not host:
         raise _Invalid("expected a URL with a host, like https://example.com/cal.ics")
+    problem = None if host is None else host_problem(host)
+    if problem is not None:
+        raise _Invalid(f"the host {problem}")
     return text
 
 
 def _webhook_url(value: object) -> str:
     text = _text(value)
-    parts = urlsplit(text)
-    if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
+    try:
+        host = urlsplit(text).hostname
+        scheme = urlsplit(text).scheme.lower()
+    except ValueError:
+        raise _Invalid("expected an http:// or https:// URL") from None
+    if scheme not in {"http", "https"} or not host:
         raise _Invalid("expected an http:// or https:// URL")
+    problem = host_problem(host)
+    if problem is not None:
+        raise _Invalid(f"the host {problem}")
     return text
 
 
@@ -969,7 +984,9 @@ def build_handler(config: Config) -> Handler:
     if handler.kind == "webhook":
         assert handler.url is not None
         assert handler.secret is not None
-        webhook: Handler = _handlers.WebhookHandler(handler.url, handler.secret)
+        webhook: Handler = _handlers.WebhookHandler(
+            handler.url, handler.secret, allow=config.fetch.allow
+        )
         return webhook
     if handler.kind == "python":
         assert handler.target is not None
