@@ -26,7 +26,7 @@ from calsync._durations import DurationTooLong, Span, parse_duration
 from calsync._errors import ValidationError
 from calsync._fetch.guard import host_problem
 from calsync._records import CALENDAR_SPANS
-from calsync._redact import redact
+from calsync._redact import is_conninfo, redact
 from calsync._schedule import schedule_or_interval
 from calsync._settings import (
     SETTINGS_COUNTS,
@@ -276,12 +276,12 @@ def _store_url(value: object) -> str:
     text = _text(value)
     if text == "memory:" or _sqlite_path(text) is not None:
         return text
-    if text.startswith(("postgresql://", "postgres://")):
+    if text.startswith(("postgresql://", "postgres://")) or is_conninfo(text):
         return text
     raise _Invalid(
         "expected 'sqlite:///calsync.db' (a file, relative to the working "
         "directory; 'sqlite:////abs/path.db' for an absolute path), "
-        "'postgresql://user@host/db' or 'memory:'"
+        "'postgresql://user@host/db' (or 'host=... dbname=...') or 'memory:'"
     )
 
 

@@ -38,6 +38,7 @@ from calsync._records import (
     SyncWrite,
     notification_id,
 )
+from calsync._redact import scrub_secrets
 from calsync._store._rows import (
     CALENDAR_COLUMNS,
     NOTIFICATION_COLUMNS,
@@ -1369,11 +1370,4 @@ def _redacted_conninfo(url: str) -> str:
 
 def _scrub(text: str, url: str) -> str:
     """Mask the connection string's password should a driver message quote it."""
-    from psycopg import Error
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        password = conninfo_to_dict(url).get("password")
-    except Error:  # not a connection string: mask it whole
-        return text.replace(url, "***")
-    return text.replace(str(password), "***") if password else text
+    return scrub_secrets(text, url)
