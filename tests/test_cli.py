@@ -627,3 +627,16 @@ def test_run_and_every_command_take_config_after_their_name(
     assert calendar_id in listed.output
     missing = CliRunner().invoke(cli, ["run", "--config", str(config) + ".nope"])
     assert "does not exist" in one_error_line(missing)
+
+
+def test_errors_name_settings_as_the_user_sets_them(config: Path, feeds: Feeds) -> None:
+    zero = one_error_line(
+        calsync(config, "add", feeds.set("a.ics", team_feed()), "--lead", "0m")
+    )
+    assert "[engine] late_grace" in zero
+    assert "CALSYNC_ENGINE_LATE_GRACE" in zero
+    unknown = one_error_line(calsync(config, "pause", "f" * 32))
+    assert "`calsync list`" in unknown
+    for line in (zero, unknown):
+        assert "Settings." not in line
+        assert "()" not in line
