@@ -1,6 +1,6 @@
 """The ``calsync`` command: run the service, manage calendars, see what will fire.
 
-Needs the ``cli`` extra (click and rich). Every command reads ``calsync.toml``
+Every command reads ``calsync.toml``
 (``--config``, else ``./calsync.toml`` if present) and the ``CALSYNC_*``
 environment. A calsync error prints one red line and exits with status 1;
 ``--verbose`` adds the traceback. Usage errors exit with status 2.
