@@ -784,3 +784,14 @@ def test_calsync_run_builds_the_webhook_with_the_fetch_allow_list(
         build_handler(load_config(config, env={}))
     allowed = load_config(config, env={"CALSYNC_FETCH_ALLOW": "127.0.0.1"})
     assert isinstance(build_handler(allowed), WebhookHandler)
+
+
+async def test_a_refused_webhook_error_chains_nothing(receiver: Receiver) -> None:
+    resolver = StaticResolver({"hooks.test": ["10.0.0.1"]})
+    url = f"http://hooks.test:{receiver.port}/hook?token={URL_TOKEN}"
+    async with WebhookHandler(url, SECRET, resolver=resolver) as handler:
+        with pytest.raises(DeliveryError) as raised:
+            await handler(delivery())
+    assert raised.value.__cause__ is None
+    assert raised.value.__context__ is None
+    assert "10.0.0.1 is a private address" in str(raised.value)

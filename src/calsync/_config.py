@@ -330,10 +330,9 @@ def _key(
 
 def _setting(name: str) -> Check:
     """Return the range check of the `Settings` value *name* (``retry.cap``)."""
-    table: Mapping[str, Span | Any] = (
-        SETTINGS_SPANS if name in SETTINGS_SPANS else SETTINGS_COUNTS
-    )
-    return table[name].problem  # type: ignore[no-any-return]
+    if name in SETTINGS_SPANS:
+        return SETTINGS_SPANS[name].problem
+    return SETTINGS_COUNTS[name].problem
 
 
 def _leads_check(leads: tuple[timedelta, ...] | None) -> str | None:

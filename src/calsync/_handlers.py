@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import Any, NoReturn, Self, TypeAlias
+from typing import Any, Self, TypeAlias
 
 import aiohttp
 import attrs
@@ -496,7 +496,7 @@ class WebhookHandler:
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except BlockedTarget as blocked:
-            return self._refuse(delivery, blocked)
+            error = self._refusal(delivery, blocked)
         except TimeoutError:
             error = self._failure(
                 delivery, f"did not answer within {self._timeout:g}s", permanent=False
@@ -513,16 +513,16 @@ class WebhookHandler:
             )
         else:
             if 200 <= status < 300:
-                return None
+                return
             error = self._status_failure(delivery, status, retry_after)
         # Raised outside the except blocks: aiohttp's exception, whose text may
         # hold the full URL, is neither the cause nor the context.
         raise error
 
-    def _refuse(self, delivery: Delivery, blocked: BlockedTarget) -> NoReturn:
+    def _refusal(self, delivery: Delivery, blocked: BlockedTarget) -> DeliveryError:
         """Fail for good: the receiver's name resolved only to refused addresses."""
         problem = _blocked(self._shown, blocked.host, blocked.reason)
-        raise DeliveryError(
+        return DeliveryError(
             f"{delivery.calendar.label}: {problem} (notification {delivery.id}, "
             "not retried)",
             permanent=True,

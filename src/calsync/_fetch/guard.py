@@ -216,7 +216,7 @@ class TargetGuard:
     def _loopback_name(self) -> str | None:
         """Judge ``localhost`` as its addresses: refused unless allowed by network."""
         opened = any(
-            network.version == loopback.version and network.overlaps(loopback)  # type: ignore[arg-type]
+            network.version == loopback.version and network.overlaps(loopback)
             for network in self.networks
             for loopback in _LOOPBACK_NAMES
         )
