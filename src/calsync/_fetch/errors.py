@@ -153,7 +153,8 @@ class FetchTooLarge(FetchError):
         super().__init__(
             url,
             f"{detail} is over the {limit:,} byte limit, so calsync stopped reading; "
-            f"raise {option} if the feed is really this big",
+            "if the feed is really this big, raise [fetch] max_body_bytes "
+            f"(CALSYNC_FETCH_MAX_BODY_BYTES; in code, the fetcher's {option})",
         )
 
 
