@@ -2,8 +2,8 @@
 
 Leases and claims are row locks taken with ``FOR UPDATE SKIP LOCKED`` and fenced
 by a token; every method is one transaction. Tables live in their own schema
-(default ``calsync``). Needs the ``postgres`` extra: ``pip install
-'calsync[postgres]'`` (psycopg 3 and psycopg-pool).
+(default ``calsync``). Needs the ``postgres`` extra (psycopg 3 and psycopg-pool):
+``pip install -e '.[postgres]'`` in a clone.
 """
 
 from __future__ import annotations
@@ -73,7 +73,10 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-_INSTALL_HINT = "install the PostgreSQL extra: pip install 'calsync[postgres]'"
+_INSTALL_HINT = (
+    "install the PostgreSQL driver: pip install 'psycopg[binary]>=3.2' "
+    "'psycopg-pool>=3.2' (the postgres extra of calsync)"
+)
 _ATTEMPTS = 3
 """How often a transaction runs when PostgreSQL aborts it for a deadlock."""
 
