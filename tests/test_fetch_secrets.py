@@ -19,7 +19,14 @@ import pytest
 from click.testing import CliRunner
 
 from _feed_server import FeedServer
-from calsync import BasicAuth, BearerAuth, FetchError, HttpFetcher, redact
+from calsync import (
+    BasicAuth,
+    BearerAuth,
+    FetchError,
+    HttpFetcher,
+    PostgresStore,
+    redact,
+)
 from calsync._cli import cli
 from calsync._config import ConfigError, load_config
 
@@ -211,3 +218,9 @@ def test_a_feed_url_secret_never_reaches_a_config_error(
         load_config(path, env={})
     shown = f"{raised.value}\n{raised.value!r}"
     assert PASSWORD not in shown, shown
+
+
+@pytest.mark.parametrize("form", [form for form in store_urls() if "not" not in form])
+def test_a_store_url_secret_never_reaches_the_store_repr(form: str) -> None:
+    store = PostgresStore(store_urls()[form])
+    assert PASSWORD not in f"{store!r} {store}"
