@@ -1,7 +1,7 @@
 """The ``calsync`` command: run the service, manage calendars, see what will fire.
 
-Every command reads ``calsync.toml``
-(``--config``, else ``./calsync.toml`` if present) and the ``CALSYNC_*``
+Every command reads ``calsync.toml`` (``--config``, before or after the
+command's name, else ``./calsync.toml`` if present) and the ``CALSYNC_*``
 environment. A calsync error prints one red line and exits with status 1;
 ``--verbose`` adds the traceback. Usage errors exit with status 2.
 """
@@ -99,22 +99,20 @@ def _set_config(ctx: click.Context, param: click.Parameter, value: Path | None) 
         app.config_path = value
 
 
-def _config_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--config",
-        type=click.Path(dir_okay=False, path_type=Path),
-        expose_value=False,
-        callback=_set_config,
-        help=_CONFIG_HELP,
-    )(command)
-
-
 class _Command(click.Command):
     """A command that takes ``--config`` after its name as well as before it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        _config_option(self)
+        self.params.append(
+            click.Option(
+                ["--config"],
+                type=click.Path(dir_okay=False, path_type=Path),
+                expose_value=False,
+                callback=_set_config,
+                help=_CONFIG_HELP,
+            )
+        )
 
 
 class _Group(click.Group):
