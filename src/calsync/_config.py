@@ -260,8 +260,8 @@ def _feed_url(value: object) -> str:
 def _webhook_url(value: object) -> str:
     text = _text(value)
     try:
-        host = urlsplit(text).hostname
-        scheme = urlsplit(text).scheme.lower()
+        parts = urlsplit(text)
+        host, scheme = parts.hostname, parts.scheme.lower()
     except ValueError:
         raise _Invalid("expected an http:// or https:// URL") from None
     if scheme not in {"http", "https"} or not host:
