@@ -514,3 +514,129 @@ def test_demo_runs_for_the_given_duration() -> None:
     result = CliRunner().invoke(cli, ["demo", "--duration", "2"])
     assert result.exit_code == 0, result.output
     assert "calsync demo" in result.output
+
+
+# -- bad input: one line, the option to change, nothing stored ---------------------
+
+ARABIC_TEN = "\u0661\u0660"
+
+
+def one_error_line(result: Result, *, code: int = 1) -> str:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.strip().splitlines() if line]
+    assert lines[-1].startswith("Error: "), result.stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--lead", "400d"], "--lead '400d': a lead must be at most 366d"),
+        (["--lead", "3650000d"], "--lead '3650000d': duration '3650000d' is too long"),
+        (["--lead", "99999999999999d"], "--lead '99999999999999d': duration"),
+        (["--lead", f"{ARABIC_TEN}m"], f"--lead '{ARABIC_TEN}m': bad duration"),
+        (["--every", "every 99999d"], "--every 'every 99999d': bad schedule"),
+        (["--every", f"every {ARABIC_TEN}m"], "--every"),
+        (["--tz", "Mars/Olympus"], "--tz 'Mars/Olympus'"),
+    ],
+)
+def test_out_of_range_options_to_add_name_the_option_and_store_nothing(
+    config: Path, feeds: Feeds, args: list[str], expected: str
+) -> None:
+    line = one_error_line(
+        calsync(config, "add", feeds.set("a.ics", team_feed()), *args)
+    )
+    assert expected in line
+    assert "No calendars yet" in calsync(config, "list").output
+
+
+@pytest.mark.parametrize(
+    "url", ["http://exa mple.com/a.ics", "https://exa mple.com/a.ics?token=x"]
+)
+def test_a_url_whose_host_cannot_exist_is_refused_and_not_stored(
+    config: Path, url: str
+) -> None:
+    line = one_error_line(calsync(config, "add", url))
+    assert "'exa mple.com' is not a valid host name" in line
+    assert "No calendars yet" in calsync(config, "list").output
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_local_feed_is_refused_with_how_to_allow_it(
+    tmp_path: Path, host: str
+) -> None:
+    config = tmp_path / "calsync.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/state.db"\n')
+    line = one_error_line(calsync(config, "add", f"http://{host}:8080/cal.ics"))
+    assert f"refused to connect to {host}" in line
+    assert f'allow = ["{host}"] under [fetch]' in line
+    assert f"CALSYNC_FETCH_ALLOW={host}" in line
+    allowed = CliRunner().invoke(
+        cli,
+        ["--config", str(config), "add", "-q", f"http://{host}:8080/cal.ics"],
+        env={"CALSYNC_FETCH_ALLOW": "127.0.0.1"},
+    )
+    assert allowed.exit_code == 0, allowed.output
+
+
+@pytest.mark.parametrize("days", ["inf", "nan", "1e308", "-inf", "367"])
+def test_upcoming_refuses_days_that_are_not_a_finite_range(
+    config: Path, days: str
+) -> None:
+    result = calsync(config, "upcoming", "--days", days)
+    assert result.exit_code == 2, result.output
+    assert "--days" in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CALSYNC_ENGINE_LEASE_TTL", "99999999999999d"),
+        ("CALSYNC_ENGINE_LATE_GRACE", "3650000d"),
+        ("CALSYNC_DEFAULTS_LEADS", "99999999999999d"),
+    ],
+)
+def test_an_overflowing_variable_is_one_line_naming_it(
+    config: Path, variable: str, value: str
+) -> None:
+    result = CliRunner().invoke(
+        cli, ["--config", str(config), "list"], env={variable: value}
+    )
+    assert f"environment variable {variable}" in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    "content", [b"\xff\xfe\x00[store]", "[store] # caf\xe9\n".encode("latin-1")]
+)
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path, content: bytes) -> None:
+    config = tmp_path / "calsync.toml"
+    config.write_bytes(content)
+    line = one_error_line(calsync(config, "list"))
+    assert "not a text file in UTF-8" in line
+
+
+def test_run_and_every_command_take_config_after_their_name(
+    config: Path, feeds: Feeds
+) -> None:
+    url = feeds.set("team.ics", team_feed())
+    added = CliRunner().invoke(cli, ["add", url, "--config", str(config)])
+    calendar_id = added_id(added)
+    listed = CliRunner().invoke(cli, ["list", "--config", str(config)])
+    assert calendar_id in listed.output
+    missing = CliRunner().invoke(cli, ["run", "--config", str(config) + ".nope"])
+    assert "does not exist" in one_error_line(missing)
+
+
+def test_errors_name_settings_as_the_user_sets_them(config: Path, feeds: Feeds) -> None:
+    zero = one_error_line(
+        calsync(config, "add", feeds.set("a.ics", team_feed()), "--lead", "0m")
+    )
+    assert "[engine] late_grace" in zero
+    assert "CALSYNC_ENGINE_LATE_GRACE" in zero
+    unknown = one_error_line(calsync(config, "pause", "f" * 32))
+    assert "`calsync list`" in unknown
+    for line in (zero, unknown):
+        assert "Settings." not in line
+        assert "()" not in line

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import textwrap
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from calsync import HttpFetcher, MemoryStore, PostgresStore, SQLiteStore
+from calsync import (
+    Calendar,
+    CircuitBreaker,
+    HttpFetcher,
+    MemoryStore,
+    PostgresStore,
+    RetryPolicy,
+    Settings,
+    SQLiteStore,
+)
 from calsync._config import (
     Config,
     ConfigError,
@@ -19,6 +28,7 @@ from calsync._config import (
     load_config,
     open_store,
 )
+from calsync._durations import parse_duration
 from calsync._engine import Engine
 from calsync._errors import CalsyncError, ValidationError
 from calsync._handlers import LoggingHandler, WebhookHandler
@@ -502,8 +512,6 @@ def test_a_python_target_is_imported() -> None:
             "CALSYNC_HANDLER_TARGET": "calsync._durations:parse_duration",
         },
     )
-    from calsync._durations import parse_duration
-
     assert build_handler(config) is parse_duration
 
 
@@ -538,3 +546,172 @@ async def test_engine_is_built_over_the_configured_store(tmp_path: Path) -> None
         assert engine.settings.late_grace == timedelta(minutes=3)
         assert await engine.list_calendars() == []
     assert (tmp_path / "state.db").exists()
+
+
+# -- ranges, lenient readings and unreadable files ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("CALSYNC_ENGINE_LEASE_TTL", "99999999999999d", "is too long"),
+        ("CALSYNC_ENGINE_LEASE_TTL", "2d", "must be at most 1d"),
+        ("CALSYNC_ENGINE_LATE_GRACE", "30d", "must be at most 7d"),
+        ("CALSYNC_ENGINE_RETRY_CAP", "30d", "must be at most 7d"),
+        ("CALSYNC_ENGINE_BREAKER_COOL_DOWN", "3650d", "must be at most 7d"),
+        ("CALSYNC_ENGINE_SYNC_CONCURRENCY", "1000000000", "from 1 to 1,000"),
+        ("CALSYNC_ENGINE_MAX_ATTEMPTS", "99999999999999999999", "whole number"),
+        ("CALSYNC_ENGINE_PER_HOST_RATE", "nan", "expected a number"),
+        ("CALSYNC_ENGINE_PER_HOST_RATE", "1e308", "expected a number"),
+        ("CALSYNC_ENGINE_MASS_DELETION_FRACTION", "inf", "expected a number"),
+        ("CALSYNC_ENGINE_MAX_ATTEMPTS", "\u0661\u0660", "expected a whole number"),
+        ("CALSYNC_DEFAULTS_LEADS", "400d", "each lead must be at most 366d"),
+        ("CALSYNC_DEFAULTS_LEADS", "\u0661\u0660m", "is not a duration"),
+        ("CALSYNC_DEFAULTS_EVERY", "every 99999d", "too long"),
+        ("CALSYNC_FETCH_TIMEOUT", "99999999999999d", "is too long"),
+    ],
+)
+def test_an_out_of_range_variable_is_one_line_naming_the_variable(
+    variable: str, value: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(None, env={variable: value})
+    message = str(raised.value)
+    assert message.startswith(f"environment variable {variable}: ")
+    assert expected in message
+    assert "\n" not in message
+    assert "Settings." not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        ('[engine]\nlate_grace = "99999999999999d"\n', "late_grace", "too long"),
+        ('[engine]\nlease_ttl = "3d"\n', "lease_ttl", "must be at most 1d"),
+        ('[engine]\nmax_attempts = "8"\n', "max_attempts", "without quotes"),
+        ('[engine]\nmass_deletion_fraction = "0.5"\n', "fraction", "without quotes"),
+        ("[engine]\nmax_attempts = 100000\n", "max_attempts", "from 1 to 1,000"),
+        ('[defaults]\nleads = ["\u0661\u0660m"]\n', "leads", "is not a duration"),
+        (
+            '[[calendars]]\nurl = "https://example.com/a.ics"\nleads = ["3650000d"]\n',
+            "[[calendars]] #1 leads",
+            "too long",
+        ),
+        (
+            '[[calendars]]\nurl = "https://example.com/a.ics"\nleads = ["400d"]\n',
+            "[[calendars]] #1 leads",
+            "each lead must be at most 366d",
+        ),
+        (
+            '[[calendars]]\nurl = "http://exa mple.com/a.ics"\n',
+            "[[calendars]] #1 url",
+            "not a valid host name",
+        ),
+    ],
+)
+def test_an_out_of_range_file_value_names_the_file_and_key(
+    tmp_path: Path, text: str, key: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, text)
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'calsync.toml'}: ")
+    assert key in message
+    assert expected in message
+
+
+def test_numbers_from_variables_are_still_read_from_their_text() -> None:
+    config = load_config(
+        None,
+        env={
+            "CALSYNC_ENGINE_MAX_ATTEMPTS": "12",
+            "CALSYNC_ENGINE_MASS_DELETION_FRACTION": "0.25",
+            "CALSYNC_ENGINE_LEASE_TTL": "1d",
+        },
+    )
+    settings = build_settings(config)
+    assert (settings.max_attempts, settings.mass_deletion_fraction) == (12, 0.25)
+    assert settings.lease_ttl == timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xff\xfe[store]\x00", '[store]\nurl = "é"\n'.encode("latin-1"), b"\x00" * 8],
+)
+def test_a_file_that_is_not_utf8_text_is_one_line(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "calsync.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    assert str(path) in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_key_value_connection_string_is_a_store_url_shown_without_password() -> None:
+    dsn = "host=db.internal dbname=calsync user=app password=s3cr3t-pw"
+    config = load_config(None, env={"CALSYNC_STORE_URL": dsn})
+    assert config.store.url == dsn
+    assert isinstance(open_store(config), PostgresStore)
+    assert "s3cr3t-pw" not in repr(config)
+    assert "host=db.internal" in repr(config)
+
+
+# -- the same ranges through the API ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"lease_ttl": timedelta(days=2)}, "lease_ttl must be at most 1d"),
+        ({"late_grace": timedelta(days=3650000)}, "late_grace must be at most 7d"),
+        ({"sync_concurrency": 10**12}, "sync_concurrency must be from 1 to 1,000"),
+        ({"max_attempts": "8"}, "max_attempts must be a whole number"),
+        ({"per_host_rate": float("nan")}, "per_host_rate must be a number"),
+        ({"mass_deletion_fraction": float("nan")}, "mass_deletion_fraction must"),
+    ],
+)
+def test_settings_refuse_out_of_range_values(
+    changes: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(ValidationError, match=expected):
+        Settings(**changes)  # type: ignore[arg-type]
+
+
+def test_settings_range_check_the_retry_policies_and_the_breaker() -> None:
+    with pytest.raises(ValidationError, match=r"retry\.cap must be at most 7d"):
+        Settings(retry=RetryPolicy(cap=timedelta(days=3650)))
+    with pytest.raises(ValidationError, match=r"breaker\.cool_down"):
+        Settings(breaker=CircuitBreaker(cool_down=timedelta(days=3650)))
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"leads": (timedelta(days=3650000),)}, "a lead must be at most 366d"),
+        ({"horizon": timedelta(days=36500)}, "horizon must be at most 3660d"),
+        ({"horizon": timedelta(0)}, "horizon must be greater than 0s"),
+        ({"window_past": timedelta(days=400)}, "window_past must be at most 366d"),
+    ],
+)
+def test_calendars_refuse_out_of_range_spans(
+    changes: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(ValidationError, match=expected):
+        Calendar(
+            url="https://example.com/a.ics",
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+            **changes,  # type: ignore[arg-type]
+        )
+
+
+@pytest.mark.parametrize(
+    "text", ["99999999999999d", "9" * 5000 + "s", "3661d", "\u0661\u0660m", "10 m x"]
+)
+def test_parse_duration_refuses_with_a_validation_error_not_a_crash(
+    text: str,
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        parse_duration(text)
+    assert len(str(raised.value)) < 200

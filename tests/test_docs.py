@@ -8,7 +8,10 @@ trailing whitespace ignored.
 
 from __future__ import annotations
 
+import re
+import shlex
 import textwrap
+import tomllib
 from pathlib import Path
 
 import attrs
@@ -136,3 +139,91 @@ def test_fenced_blocks_pairs_python_with_the_following_text_block() -> None:
         ("python", 10, "x = 1"),
         ("console", 13, "pip install calsync"),
     ]
+
+
+# -- the commands the pages show work from a clone -------------------------------
+
+SHELL_LANGUAGES = frozenset({"console", "shell", "sh", "bash", "ini", ""})
+
+
+def shell_pages() -> list[Path]:
+    """The pages a user follows: README, docs/ and each adapter's README."""
+    return [*documentation_pages(), *sorted(ROOT.glob("adapters/*/README.md"))]
+
+
+def shell_lines() -> list[tuple[str, str]]:
+    """Every command line of a console block, as (page:line, command)."""
+    found = []
+    for page in shell_pages():
+        for block in fenced_blocks(page.read_text(encoding="utf-8")):
+            if block.language not in SHELL_LANGUAGES:
+                continue
+            for offset, line in enumerate(block.source.splitlines()):
+                command = line.removeprefix("$ ").split(" #", 1)[0].strip()
+                where = f"{page.relative_to(ROOT).as_posix()}:{block.line + offset}"
+                found.append((where, command))
+    return found
+
+
+def calsync_commands() -> list[tuple[str, list[str]]]:
+    commands = []
+    for where, line in shell_lines():
+        words = shlex.split(line.removeprefix("ExecStart="))
+        while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
+            words = words[1:]  # VARIABLE=value before the command
+        if words and words[0].rsplit("/", 1)[-1] == "calsync":
+            commands.append((where, words[1:]))
+    return commands
+
+
+def pip_installs() -> list[tuple[str, list[str]]]:
+    return [
+        (where, shlex.split(line)[2:])
+        for where, line in shell_lines()
+        if line.startswith("pip install ")
+    ]
+
+
+# What a page may ask pip to fetch from PyPI: packages that are published there.
+ON_PYPI = frozenset({"nox", "celery[redis]"})
+
+
+@pytest.mark.parametrize(
+    ("where", "args"), calsync_commands(), ids=[w for w, _ in calsync_commands()]
+)
+def test_every_calsync_command_a_page_shows_is_accepted(
+    where: str, args: list[str]
+) -> None:
+    from click.testing import CliRunner
+
+    from calsync._cli import cli
+
+    # --help stops before any work, but only once every option was accepted.
+    result = CliRunner().invoke(cli, [*args, "--help"])
+    assert result.exit_code == 0, f"{where}: calsync {' '.join(args)}\n{result.output}"
+
+
+@pytest.mark.parametrize(
+    ("where", "args"), pip_installs(), ids=[w for w, _ in pip_installs()]
+)
+def test_every_pip_install_a_page_shows_works_from_a_clone(
+    where: str, args: list[str]
+) -> None:
+    for requirement in args:
+        if requirement.startswith("-"):
+            continue
+        path = requirement.split("[", 1)[0]
+        local = path == "." or path.startswith(("./", "adapters/"))
+        if local:
+            assert (ROOT / path / "pyproject.toml").is_file(), f"{where}: {path}"
+        else:
+            assert requirement in ON_PYPI, f"{where}: {requirement} is not on PyPI"
+
+
+def test_the_calsync_command_needs_no_extra() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    names = {
+        re.split(r"[<>=\[; ]", requirement, maxsplit=1)[0]
+        for requirement in project["project"]["dependencies"]
+    }
+    assert {"click", "rich"} <= names

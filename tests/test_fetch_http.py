@@ -535,3 +535,33 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_a_too_large_feed_says_which_setting_to_raise() -> None:
+    error = FetchTooLarge("https://example.com/cal.ics?token=s3cr3t", 1024, "body")
+    assert "[fetch] max_body_bytes" in str(error)
+    assert "CALSYNC_FETCH_MAX_BODY_BYTES" in str(error)
+    assert "s3cr3t" not in str(error)
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST.", "app.localhost"])
+async def test_localhost_is_refused_like_127_0_0_1_before_any_lookup(host: str) -> None:
+    async with HttpFetcher() as fetcher:
+        with pytest.raises(FetchBlocked, match="loopback") as raised:
+            fetcher.check_url(f"http://{host}:8080/cal.ics")
+    assert "CALSYNC_FETCH_ALLOW=" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "allow", [["127.0.0.1"], ["::1"], ["localhost"], ["127.0.0.0/8"]]
+)
+def test_localhost_is_opened_by_its_addresses_or_its_name(allow: list[str]) -> None:
+    HttpFetcher(allow=allow).check_url("http://localhost:8080/cal.ics")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://exa mple.com/cal.ics", "http://-bad.example/", "http://a..b/"]
+)
+def test_a_host_that_cannot_exist_is_an_invalid_url(url: str) -> None:
+    with pytest.raises(FetchInvalidURL, match="not a valid host name"):
+        HttpFetcher().check_url(url)

@@ -9,14 +9,26 @@ traceback with causes and contexts) and the result for the secrets.
 from __future__ import annotations
 
 import logging
+import socket
 import traceback
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from _feed_server import FeedServer
-from calsync import BasicAuth, BearerAuth, FetchError, HttpFetcher, redact
+from calsync import (
+    BasicAuth,
+    BearerAuth,
+    FetchError,
+    HttpFetcher,
+    PostgresStore,
+    redact,
+)
+from calsync._cli import cli
+from calsync._config import ConfigError, load_config
 
 pytest_plugins = ["_feed_server"]
 
@@ -111,3 +123,104 @@ def test_credentials_and_fetcher_reprs_hold_no_secret() -> None:
 def test_redact_hides_every_secret_of_the_issue_url() -> None:
     url = "https://user:pa55-word-77@host/cal.ics?token=s3cr3t-token"
     assert redact(url) == "https://***@host/cal.ics?token=***"
+
+
+# -- store and feed URLs through the command line ------------------------------
+# Every error path that shows a store URL or a feed URL, with the secret in each
+# form it takes: URL user info, a query parameter, a key=value connection string,
+# and a percent-encoding the driver cannot read (and so quotes back).
+
+PASSWORD = "pa55-word-77"
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def store_urls() -> dict[str, str]:
+    port = closed_port()
+    return {
+        "userinfo": f"postgresql://app:{PASSWORD}@127.0.0.1:{port}/calsync",
+        "query": f"postgresql://app@127.0.0.1:{port}/calsync?password={PASSWORD}",
+        "key=value": f"host=127.0.0.1 port={port} user=app password={PASSWORD}",
+        "key=value quoted": f"host=127.0.0.1 port={port} password='{PASSWORD} x'",
+        "percent-broken": f"postgresql://app:{PASSWORD}%zz@127.0.0.1:{port}/calsync",
+        "percent-broken query": f"postgresql://127.0.0.1/calsync?password={PASSWORD}%",
+        "not a store URL": f"mysql://app:{PASSWORD}@127.0.0.1/calsync",
+        "not a store URL, key=value-ish": f"nonsense password={PASSWORD}",
+    }
+
+
+def run_cli(*args: str, env: dict[str, str]) -> str:
+    result = CliRunner().invoke(cli, list(args), env=env)
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+@pytest.mark.parametrize("form", sorted(store_urls()))
+def test_a_store_url_secret_never_reaches_the_command_line(
+    form: str,
+) -> None:
+    url = store_urls()[form]
+    output = run_cli("list", env={"CALSYNC_STORE_URL": url, "CALSYNC_CONFIG": ""})
+    assert output.startswith("Error: ")
+    assert len(output.strip().splitlines()) == 1
+    assert PASSWORD not in output, output
+
+
+@pytest.mark.parametrize("form", sorted(store_urls()))
+def test_a_store_url_secret_never_reaches_a_config_repr_or_error(form: str) -> None:
+    url = store_urls()[form]
+    try:
+        shown = repr(load_config(None, env={"CALSYNC_STORE_URL": url}))
+    except ConfigError as error:
+        shown = f"{error}\n{error!r}\n" + "".join(traceback.format_exception(error))
+    assert PASSWORD not in shown, shown
+
+
+def feed_urls() -> dict[str, str]:
+    return {
+        "userinfo, blocked": f"http://ann:{PASSWORD}@127.0.0.1:9/cal.ics",
+        "query, blocked": f"http://127.0.0.1:9/cal.ics?token={PASSWORD}",
+        "query, localhost": f"http://localhost:9/cal.ics?token={PASSWORD}",
+        "userinfo, bad host": f"http://ann:{PASSWORD}@exa mple.com/cal.ics",
+        "query, bad scheme": f"ftp://example.com/cal.ics?token={PASSWORD}",
+        "percent-broken userinfo": f"http://ann:{PASSWORD}%zz@127.0.0.1:9/c.ics",
+        "path token": f"http://127.0.0.1:9/private-{PASSWORD}/basic.ics",
+    }
+
+
+@pytest.mark.parametrize("form", sorted(feed_urls()))
+def test_a_feed_url_secret_never_reaches_calsync_add(
+    form: str,
+) -> None:
+    env = {"CALSYNC_STORE_URL": "memory:", "CALSYNC_CONFIG": ""}
+    output = run_cli("add", feed_urls()[form], env=env)
+    assert output.startswith("Error: ")
+    assert PASSWORD not in output, output
+
+
+@pytest.mark.parametrize("form", sorted(feed_urls()))
+def test_a_feed_url_secret_never_reaches_a_config_error(
+    form: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "calsync.toml"
+    url = feed_urls()[form]
+    path.write_text(
+        f'[[calendars]]\nurl = "{url}"\n[[calendars]]\nurl = "{url}"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    shown = f"{raised.value}\n{raised.value!r}"
+    assert PASSWORD not in shown, shown
+
+
+@pytest.mark.parametrize("form", [form for form in store_urls() if "not" not in form])
+def test_a_store_url_secret_never_reaches_the_store_repr(form: str) -> None:
+    store = PostgresStore(store_urls()[form])
+    assert PASSWORD not in f"{store!r} {store}"

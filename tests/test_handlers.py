@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from _feed_server import StaticResolver
 from calsync import (
     BearerAuth,
     Calendar,
@@ -33,6 +35,7 @@ from calsync import (
     OccurrenceKey,
     ValidationError,
 )
+from calsync._config import build_handler, load_config
 from calsync._handlers import (
     Delivery,
     DeliveryError,
@@ -420,13 +423,15 @@ def fixed_clock() -> float:
 
 # --- WebhookHandler -------------------------------------------------------------
 
+LOCAL = ["127.0.0.1"]  # the receiver runs on this machine: open it, as feeds are
+
 
 async def test_webhook_posts_the_compact_payload_with_idempotency_key(
     receiver: Receiver,
 ) -> None:
     sent = delivery()
     async with WebhookHandler(
-        receiver.url("/hook"), SECRET, headers={"X-Tenant": "alice"}
+        receiver.url("/hook"), SECRET, headers={"X-Tenant": "alice"}, allow=LOCAL
     ) as handler:
         await handler(sent)
     (request,) = receiver.requests
@@ -442,7 +447,7 @@ async def test_webhook_signature_round_trips_through_verify_webhook(
     receiver: Receiver,
 ) -> None:
     async with WebhookHandler(
-        receiver.url("/hook"), SECRET, clock=fixed_clock
+        receiver.url("/hook"), SECRET, clock=fixed_clock, allow=LOCAL
     ) as handler:
         await handler(delivery())
     (request,) = receiver.requests
@@ -456,7 +461,7 @@ async def test_webhook_signature_round_trips_through_verify_webhook(
 async def test_the_same_delivery_keeps_its_idempotency_key_across_attempts(
     receiver: Receiver,
 ) -> None:
-    async with WebhookHandler(receiver.url("/hook"), SECRET) as handler:
+    async with WebhookHandler(receiver.url("/hook"), SECRET, allow=LOCAL) as handler:
         await handler(delivery(attempt=1))
         await handler(delivery(attempt=2))
     keys = {request.headers["Idempotency-Key"] for request in receiver.requests}
@@ -468,7 +473,9 @@ async def test_the_same_delivery_keeps_its_idempotency_key_across_attempts(
 async def test_retryable_statuses_raise_a_temporary_delivery_error(
     receiver: Receiver, status: int
 ) -> None:
-    async with WebhookHandler(receiver.url(f"/status/{status}"), SECRET) as handler:
+    async with WebhookHandler(
+        receiver.url(f"/status/{status}"), SECRET, allow=LOCAL
+    ) as handler:
         with pytest.raises(DeliveryError) as raised:
             await handler(delivery())
     error = raised.value
@@ -483,7 +490,9 @@ async def test_retryable_statuses_raise_a_temporary_delivery_error(
 async def test_other_statuses_raise_a_permanent_delivery_error(
     receiver: Receiver, status: int
 ) -> None:
-    async with WebhookHandler(receiver.url(f"/status/{status}"), SECRET) as handler:
+    async with WebhookHandler(
+        receiver.url(f"/status/{status}"), SECRET, allow=LOCAL
+    ) as handler:
         with pytest.raises(DeliveryError) as raised:
             await handler(delivery())
     assert raised.value.permanent is True
@@ -495,7 +504,7 @@ async def test_a_receiver_that_does_not_answer_in_time_is_retryable(
     receiver: Receiver,
 ) -> None:
     handler = WebhookHandler(
-        receiver.url("/slow"), SECRET, timeout=timedelta(seconds=0.2)
+        receiver.url("/slow"), SECRET, timeout=timedelta(seconds=0.2), allow=LOCAL
     )
     started = time.monotonic()
     async with handler:
@@ -507,7 +516,7 @@ async def test_a_receiver_that_does_not_answer_in_time_is_retryable(
 
 async def test_a_refused_connection_is_retryable_and_not_chained() -> None:
     url = f"http://127.0.0.1:{unused_port()}/hook?token={URL_TOKEN}"
-    async with WebhookHandler(url, SECRET) as handler:
+    async with WebhookHandler(url, SECRET, allow=LOCAL) as handler:
         with pytest.raises(DeliveryError) as raised:
             await handler(delivery())
     error = raised.value
@@ -532,7 +541,7 @@ async def test_no_secret_reaches_errors_logs_or_reprs(
     shown: list[str] = []
     with caplog.at_level(logging.DEBUG):
         handler = WebhookHandler(
-            receiver.url(path), SECRET, timeout=timedelta(seconds=0.2)
+            receiver.url(path), SECRET, timeout=timedelta(seconds=0.2), allow=LOCAL
         )
         shown.append(repr(handler))
         async with handler:
@@ -578,11 +587,11 @@ async def test_a_given_session_stays_open_and_an_owned_one_closes(
 ) -> None:
     async with aiohttp.ClientSession() as session:
         async with WebhookHandler(
-            receiver.url("/hook"), SECRET, session=session
+            receiver.url("/hook"), SECRET, session=session, allow=LOCAL
         ) as handler:
             await handler(delivery())
         assert not session.closed
-    owned = WebhookHandler(receiver.url("/hook"), SECRET)
+    owned = WebhookHandler(receiver.url("/hook"), SECRET, allow=LOCAL)
     await owned(delivery())
     await owned.aclose()
     with pytest.raises(RuntimeError, match="closed"):
@@ -703,3 +712,86 @@ def test_verify_needs_raw_bytes_and_a_secret() -> None:
         verify_webhook(BODY, signed(), [], now=NOW)
     with pytest.raises(ValidationError, match="naive"):
         verify_webhook(BODY, signed(), SECRET, now=NOW.replace(tzinfo=None))
+
+
+# --- the private-network guard --------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "10.1.2.3"])
+def test_a_webhook_to_a_private_address_is_refused_by_default(host: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        WebhookHandler(f"http://{host}:8080/hook?token={URL_TOKEN}", SECRET)
+    message = str(raised.value)
+    assert "refused to connect" in message
+    assert "[fetch]" in message
+    assert "CALSYNC_FETCH_ALLOW=" in message
+    assert leaked(message) == []
+
+
+async def test_a_webhook_to_127_0_0_1_is_allowed_by_the_allow_list(
+    receiver: Receiver,
+) -> None:
+    async with WebhookHandler(
+        receiver.url("/hook"), SECRET, allow=["127.0.0.1"]
+    ) as handler:
+        await handler(delivery())
+    assert [request.path for request in receiver.requests] == ["/hook"]
+
+
+async def test_a_webhook_name_that_resolves_to_loopback_is_refused_for_good(
+    receiver: Receiver,
+) -> None:
+    resolver = StaticResolver({"hooks.test": ["127.0.0.1"]})
+    url = f"http://hooks.test:{receiver.port}/hook?token={URL_TOKEN}"
+    async with WebhookHandler(url, SECRET, resolver=resolver) as handler:
+        with pytest.raises(DeliveryError) as raised:
+            await handler(delivery())
+    assert raised.value.permanent is True
+    assert "127.0.0.1 is a loopback address" in str(raised.value)
+    assert "CALSYNC_FETCH_ALLOW=hooks.test" in str(raised.value)
+    assert leaked(str(raised.value)) == []
+    assert receiver.requests == []
+    assert resolver.asked == ["hooks.test"]
+
+
+async def test_the_allow_list_opens_a_name_that_resolves_to_loopback(
+    receiver: Receiver,
+) -> None:
+    resolver = StaticResolver({"hooks.test": ["127.0.0.1"]})
+    url = f"http://hooks.test:{receiver.port}/hook"
+    async with WebhookHandler(
+        url, SECRET, resolver=resolver, allow=["127.0.0.0/8"]
+    ) as handler:
+        await handler(delivery())
+    assert [request.path for request in receiver.requests] == ["/hook"]
+
+
+def test_a_webhook_url_with_an_impossible_host_is_refused() -> None:
+    with pytest.raises(ValidationError, match="not a valid host name"):
+        WebhookHandler("http://hooks exa.mple/hook", SECRET)
+
+
+def test_calsync_run_builds_the_webhook_with_the_fetch_allow_list(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "calsync.toml"
+    config.write_text(
+        '[handler]\nkind = "webhook"\nurl = "http://127.0.0.1:9/hook"\n'
+        'secret = "s3cret"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ValidationError, match=r"refused to connect to 127\.0\.0\.1"):
+        build_handler(load_config(config, env={}))
+    allowed = load_config(config, env={"CALSYNC_FETCH_ALLOW": "127.0.0.1"})
+    assert isinstance(build_handler(allowed), WebhookHandler)
+
+
+async def test_a_refused_webhook_error_chains_nothing(receiver: Receiver) -> None:
+    resolver = StaticResolver({"hooks.test": ["10.0.0.1"]})
+    url = f"http://hooks.test:{receiver.port}/hook?token={URL_TOKEN}"
+    async with WebhookHandler(url, SECRET, resolver=resolver) as handler:
+        with pytest.raises(DeliveryError) as raised:
+            await handler(delivery())
+    assert raised.value.__cause__ is None
+    assert raised.value.__context__ is None
+    assert "10.0.0.1 is a private address" in str(raised.value)

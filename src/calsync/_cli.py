@@ -1,7 +1,7 @@
 """The ``calsync`` command: run the service, manage calendars, see what will fire.
 
-Needs the ``cli`` extra (click and rich). Every command reads ``calsync.toml``
-(``--config``, else ``./calsync.toml`` if present) and the ``CALSYNC_*``
+Every command reads ``calsync.toml`` (``--config``, before or after the
+command's name, else ``./calsync.toml`` if present) and the ``CALSYNC_*``
 environment. A calsync error prints one red line and exits with status 1;
 ``--verbose`` adds the traceback. Usage errors exit with status 2.
 """
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -37,9 +38,10 @@ from calsync._config import (
 from calsync._durations import format_duration, parse_duration
 from calsync._engine import Engine
 from calsync._errors import CalsyncError, ValidationError
-from calsync._records import Calendar, NotificationStatus
+from calsync._records import CALENDAR_SPANS, Calendar, NotificationStatus
 from calsync._redact import redact
 from calsync._results import EngineStatus, SyncOutcome, SyncResult
+from calsync._schedule import schedule_or_interval
 from calsync._zones import resolve_zone
 
 __all__ = ["cli", "main"]
@@ -85,8 +87,41 @@ def _console(*, stderr: bool = False) -> Console:
     return console
 
 
+_CONFIG_HELP = (
+    "TOML config file [default: ./calsync.toml if it exists; env CALSYNC_CONFIG]."
+)
+
+
+def _set_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """Let ``--config`` follow the command too: ``calsync run --config FILE``."""
+    app = ctx.find_object(_App)
+    if value is not None and app is not None:
+        app.config_path = value
+
+
+class _Command(click.Command):
+    """A command that takes ``--config`` after its name as well as before it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(
+            click.Option(
+                ["--config"],
+                type=click.Path(dir_okay=False, path_type=Path),
+                expose_value=False,
+                callback=_set_config,
+                help=_CONFIG_HELP,
+            )
+        )
+
+
 class _Group(click.Group):
-    """A click group that turns a `CalsyncError` into one red line and status 1."""
+    """A click group that turns a `CalsyncError` into one red line and status 1.
+
+    Its commands take ``--config`` after their name too (`_Command`).
+    """
+
+    command_class = _Command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -122,7 +157,7 @@ pass_app = click.make_pass_decorator(_App)
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="CALSYNC_CONFIG",
-    help="TOML config file [default: ./calsync.toml if it exists; env CALSYNC_CONFIG].",
+    help=_CONFIG_HELP,
 )
 @click.option(
     "-v", "--verbose", is_flag=True, help="Show tracebacks and informational logs."
@@ -278,6 +313,10 @@ def add(
     """Subscribe to the feed at URL (http, https or webcal)."""
     defaults = app.config.defaults
     lead_values = tuple(_lead(text) for text in leads) or defaults.leads
+    if tz is not None:
+        _checked("--tz", tz, resolve_zone)
+    if every is not None:
+        _checked("--every", every, lambda text: schedule_or_interval(text, tz or "UTC"))
 
     async def work(engine: Engine) -> Calendar:
         return await engine.add_calendar(
@@ -303,11 +342,20 @@ def add(
     )
 
 
-def _lead(text: str) -> timedelta:
+def _checked(option: str, text: str, check: Callable[[str], T]) -> T:
+    """Run *check* on an option's text; its error names the option to change."""
     try:
-        return parse_duration(text)
+        return check(text)
     except ValidationError as error:
-        raise ValidationError(f"--lead {text!r}: {error}") from None
+        raise ValidationError(f"{option} {text!r}: {error}") from None
+
+
+def _lead(text: str) -> timedelta:
+    lead = _checked("--lead", text, parse_duration)
+    problem = CALENDAR_SPANS["leads"].problem(lead)
+    if problem is not None:
+        raise ValidationError(f"--lead {text!r}: a lead {problem}")
+    return lead
 
 
 @cli.command(name="list")
@@ -620,9 +668,17 @@ def _print_errors(
         console.print(Text.assemble(f"{name}  ", (" ".join(error.split()), "red")))
 
 
+_MAX_DAYS = 366.0
+
+
 @cli.command()
 @click.option(
-    "--days", type=click.FloatRange(min=0, min_open=True), default=7, show_default=True
+    "--days",
+    type=click.FloatRange(min=0, max=_MAX_DAYS, min_open=True),
+    callback=lambda ctx, param, value: _finite("--days", value),
+    default=7,
+    show_default=True,
+    help=f"How many days ahead, up to {_MAX_DAYS:g}.",
 )
 @click.option("--owner", help="Only this tenant's calendars.")
 @pass_app
@@ -728,6 +784,7 @@ def requeue(app: _App, notification_ids: tuple[str, ...], all_failed: bool) -> N
 @click.option(
     "--duration",
     type=click.FloatRange(min=0, min_open=True),
+    callback=lambda ctx, param, value: _finite("--duration", value),
     help="Stop after this many seconds [default: run until Ctrl-C].",
 )
 def demo(duration: float | None) -> None:
@@ -736,6 +793,13 @@ def demo(duration: float | None) -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(run_demo(duration=duration, console=_console()))
+
+
+def _finite(option: str, value: float | None) -> float | None:
+    """Refuse NaN (which passes every range check) and infinity."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value!r} is not a finite number", param_hint=option)
+    return value
 
 
 # -- formatting -----------------------------------------------------------------

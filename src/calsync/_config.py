@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 import os
 import re
 import tomllib
@@ -21,10 +22,18 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from calsync._durations import parse_duration
+from calsync._durations import DurationTooLong, Span, parse_duration
 from calsync._errors import ValidationError
-from calsync._redact import redact
+from calsync._fetch.guard import host_problem
+from calsync._records import CALENDAR_SPANS
+from calsync._redact import is_conninfo, redact
 from calsync._schedule import schedule_or_interval
+from calsync._settings import (
+    SETTINGS_COUNTS,
+    SETTINGS_SPANS,
+    fraction_problem,
+    rate_problem,
+)
 from calsync._zones import resolve_zone
 
 if TYPE_CHECKING:
@@ -76,6 +85,12 @@ class _Invalid(Exception):
     """A value does not fit its key; the loader adds the key and the source."""
 
 
+class _EnvText(str):
+    """An environment variable's text: the one place a number may come as text."""
+
+    __slots__ = ()
+
+
 # -- value parsers -------------------------------------------------------------
 # Each takes the raw value (a TOML value, or an environment variable's text) and
 # returns the typed value, or raises _Invalid saying what is expected.
@@ -94,6 +109,8 @@ def _duration(value: object) -> timedelta:
         raise _Invalid("expected a duration string like '10m', '1h30m' or '2d'")
     try:
         return parse_duration(value)
+    except DurationTooLong as error:
+        raise _Invalid(str(error)) from None
     except ValidationError as error:
         raise _Invalid(
             "expected a duration like '90s', '10m', '1h30m' or '2d'"
@@ -107,10 +124,17 @@ def _positive_duration(value: object) -> timedelta:
     return duration
 
 
+_QUOTED_NUMBER = "expected a number, written without quotes"
+
+
 def _integer(minimum: int) -> Parser:
     def parse(value: object) -> int:
-        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        if isinstance(value, _EnvText) and re.fullmatch(
+            r"\s*[+-]?[0-9]{1,18}\s*", value, re.ASCII
+        ):
             value = int(value)
+        if isinstance(value, str) and not isinstance(value, _EnvText):
+            raise _Invalid(f"{_QUOTED_NUMBER}, like max_attempts = 8")
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise _Invalid(f"expected a whole number >= {minimum}")
         return value
@@ -119,13 +143,16 @@ def _integer(minimum: int) -> Parser:
 
 
 def _number(value: object) -> float:
+    if isinstance(value, str) and not isinstance(value, _EnvText):
+        raise _Invalid(f"{_QUOTED_NUMBER}, like 0.5")
     if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise _Invalid("expected a number") from None
+        if not re.fullmatch(r"\s*[+-]?[0-9]*\.?[0-9]+\s*", value, re.ASCII):
+            raise _Invalid("expected a number, like 0.5")
+        value = float(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Invalid("expected a number")
+    if not math.isfinite(value):
+        raise _Invalid("expected a finite number")
     return float(value)
 
 
@@ -169,6 +196,8 @@ def _leads(value: object) -> tuple[timedelta, ...]:
             raise _Invalid('expected a list of durations, like ["10m", "1h"]')
         try:
             leads.append(parse_duration(item))
+        except DurationTooLong as error:
+            raise _Invalid(str(error)) from None
         except ValidationError:
             raise _Invalid(
                 f"lead {item!r} is not a duration: expected a list of durations "
@@ -213,19 +242,33 @@ def _log_level(value: object) -> str:
 
 def _feed_url(value: object) -> str:
     text = _text(value)
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:  # a broken [IPv6] host or port
+        raise _Invalid("expected a URL like https://example.com/cal.ics") from None
     if parts.scheme.lower() not in {"http", "https", "webcal", "webcals", "file"}:
         raise _Invalid("expected an http://, https:// or webcal:// URL")
-    if parts.scheme.lower() != "file" and not parts.hostname:
+    if parts.scheme.lower() != "file" and not host:
         raise _Invalid("expected a URL with a host, like https://example.com/cal.ics")
+    problem = None if host is None else host_problem(host)
+    if problem is not None:
+        raise _Invalid(f"the host {problem}")
     return text
 
 
 def _webhook_url(value: object) -> str:
     text = _text(value)
-    parts = urlsplit(text)
-    if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
+    try:
+        parts = urlsplit(text)
+        host, scheme = parts.hostname, parts.scheme.lower()
+    except ValueError:
+        raise _Invalid("expected an http:// or https:// URL") from None
+    if scheme not in {"http", "https"} or not host:
         raise _Invalid("expected an http:// or https:// URL")
+    problem = host_problem(host)
+    if problem is not None:
+        raise _Invalid(f"the host {problem}")
     return text
 
 
@@ -233,12 +276,12 @@ def _store_url(value: object) -> str:
     text = _text(value)
     if text == "memory:" or _sqlite_path(text) is not None:
         return text
-    if text.startswith(("postgresql://", "postgres://")):
+    if text.startswith(("postgresql://", "postgres://")) or is_conninfo(text):
         return text
     raise _Invalid(
         "expected 'sqlite:///calsync.db' (a file, relative to the working "
         "directory; 'sqlite:////abs/path.db' for an absolute path), "
-        "'postgresql://user@host/db' or 'memory:'"
+        "'postgresql://user@host/db' (or 'host=... dbname=...') or 'memory:'"
     )
 
 
@@ -267,9 +310,42 @@ def _env_name(value: object) -> str:
 # -- sections -----------------------------------------------------------------
 
 
-def _key(parse: Parser, *, secret: bool = False, url: bool = False) -> dict[str, Any]:
-    """Return a config key's metadata: its parser and how its value may be shown."""
-    return {"parse": parse, "secret": secret, "url": url}
+Check = Callable[[Any], "str | None"]
+
+
+def _key(
+    parse: Parser,
+    *,
+    secret: bool = False,
+    url: bool = False,
+    check: Check | None = None,
+) -> dict[str, Any]:
+    """Return a config key's metadata: its parser, its range check, how it is shown.
+
+    *check* takes the parsed value and says why it is out of range (or None);
+    the ranges are the tables the attrs validators use, so API and config agree.
+    """
+    return {"parse": parse, "secret": secret, "url": url, "check": check}
+
+
+def _setting(name: str) -> Check:
+    """Return the range check of the `Settings` value *name* (``retry.cap``)."""
+    if name in SETTINGS_SPANS:
+        return SETTINGS_SPANS[name].problem
+    return SETTINGS_COUNTS[name].problem
+
+
+def _leads_check(leads: tuple[timedelta, ...] | None) -> str | None:
+    span = CALENDAR_SPANS["leads"]
+    problems = (span.problem(lead) for lead in leads or ())
+    return next((f"each lead {p}" for p in problems if p is not None), None)
+
+
+def _rate_check(rate: float) -> str | None:
+    return None if rate == 0 else rate_problem(rate)
+
+
+_TIMEOUT = Span(timedelta(hours=1), zero_ok=False)
 
 
 def _hide(value: object) -> str:
@@ -301,7 +377,7 @@ class DefaultsConfig:
 
     every: str = attrs.field(default="every 15m", metadata=_key(_schedule))
     leads: tuple[timedelta, ...] = attrs.field(
-        default=(timedelta(minutes=10),), metadata=_key(_leads)
+        default=(timedelta(minutes=10),), metadata=_key(_leads, check=_leads_check)
     )
     tz: str = attrs.field(default="UTC", metadata=_key(_zone))
 
@@ -311,74 +387,99 @@ class EngineConfig:
     """``[engine]``: `Settings` of the Engine; a key left out keeps its default."""
 
     worker: str | None = attrs.field(default=None, metadata=_key(_text))
-    sync_concurrency: int | None = attrs.field(default=None, metadata=_key(_integer(1)))
-    per_host_concurrency: int | None = attrs.field(
-        default=None, metadata=_key(_integer(1))
+    sync_concurrency: int | None = attrs.field(
+        default=None, metadata=_key(_integer(1), check=_setting("sync_concurrency"))
     )
-    per_host_rate: float | None = attrs.field(default=None, metadata=_key(_rate))
+    per_host_concurrency: int | None = attrs.field(
+        default=None, metadata=_key(_integer(1), check=_setting("per_host_concurrency"))
+    )
+    per_host_rate: float | None = attrs.field(
+        default=None, metadata=_key(_rate, check=_rate_check)
+    )
     lease_ttl: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration)
+        default=None, metadata=_key(_positive_duration, check=_setting("lease_ttl"))
     )
     parse_timeout: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration)
+        default=None, metadata=_key(_positive_duration, check=_setting("parse_timeout"))
     )
-    max_occurrences: int | None = attrs.field(default=None, metadata=_key(_integer(1)))
+    max_occurrences: int | None = attrs.field(
+        default=None, metadata=_key(_integer(1), check=_setting("max_occurrences"))
+    )
     reparse_after: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration)
+        default=None, metadata=_key(_positive_duration, check=_setting("reparse_after"))
     )
-    late_grace: timedelta | None = attrs.field(default=None, metadata=_key(_duration))
+    late_grace: timedelta | None = attrs.field(
+        default=None, metadata=_key(_duration, check=_setting("late_grace"))
+    )
     alarm_lookahead: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration)
+        default=None,
+        metadata=_key(_positive_duration, check=_setting("alarm_lookahead")),
     )
     mass_deletion_min: int | None = attrs.field(
-        default=None, metadata=_key(_integer(1))
+        default=None, metadata=_key(_integer(1), check=_setting("mass_deletion_min"))
     )
     mass_deletion_fraction: float | None = attrs.field(
-        default=None, metadata=_key(_fraction)
+        default=None, metadata=_key(_fraction, check=fraction_problem)
     )
     retry_base: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration)
+        default=None, metadata=_key(_positive_duration, check=_setting("retry.base"))
     )
     retry_cap: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration)
+        default=None, metadata=_key(_positive_duration, check=_setting("retry.cap"))
     )
     retry_max_after: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration)
+        default=None,
+        metadata=_key(_positive_duration, check=_setting("retry.max_retry_after")),
     )
     breaker_threshold: int | None = attrs.field(
-        default=None, metadata=_key(_integer(1))
+        default=None,
+        metadata=_key(_integer(1), check=_setting("breaker.failure_threshold")),
     )
     breaker_cool_down: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration)
+        default=None,
+        metadata=_key(_positive_duration, check=_setting("breaker.cool_down")),
     )
     breaker_probe_timeout: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration)
+        default=None,
+        metadata=_key(_positive_duration, check=_setting("breaker.probe_timeout")),
     )
-    dispatch_batch: int | None = attrs.field(default=None, metadata=_key(_integer(1)))
+    dispatch_batch: int | None = attrs.field(
+        default=None, metadata=_key(_integer(1), check=_setting("dispatch_batch"))
+    )
     dispatch_concurrency: int | None = attrs.field(
-        default=None, metadata=_key(_integer(1))
+        default=None, metadata=_key(_integer(1), check=_setting("dispatch_concurrency"))
     )
     handler_timeout: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration)
+        default=None,
+        metadata=_key(_positive_duration, check=_setting("handler_timeout")),
     )
-    max_attempts: int | None = attrs.field(default=None, metadata=_key(_integer(1)))
+    max_attempts: int | None = attrs.field(
+        default=None, metadata=_key(_integer(1), check=_setting("max_attempts"))
+    )
     delivery_retry_base: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration)
+        default=None,
+        metadata=_key(_positive_duration, check=_setting("delivery_retry.base")),
     )
     delivery_retry_cap: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration)
+        default=None,
+        metadata=_key(_positive_duration, check=_setting("delivery_retry.cap")),
     )
     keep_expired_occurrences: timedelta | None = attrs.field(
-        default=None, metadata=_key(_duration)
+        default=None,
+        metadata=_key(_duration, check=_setting("keep_expired_occurrences")),
     )
     keep_notifications: timedelta | None = attrs.field(
-        default=None, metadata=_key(_duration)
+        default=None, metadata=_key(_duration, check=_setting("keep_notifications"))
     )
     keep_job_runs: timedelta | None = attrs.field(
-        default=None, metadata=_key(_duration)
+        default=None, metadata=_key(_duration, check=_setting("keep_job_runs"))
     )
-    stale_factor: int | None = attrs.field(default=None, metadata=_key(_integer(1)))
-    parse_cache_size: int | None = attrs.field(default=None, metadata=_key(_integer(0)))
+    stale_factor: int | None = attrs.field(
+        default=None, metadata=_key(_integer(1), check=_setting("stale_factor"))
+    )
+    parse_cache_size: int | None = attrs.field(
+        default=None, metadata=_key(_integer(0), check=_setting("parse_cache_size"))
+    )
 
 
 @attrs.frozen
@@ -402,10 +503,12 @@ class FetchConfig:
 
     allow: tuple[str, ...] = attrs.field(default=(), metadata=_key(_text_list))
     timeout: timedelta = attrs.field(
-        default=timedelta(seconds=60), metadata=_key(_positive_duration)
+        default=timedelta(seconds=60),
+        metadata=_key(_positive_duration, check=_TIMEOUT.problem),
     )
     connect_timeout: timedelta = attrs.field(
-        default=timedelta(seconds=10), metadata=_key(_positive_duration)
+        default=timedelta(seconds=10),
+        metadata=_key(_positive_duration, check=_TIMEOUT.problem),
     )
     max_body_bytes: int = attrs.field(default=20 * _MB, metadata=_key(_integer(1)))
     user_agent: str | None = attrs.field(default=None, metadata=_key(_text))
@@ -448,7 +551,7 @@ class CalendarConfig:
     owner: str = attrs.field(default="default", metadata=_key(_text))
     every: str | None = attrs.field(default=None, metadata=_key(_schedule))
     leads: tuple[timedelta, ...] | None = attrs.field(
-        default=None, metadata=_key(_leads)
+        default=None, metadata=_key(_leads, check=_leads_check)
     )
     tz: str | None = attrs.field(default=None, metadata=_key(_zone))
 
@@ -560,6 +663,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: not valid TOML: {error}", source=str(path)
         ) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not a text file in UTF-8 (byte {error.start + 1} cannot be "
+            "read): save it as UTF-8 TOML",
+            source=str(path),
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: not valid TOML: nested too deeply", source=str(path)
+        ) from None
 
 
 def _check_known(
@@ -591,14 +704,19 @@ def _build_section(name: str, cls: type[Any], values: Mapping[str, _Value]) -> A
 
 def _parse(field: attrs.Attribute[Any], key: str, value: _Value) -> Any:
     parse: Parser = field.metadata["parse"]
+    check: Check | None = field.metadata["check"]
     try:
-        return parse(value.raw)
+        parsed = parse(value.raw)
+        problem = None if check is None else check(parsed)
     except _Invalid as error:
+        problem = str(error)
+    if problem is not None:
         raise ConfigError(
-            f"{value.origin}: {error}, got {_shown(field, value.raw)}",
+            f"{value.origin}: {problem}, got {_shown(field, value.raw)}",
             key=key,
             source=value.source,
-        ) from None
+        )
+    return parsed
 
 
 def _shown(field: attrs.Attribute[Any], raw: object) -> str:
@@ -625,7 +743,9 @@ def _apply_env(values: dict[str, dict[str, _Value]], env: Mapping[str, str]) -> 
             )
         if section not in _SECTIONS or not key:
             continue
-        values[section][key] = _Value(raw, f"environment variable {name}", name)
+        values[section][key] = _Value(
+            _EnvText(raw), f"environment variable {name}", name
+        )
 
 
 _LEGACY = {
@@ -665,7 +785,9 @@ def _apply_legacy_env(
         form = _LEGACY_FORMS[name]
         text = ",".join(form.format(int(number)) for number in numbers)
         for section, key in targets:
-            values[section][key] = _Value(text, f"environment variable {name}", name)
+            values[section][key] = _Value(
+                _EnvText(text), f"environment variable {name}", name
+            )
 
 
 def _resolve_handler(
@@ -866,7 +988,9 @@ def build_handler(config: Config) -> Handler:
     if handler.kind == "webhook":
         assert handler.url is not None
         assert handler.secret is not None
-        webhook: Handler = _handlers.WebhookHandler(handler.url, handler.secret)
+        webhook: Handler = _handlers.WebhookHandler(
+            handler.url, handler.secret, allow=config.fetch.allow
+        )
         return webhook
     if handler.kind == "python":
         assert handler.target is not None

@@ -417,7 +417,7 @@ async def run_demo(
 ) -> None:
     """Run the demo until Ctrl-C, or for *duration* seconds; removes its files after.
 
-    Needs the ``cli`` extra (rich). Nothing is fetched from outside 127.0.0.1.
+    Nothing is fetched from outside 127.0.0.1.
     """
     console = console or Console()
     start = datetime.now(UTC).replace(microsecond=0)

@@ -635,9 +635,10 @@ class Engine:
         parsed = _leads(leads)
         if timedelta(0) in parsed and self._settings.late_grace <= timedelta(0):
             raise ValidationError(
-                "a lead of 0 means 'at the start', but with Settings.late_grace of 0 "
-                "an event that has started gets no reminder, so it would never fire: "
-                "use a lead such as 1m, or set late_grace (e.g. 2 minutes)"
+                "a lead of 0 means 'at the start', but with a late grace of 0 an "
+                "event that has started gets no reminder, so it would never fire: "
+                "use a lead such as 1m, or set [engine] late_grace "
+                "(CALSYNC_ENGINE_LATE_GRACE), e.g. '2m'"
             )
         return parsed
 

@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
@@ -25,10 +25,19 @@ from typing import Any, Self, TypeAlias
 
 import aiohttp
 import attrs
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from ._errors import CalsyncError, TimezoneError, ValidationError
 from ._fetch.errors import RetryAfter
+from ._fetch.guard import (
+    BlockedTarget,
+    GuardedResolver,
+    TargetGuard,
+    allow_advice,
+    guarded_connector,
+    host_problem,
+)
 from ._fetch.hints import parse_retry_after
 from ._fetch.http import describe_transport_error
 from ._model import Notification, Occurrence, as_aware_utc
@@ -337,7 +346,18 @@ def _webhook_url(url: str) -> str:
             f"webhook URL {shown}: the scheme must be http or https, "
             f"not {parsed.scheme!r}"
         )
+    problem = host_problem(parsed.raw_host)
+    if problem is not None:
+        raise ValidationError(f"webhook URL {shown}: the host {problem}")
     return url
+
+
+def _blocked(shown: str, host: str, reason: str) -> str:
+    """Say why the webhook's target is refused, and how to open it."""
+    return (
+        f"webhook URL {shown}: refused to connect to {host}: {reason}; if the "
+        f"receiver is meant to be reached, {allow_advice(host)}"
+    )
 
 
 def _extra_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -381,6 +401,11 @@ def _retryable_status(status: int) -> bool:
 class WebhookHandler:
     """POST each delivery as signed JSON to *url*; 2xx is success.
 
+    Like feeds, the receiver must be a public address unless *allow* opens it
+    (the fetcher's allow-list: networks, host names, ``*.domains``); a name that
+    resolves to a refused address is refused when it connects. A *session* you
+    pass is yours: only IP literals and ``localhost`` are checked then.
+    *resolver* replaces aiohttp's DNS resolver (as for `HttpFetcher`).
     Headers: ``Idempotency-Key`` (the delivery id) and ``Calsync-Signature``
     (``t=<unix seconds>,v1=<HMAC-SHA256 hex>``, see `sign_webhook`). 408, 429,
     5xx, timeouts and connection errors raise a retryable `DeliveryError`; any
@@ -397,9 +422,18 @@ class WebhookHandler:
         headers: Mapping[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] = time.time,
+        allow: Iterable[str] = (),
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self._url = _webhook_url(url)
         self._shown = redact(url)
+        self._guard = TargetGuard.from_allow(allow)
+        host = URL(url).raw_host or ""
+        reason = self._guard.check_host(host)
+        if reason is not None:
+            raise ValidationError(_blocked(self._shown, host, reason))
+        self._inner_resolver = resolver
+        self._resolver: GuardedResolver | None = None
         self._secret = _secret_bytes(secret)
         if not isinstance(timeout, timedelta) or timeout <= timedelta(0):
             raise ValidationError(
@@ -432,8 +466,11 @@ class WebhookHandler:
         """Close the session if the handler made it; later calls raise RuntimeError."""
         self._closed = True
         session, self._session = self._session, None
+        resolver, self._resolver = self._resolver, None
         if session is not None and self._owns_session:
             await session.close()
+        if resolver is not None:
+            await resolver.close()
 
     async def __call__(self, delivery: Delivery) -> None:
         """POST *delivery*; raise `DeliveryError` unless the receiver answers 2xx."""
@@ -458,6 +495,8 @@ class WebhookHandler:
             ):
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        except BlockedTarget as blocked:
+            error = self._refusal(delivery, blocked)
         except TimeoutError:
             error = self._failure(
                 delivery, f"did not answer within {self._timeout:g}s", permanent=False
@@ -479,6 +518,15 @@ class WebhookHandler:
         # Raised outside the except blocks: aiohttp's exception, whose text may
         # hold the full URL, is neither the cause nor the context.
         raise error
+
+    def _refusal(self, delivery: Delivery, blocked: BlockedTarget) -> DeliveryError:
+        """Fail for good: the receiver's name resolved only to refused addresses."""
+        problem = _blocked(self._shown, blocked.host, blocked.reason)
+        return DeliveryError(
+            f"{delivery.calendar.label}: {problem} (notification {delivery.id}, "
+            "not retried)",
+            permanent=True,
+        )
 
     def _failure(
         self,
@@ -517,7 +565,11 @@ class WebhookHandler:
         if self._closed:
             raise RuntimeError("this WebhookHandler is closed; create a new one")
         if self._session is None:
+            connector, self._resolver = guarded_connector(
+                self._guard, self._inner_resolver
+            )
             self._session = aiohttp.ClientSession(
+                connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 headers={"User-Agent": _user_agent()},
                 trust_env=False,

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import attrs
 
 from ._auth import BasicAuth, BearerAuth
+from ._durations import LONGEST, Span
 from ._errors import ValidationError
 from ._model import (
     ChangeSet,
@@ -23,6 +24,7 @@ from ._notify import validated_leads
 from ._redact import redact
 
 __all__ = [
+    "CALENDAR_SPANS",
     "AppliedSync",
     "Calendar",
     "CircuitState",
@@ -51,8 +53,19 @@ def _non_empty(instance: object, attribute: attrs.Attribute[str], value: str) ->
         raise ValidationError(f"{attribute.name} must be a non-empty string")
 
 
+CALENDAR_SPANS = {
+    "leads": Span(timedelta(days=366), why="a year ahead"),
+    "window_past": Span(timedelta(days=366), why="a year back"),
+    "horizon": Span(LONGEST, zero_ok=False, why="about 10 years ahead"),
+}
+"""The range of each duration setting of a calendar, for every way it is set."""
+
+
 def _leads(values: Iterable[timedelta]) -> tuple[timedelta, ...]:
-    return tuple(validated_leads(values))
+    leads = tuple(validated_leads(values))
+    for lead in leads:
+        CALENDAR_SPANS["leads"].check("a lead", lead)
+    return leads
 
 
 def _optional_span(
@@ -66,13 +79,10 @@ def _notifications(values: Iterable[Notification]) -> tuple[Notification, ...]:
     return tuple(values)
 
 
-def _positive_span(
+def _calendar_span(
     instance: object, attribute: attrs.Attribute[timedelta], value: timedelta
 ) -> None:
-    if not isinstance(value, timedelta) or value < timedelta(0):
-        raise ValidationError(f"{attribute.name} must be a timedelta >= 0")
-    if attribute.name == "horizon" and value <= timedelta(0):
-        raise ValidationError("horizon must be a timedelta > 0")
+    CALENDAR_SPANS[attribute.name].check(attribute.name, value)
 
 
 class CircuitState(enum.StrEnum):
@@ -160,10 +170,10 @@ class Calendar:
     )
     tz: str | None = None
     window_past: timedelta = attrs.field(
-        default=timedelta(days=1), validator=_positive_span
+        default=timedelta(days=1), validator=_calendar_span
     )
     horizon: timedelta = attrs.field(
-        default=timedelta(days=90), validator=_positive_span
+        default=timedelta(days=90), validator=_calendar_span
     )
     use_alarms: bool = False
     auth: BasicAuth | BearerAuth | None = None

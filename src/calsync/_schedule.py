@@ -36,7 +36,7 @@ from typing import Protocol
 import attrs
 from cronsim import CronSim, CronSimError
 
-from ._durations import parse_duration
+from ._durations import LONGEST, format_duration, parse_duration
 from ._errors import ScheduleError, TimezoneError, ValidationError
 from ._model import as_aware_utc
 from ._zones import resolve_zone, zone_name
@@ -62,8 +62,10 @@ _WEEKDAY_NUMBERS = {
     **{name: number for number, name in enumerate(_WEEKDAY_NAMES)},
     **{name: number for number, name in enumerate(_FULL_WEEKDAY_NAMES)},
 }
-_INTERVAL = re.compile(r"(?P<number>[+-]?\d+)? ?(?P<unit>[a-z]+)?")
-_CLOCK_TIME = re.compile(r"(?P<hour>\d{1,2}):(?P<minute>\d{2})")
+# ASCII digits only (Unicode digits are refused, not read as numbers), and few of
+# them: int() of thousands of digits would fail on Python's digit limit.
+_INTERVAL = re.compile(r"(?P<number>[+-]?[0-9]{1,12})? ?(?P<unit>[a-z]+)?", re.ASCII)
+_CLOCK_TIME = re.compile(r"(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{2})", re.ASCII)
 _CRON_FIELDS = "minute hour day-of-month month day-of-week"
 _CRON_PROBE_START = datetime(2000, 1, 1)  # noqa: DTZ001 - cronsim iterates wall time
 _NO_TIME = timedelta(0)
@@ -213,10 +215,14 @@ def _parse_every(text: str, words: list[str]) -> tuple[str, _Rule]:
         raise _schedule_error(
             text, f"interval must be positive, got {spec!r}: expected {example}"
         )
-    try:
-        interval = timedelta(seconds=count * _UNIT_SECONDS[unit])
-    except OverflowError as error:
-        raise _schedule_error(text, f"interval {spec!r} is too large") from error
+    seconds = count * _UNIT_SECONDS[unit]
+    if seconds > LONGEST.total_seconds():
+        raise _schedule_error(
+            text,
+            f"interval {spec!r} is too long: at most {format_duration(LONGEST)} "
+            "(about 10 years)",
+        )
+    interval = timedelta(seconds=seconds)
     return f"every {count}{unit}", _Every(interval)
 
 

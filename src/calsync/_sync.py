@@ -346,8 +346,8 @@ class Syncer:
             raise _Failure(
                 f"parsing the feed of {calendar.label} took longer than "
                 f"{timeout:g} s and was abandoned: the feed is too large or "
-                "expands to too many occurrences (raise Settings.parse_timeout, "
-                "or narrow the calendar's horizon)"
+                "expands to too many occurrences (raise [engine] parse_timeout, "
+                "CALSYNC_ENGINE_PARSE_TIMEOUT, or narrow the calendar's horizon)"
             ) from None
         except CalsyncError as error:
             raise _Failure(f"{calendar.label}: {error}", error) from None

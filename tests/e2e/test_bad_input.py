@@ -5,7 +5,9 @@ from __future__ import annotations
 import socket
 from datetime import timedelta
 
-from calsync import Calendar, Engine
+import pytest
+
+from calsync import Calendar, Engine, ValidationError
 
 from .conftest import (
     Runners,
@@ -113,3 +115,32 @@ async def test_truncated_feed_loses_nothing_stored_and_says_so(
     assert len(stored) == 10, "a truncated feed removed stored events"
     assert synced.state.last_error is not None, "status does not show the problem"
     _names(synced)
+
+
+@sqlite_only
+async def test_out_of_range_spans_are_refused_at_the_api_and_the_others_still_fire(
+    engine: Engine, runners: Runners, feeds: TimedFeedServer
+) -> None:
+    """A lead of 10,000 years once made check_notifications overflow for everyone."""
+    time = Timeline()
+    start = time.at(3)
+    feeds.set("/good.ics", ics(event("standup", start)))
+    url = feeds.url("/good.ics")
+    for wrong in ({"leads": ["3650000d"]}, {"horizon": "36500d"}, {"leads": ["400d"]}):
+        with pytest.raises(ValidationError, match=r"must be at most|too long"):
+            await engine.add_calendar(url, name="wrong", **wrong)  # type: ignore[arg-type]
+    good = await engine.add_calendar(url, name="good", leads=[LEAD])
+    with pytest.raises(ValidationError, match="a lead must be at most 366d"):
+        await engine.update_calendar(good.id, leads=[timedelta(days=3650000)])
+    assert [calendar.id for calendar in await engine.list_calendars()] == [good.id]
+    assert (await engine.get_calendar(good.id)).leads == (LEAD,)
+
+    runner = runners.spawn()
+    wanted = expected_id(good, "standup", start, LEAD)
+
+    async def delivered() -> bool:
+        return wanted in runners.delivered_ids()
+
+    await eventually(delivered, within=time.until(start) + 3, what="the good reminder")
+    await runner.stop()
+    assert runners.delivered_ids() == {wanted: 1}

@@ -13,6 +13,8 @@ from typing import Literal
 from calsync._errors import CalsyncError
 from calsync._redact import redact
 
+from .guard import allow_advice, host_problem
+
 __all__ = [
     "FetchBlocked",
     "FetchConnectionError",
@@ -75,11 +77,13 @@ class FetchBlocked(FetchError):
     def __init__(self, url: str, target: str, reason: str) -> None:
         self.target = target
         self.reason = reason
-        super().__init__(
-            url,
-            f"refused to connect to {target}: {reason}; if this feed is meant to be "
-            "reached, add the host or network to the fetcher's allow list",
+        # A redirect to another scheme is no host the allow-list could open.
+        advice = (
+            f"; if this feed is meant to be reached, {allow_advice(target)}"
+            if host_problem(target) is None
+            else ""
         )
+        super().__init__(url, f"refused to connect to {target}: {reason}{advice}")
 
 
 class FetchTimeout(FetchError):
@@ -149,7 +153,8 @@ class FetchTooLarge(FetchError):
         super().__init__(
             url,
             f"{detail} is over the {limit:,} byte limit, so calsync stopped reading; "
-            f"raise {option} if the feed is really this big",
+            "if the feed is really this big, raise [fetch] max_body_bytes "
+            f"(CALSYNC_FETCH_MAX_BODY_BYTES; in code, the fetcher's {option})",
         )
 
 

@@ -14,13 +14,23 @@ import logging
 import re
 import socket
 from collections.abc import Iterable
+from typing import Any
 
+import aiohttp
 import attrs
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from calsync._errors import ValidationError
 
-__all__ = ["BlockedTarget", "GuardedResolver", "TargetGuard"]
+__all__ = [
+    "BlockedTarget",
+    "GuardedResolver",
+    "TargetGuard",
+    "allow_advice",
+    "guarded_connector",
+    "host_problem",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +42,16 @@ _HOST_NAME = re.compile(r"^(?:\*\.)?[a-z0-9_](?:[a-z0-9_\-.]*[a-z0-9_])?$")
 # Hosts made only of digits, dots and hex markers: legacy IPv4 spellings such as
 # 2130706433, 0x7f.1 or 127.1 that the socket layer would map onto an address.
 _NUMERIC_HOST = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]*))*$")
+# A URL's host name: dot-separated labels of ASCII letters, digits, '-' and '_'
+# (yarl has turned an international name into its xn-- form by then).
+_URL_HOST = re.compile(
+    r"^(?!-)[a-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9_-]{1,63}(?<!-))*$", re.ASCII
+)
+# RFC 6761: "localhost" and every name under it are the loopback interface.
+_LOOPBACK_NAMES = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
 
 
 class BlockedTarget(Exception):
@@ -88,6 +108,27 @@ def classify(address: IPAddress) -> str | None:
         (not address.is_global, "not a public address"),
     )
     return next((reason for failed, reason in checks if failed), None)
+
+
+def host_problem(host: str) -> str | None:
+    """Why *host* (a URL's host) is neither an IP address nor a host name, or None.
+
+    ``http://exa mple.com/`` parses, but no such host can exist: refuse it when
+    the URL is given, not at every sync.
+    """
+    if _address(host) is not None:
+        return None
+    if _URL_HOST.match(_normal_host(host)):
+        return None
+    return f"{host!r} is not a valid host name"
+
+
+def allow_advice(entry: str) -> str:
+    """Say, in the user's words, how to open *entry* (a host or network) to calsync."""
+    return (
+        f'add "{entry}" to the allow-list: allow = ["{entry}"] under [fetch] in '
+        f"calsync.toml, or CALSYNC_FETCH_ALLOW={entry} (in code: allow=[...])"
+    )
 
 
 def _allow_entry(entry: str) -> IPNetwork | str:
@@ -165,9 +206,21 @@ class TargetGuard:
             return None
         if _address(host) is not None:
             return self.refusal(host)
-        if _NUMERIC_HOST.match(_normal_host(host)):
+        name = _normal_host(host)
+        if _NUMERIC_HOST.match(name):
             return "a numeric host that is not a canonical IP address"
+        if name == "localhost" or name.endswith(".localhost"):
+            return self._loopback_name()
         return None
+
+    def _loopback_name(self) -> str | None:
+        """Judge ``localhost`` as its addresses: refused unless allowed by network."""
+        opened = any(
+            network.version == loopback.version and network.overlaps(loopback)
+            for network in self.networks
+            for loopback in _LOOPBACK_NAMES
+        )
+        return None if opened else "a loopback name (localhost is this machine)"
 
 
 # A fetcher asks about the same few hosts on every sync; the verdict is pure.
@@ -218,3 +271,17 @@ class GuardedResolver(AbstractResolver):
 
     def __repr__(self) -> str:
         return f"GuardedResolver({self._guard!r}, {self._inner!r})"
+
+
+def guarded_connector(
+    guard: TargetGuard, resolver: AbstractResolver | None = None, **options: Any
+) -> tuple[aiohttp.TCPConnector, GuardedResolver]:
+    """Return a connector that only reaches what *guard* allows, and its resolver.
+
+    Everything calsync sends over HTTP (feeds, webhooks) connects through one of
+    these. The caller closes the resolver after the session; *resolver* (default:
+    aiohttp's) is closed with it only when it was not passed in.
+    """
+    inner = resolver if resolver is not None else DefaultResolver()
+    guarded = GuardedResolver(guard, inner, owns_inner=resolver is None)
+    return aiohttp.TCPConnector(resolver=guarded, **options), guarded

@@ -23,7 +23,6 @@ from typing import Self
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
-from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -42,7 +41,13 @@ from .errors import (
     FetchTooLarge,
     FetchTooManyRedirects,
 )
-from .guard import BlockedTarget, GuardedResolver, TargetGuard
+from .guard import (
+    BlockedTarget,
+    GuardedResolver,
+    TargetGuard,
+    guarded_connector,
+    host_problem,
+)
 from .hints import parse_max_age, parse_retry_after
 from .protocol import FetchResult
 from .sniff import CALENDAR_TYPES, describe_non_calendar, is_calendar, media_type
@@ -121,6 +126,9 @@ def _parse_feed_url(url: str) -> tuple[URL, str | None, str | None] | str:
         return f"the scheme {parsed.scheme!r} is not supported"
     if not parsed.raw_host:
         return "the URL has no host"
+    problem = host_problem(parsed.raw_host)
+    if problem is not None:
+        return f"the host {problem}"
     target = parsed.with_scheme(scheme).with_user(None).with_fragment(None)
     return target, parsed.user, parsed.password
 
@@ -261,14 +269,10 @@ class HttpFetcher:
         return self._session
 
     def _new_session(self) -> aiohttp.ClientSession:
-        inner = self._resolver if self._resolver is not None else DefaultResolver()
-        resolver = GuardedResolver(
-            self._guard, inner, owns_inner=self._resolver is None
-        )
-        self._guarded_resolver = resolver
-        connector = aiohttp.TCPConnector(
+        connector, self._guarded_resolver = guarded_connector(
+            self._guard,
+            self._resolver,
             limit=self._connections,
-            resolver=resolver,
             ssl=self._ssl_context if self._ssl_context is not None else True,
         )
         return aiohttp.ClientSession(

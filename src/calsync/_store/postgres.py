@@ -2,8 +2,8 @@
 
 Leases and claims are row locks taken with ``FOR UPDATE SKIP LOCKED`` and fenced
 by a token; every method is one transaction. Tables live in their own schema
-(default ``calsync``). Needs the ``postgres`` extra: ``pip install
-'calsync[postgres]'`` (psycopg 3 and psycopg-pool).
+(default ``calsync``). Needs the ``postgres`` extra (psycopg 3 and psycopg-pool):
+``pip install -e '.[postgres]'`` in a clone.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from calsync._records import (
     SyncWrite,
     notification_id,
 )
+from calsync._redact import scrub_secrets
 from calsync._secrets import SecretBox, clear_secrets, warn_clear_secrets
 from calsync._store._rows import (
     CALENDAR_COLUMNS,
@@ -74,7 +75,10 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-_INSTALL_HINT = "install the PostgreSQL extra: pip install 'calsync[postgres]'"
+_INSTALL_HINT = (
+    "install the PostgreSQL driver: pip install 'psycopg[binary]>=3.2' "
+    "'psycopg-pool>=3.2' (the postgres extra of calsync)"
+)
 _ATTEMPTS = 3
 """How often a transaction runs when PostgreSQL aborts it for a deadlock."""
 
@@ -1475,11 +1479,4 @@ def _redacted_conninfo(url: str) -> str:
 
 def _scrub(text: str, url: str) -> str:
     """Mask the connection string's password should a driver message quote it."""
-    from psycopg import Error
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        password = conninfo_to_dict(url).get("password")
-    except Error:  # not a connection string: mask it whole
-        return text.replace(url, "***")
-    return text.replace(str(password), "***") if password else text
+    return scrub_secrets(text, url)

@@ -337,8 +337,8 @@ def check_limit(limit: int) -> None:
 def calendar_not_found(calendar_id: str) -> CalendarNotFound:
     """Return the error every store raises for an unknown calendar id."""
     return CalendarNotFound(
-        f"no calendar {calendar_id!r} in the store: check the id (and owner), "
-        "or list_calendars() to see what is stored"
+        f"no calendar {calendar_id!r} in the store: check the id (and owner); "
+        "`calsync list` shows what is stored"
     )
 
 

@@ -956,7 +956,7 @@ def _add_calendar(conn: sqlite3.Connection, codec: Codec, calendar: Calendar) ->
     if taken is not None and taken["id"] == calendar.id:
         raise CalendarExists(
             f"calendar id {calendar.id!r} is taken: pick another id, or "
-            "update_calendar() to change the stored one"
+            "update the stored calendar instead"
         )
     if taken is not None:
         raise CalendarExists(
