@@ -494,3 +494,24 @@ async def test_hot_statements_are_index_lookups(
         ]
     assert plan
     assert not [step for step in plan if step.startswith("SCAN")], plan
+
+
+async def test_a_stored_lead_past_todays_range_is_read_clamped_not_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An older calsync accepted any lead; its rows must still load for everyone.
+    path = tmp_path / "calsync.db"
+    async with SQLiteStore(path) as store:
+        kept = await store.add_calendar(calendar("https://example.com/a.ics"))
+        odd = await store.add_calendar(calendar("https://example.com/b.ics"))
+    with closing(sqlite3.connect(path)) as connection:
+        huge = int(timedelta(days=3_650_000).total_seconds() * 1_000_000)
+        connection.execute(
+            "UPDATE calendars SET leads = ? WHERE id = ?", (f"[{huge}]", odd.id)
+        )
+        connection.commit()
+    async with SQLiteStore(path) as store:
+        listed = {c.id: c for c in await store.list_calendars()}
+    assert set(listed) == {kept.id, odd.id}
+    assert listed[odd.id].leads == (timedelta(days=366),)
+    assert f"calendar {odd.id}: its stored lead 3650000d" in caplog.text

@@ -8,6 +8,7 @@ so each passes its own pair of converters.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -15,9 +16,11 @@ from typing import Any
 import attrs
 
 from calsync._auth import BasicAuth, BearerAuth
+from calsync._durations import format_duration
 from calsync._errors import StoreError, ValidationError
 from calsync._model import Notification, Occurrence, OccurrenceKey
 from calsync._records import (
+    CALENDAR_SPANS,
     Calendar,
     CircuitState,
     JobOutcome,
@@ -44,6 +47,8 @@ __all__ = [
     "reseal_rows",
     "span",
 ]
+
+logger = logging.getLogger("calsync.store")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -265,10 +270,13 @@ class Codec:
             else self.secrets.open(sealed_url, calendar_id),
             name=row["name"],
             schedule=row["schedule"],
-            leads=tuple(span(value) for value in json.loads(row["leads"])),
+            leads=tuple(
+                _in_range(row, "leads", span(value))
+                for value in json.loads(row["leads"])
+            ),
             tz=row["tz"],
-            window_past=span(row["window_past"]),
-            horizon=span(row["horizon"]),
+            window_past=_in_range(row, "window_past", span(row["window_past"])),
+            horizon=_in_range(row, "horizon", span(row["horizon"])),
             use_alarms=bool(row["use_alarms"]),
             auth=_auth_value(auth and self.secrets.open(auth, calendar_id)),
             paused=bool(row["paused"]),
@@ -426,3 +434,27 @@ def reseal_rows(
             }
         )
     return changed
+
+
+def _in_range(row: Mapping[str, Any], name: str, value: timedelta) -> timedelta:
+    """Clamp a stored span past today's range (written by an older calsync).
+
+    Refusing the row would make every listing of the store fail; the calendar
+    is read with the nearest value allowed, and the log says which to change.
+    """
+    limit = CALENDAR_SPANS[name]
+    if limit.problem(value) is None:
+        return value
+    clamped = min(max(value, limit.minimum), limit.maximum)
+    if clamped == limit.minimum and not limit.zero_ok:
+        clamped = limit.maximum
+    logger.warning(
+        "calendar %s: its stored %s %s %s; it is read as %s until it is set "
+        "again (its [[calendars]] entry in calsync.toml, or update_calendar)",
+        row["id"],
+        name.removesuffix("s"),
+        format_duration(value),
+        limit.problem(value),
+        format_duration(clamped),
+    )
+    return clamped
