@@ -73,8 +73,9 @@ async def dispatch(
             async with slots:
                 if clock() + settings.handler_timeout > claim.expires_at:
                     # Too late to finish inside the claim: another dispatcher
-                    # could take it over mid-call. It comes back when the claim ends.
+                    # could take it over mid-call. Hand it back, attempt unused.
                     tally.held += 1
+                    await _release(store, claim, clock())
                     return
                 try:
                     await _deliver(
@@ -93,6 +94,14 @@ async def dispatch(
         if len(claims) < settings.dispatch_batch:
             break
     return tally.result()
+
+
+async def _release(store: Store, claim: NotificationClaim, now: datetime) -> None:
+    try:
+        await store.release_claim(claim, now)
+    except Exception:
+        # The claim then simply expires and the notification comes back later.
+        logger.exception("could not hand back the claim on notification %s", claim.id)
 
 
 async def _calendar(store: Store, calendar_id: str) -> Calendar | None:

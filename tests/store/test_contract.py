@@ -661,6 +661,23 @@ async def test_failure_on_a_taken_over_claim_changes_nothing(store: Store) -> No
     assert await store.mark_failed(fresh, T0 + TTL, error="x", retry_at=None)
 
 
+async def test_a_released_claim_comes_back_at_once_with_its_attempt_unused(
+    store: Store,
+) -> None:
+    occ = occurrence("a", T0 + 10 * MINUTE)
+    cal = await seed(store, occ)
+    await store.add_notifications(cal.id, [note(occ)], T0)
+    [claim] = await store.claim_notifications(T0, limit=10, worker="d", lease_ttl=TTL)
+    assert await store.release_claim(claim, T0 + MINUTE)
+    assert not await store.release_claim(claim, T0 + MINUTE)
+    assert not await store.mark_failed(claim, T0, error="late", retry_at=None)
+    [again] = await store.claim_notifications(
+        T0 + MINUTE, limit=9, worker="e", lease_ttl=TTL
+    )
+    assert again.record.attempts == 1
+    assert again.attempt == 1
+
+
 async def test_cancelled_notification_is_never_claimed(store: Store) -> None:
     occ = occurrence("a", T0 + 10 * MINUTE)
     cal = await seed(store, occ)

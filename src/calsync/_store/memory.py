@@ -471,6 +471,21 @@ class MemoryStore:
         )
         return True
 
+    async def release_claim(self, claim: NotificationClaim, now: datetime) -> bool:
+        """Hand back a claim never attempted: due ``now``, its attempt uncounted."""
+        now = as_aware_utc(now)
+        self._check_open()
+        row = self._notifications.get(claim.id)
+        if row is None or row.claim_token != claim.token:
+            return False
+        if row.record.status != _PENDING:
+            return False
+        row.claim_token += 1
+        row.record = attrs.evolve(
+            row.record, due_at=now, attempts=row.record.attempts - 1
+        )
+        return True
+
     async def requeue(self, notification_ids: Iterable[str], now: datetime) -> int:
         """Make dead-letter notifications pending again, due now."""
         now = as_aware_utc(now)

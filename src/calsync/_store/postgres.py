@@ -545,6 +545,11 @@ _MARK_FAILED = """
         due_at = coalesce(%(retry_at)s, due_at)
     WHERE id = %(id)s AND claim_token = %(token)s AND status = 'pending'
 """
+_RELEASE_CLAIM = """
+    UPDATE {s}.notifications SET
+        due_at = %(now)s, attempts = attempts - 1, claim_token = claim_token + 1
+    WHERE id = %(id)s AND claim_token = %(token)s AND status = 'pending'
+"""
 _REQUEUE = """
     UPDATE {s}.notifications SET status = 'pending', due_at = %s, attempts = 0
     WHERE id = ANY(%s::text[]) AND status = 'failed'
@@ -908,6 +913,11 @@ class PostgresStore:
             "token": claim.token,
         }
         return await self._count(_MARK_FAILED, params) == 1
+
+    async def release_claim(self, claim: NotificationClaim, now: datetime) -> bool:
+        """Hand back a claim never attempted: due ``now``, its attempt uncounted."""
+        params = {"id": claim.id, "token": claim.token, "now": as_aware_utc(now)}
+        return await self._count(_RELEASE_CLAIM, params) == 1
 
     async def requeue(self, notification_ids: Iterable[str], now: datetime) -> int:
         """Make dead-letter notifications pending again, due now."""

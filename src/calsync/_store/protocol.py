@@ -268,6 +268,13 @@ class Store(Protocol):
         longer pending.
         """
 
+    async def release_claim(self, claim: NotificationClaim, now: datetime) -> bool:
+        """Hand back a claim that was never attempted: due ``now``, attempt uncounted.
+
+        Returns False, changing nothing, if the claim was taken over or the
+        notification is no longer pending.
+        """
+
     async def requeue(self, notification_ids: Iterable[str], now: datetime) -> int:
         """Make dead-letter (failed) notifications pending again, count them."""
 

@@ -352,6 +352,11 @@ _MARK_FAILED = """
         status = CASE WHEN :retry_at IS NULL THEN 'failed' ELSE 'pending' END
     WHERE id = :id AND claim_token = :token AND status = 'pending'
 """
+_RELEASE_CLAIM = """
+    UPDATE notifications
+    SET due_at = :now, attempts = attempts - 1, claim_token = claim_token + 1
+    WHERE id = :id AND claim_token = :token AND status = 'pending'
+"""
 _REQUEUE = """
     UPDATE notifications SET status = 'pending', due_at = ?, attempts = 0
     WHERE id = ? AND status = 'failed'
@@ -671,6 +676,15 @@ class SQLiteStore:
             "retry_at": retry,
         }
         return await self._write(_execute, _MARK_FAILED, params) == 1
+
+    async def release_claim(self, claim: NotificationClaim, now: datetime) -> bool:
+        """Hand back a claim never attempted: due ``now``, its attempt uncounted."""
+        params = {
+            "id": claim.id,
+            "token": claim.token,
+            "now": epoch_micros(as_aware_utc(now)),
+        }
+        return await self._write(_execute, _RELEASE_CLAIM, params) == 1
 
     async def requeue(self, notification_ids: Iterable[str], now: datetime) -> int:
         """Make dead-letter notifications pending again, due ``now``; count them."""
