@@ -229,8 +229,8 @@ async def test_the_events_own_alarms_count_when_the_calendar_uses_them(
     assert [lead for lead, _, _ in item.fires] == [timedelta(minutes=30), TEN]
 
 
-@pytest.mark.parametrize("days", [0, -1, True])
-async def test_upcoming_refuses_a_span_that_is_not_positive(
+@pytest.mark.parametrize("days", [0, -1, True, float("inf"), float("nan"), 1e308])
+async def test_upcoming_refuses_a_span_that_is_not_positive_or_past_a_year(
     store: SQLiteStore, days: float
 ) -> None:
     with pytest.raises(ValidationError, match="days"):

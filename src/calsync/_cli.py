@@ -38,6 +38,7 @@ from calsync._config import (
 from calsync._durations import format_duration, parse_duration
 from calsync._engine import Engine
 from calsync._errors import CalsyncError, ValidationError
+from calsync._insight import UPCOMING_MAX_DAYS
 from calsync._records import CALENDAR_SPANS, Calendar, NotificationStatus
 from calsync._redact import redact
 from calsync._results import EngineStatus, SyncOutcome, SyncResult
@@ -668,17 +669,14 @@ def _print_errors(
         console.print(Text.assemble(f"{name}  ", (" ".join(error.split()), "red")))
 
 
-_MAX_DAYS = 366.0
-
-
 @cli.command()
 @click.option(
     "--days",
-    type=click.FloatRange(min=0, max=_MAX_DAYS, min_open=True),
+    type=click.FloatRange(min=0, max=UPCOMING_MAX_DAYS, min_open=True),
     callback=lambda ctx, param, value: _finite("--days", value),
     default=7,
     show_default=True,
-    help=f"How many days ahead, up to {_MAX_DAYS:g}.",
+    help=f"How many days ahead, up to {UPCOMING_MAX_DAYS:g}.",
 )
 @click.option("--owner", help="Only this tenant's calendars.")
 @pass_app

@@ -22,7 +22,14 @@ from calsync._store.protocol import Store
 from calsync._sync import leads_for
 from calsync._zones import resolve_zone
 
-__all__ = ["Explanation", "FireState", "Upcoming", "explain", "upcoming"]
+__all__ = [
+    "UPCOMING_MAX_DAYS",
+    "Explanation",
+    "FireState",
+    "Upcoming",
+    "explain",
+    "upcoming",
+]
 
 FireState = str
 """A reminder's state: ``scheduled`` or a `NotificationStatus` value."""
@@ -61,6 +68,10 @@ class Explanation:
     lines: tuple[str, ...]
 
 
+# As far as `calsync upcoming --days` goes: a year is all a listing needs.
+UPCOMING_MAX_DAYS = 366
+
+
 async def upcoming(
     store: Store,
     now: datetime,
@@ -76,8 +87,14 @@ async def upcoming(
     less than ``late_grace`` ago is still listed, since its reminder may still go out.
     """
     now = as_aware_utc(now)
-    if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
-        raise ValidationError(f"days must be a number > 0, got {days!r}")
+    if (
+        isinstance(days, bool)
+        or not isinstance(days, int | float)
+        or not 0 < days <= UPCOMING_MAX_DAYS
+    ):
+        raise ValidationError(
+            f"days must be a number in (0, {UPCOMING_MAX_DAYS}], got {days!r}"
+        )
     calendars = {
         calendar.id: calendar for calendar in await store.list_calendars(owner=owner)
     }
