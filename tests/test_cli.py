@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -640,3 +642,28 @@ def test_errors_name_settings_as_the_user_sets_them(config: Path, feeds: Feeds) 
     for line in (zero, unknown):
         assert "Settings." not in line
         assert "()" not in line
+
+
+def test_reseal_secrets_encrypts_a_feed_token_kept_in_clear(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.fernet import Fernet
+
+    token = "s3cretTOKEN42"
+    added = calsync(config, "add", f"https://example.com/cal.ics?token={token}")
+    assert added.exit_code == 0, added.output
+    database = tmp_path / "state.db"
+    assert token.encode() in database.read_bytes()
+    monkeypatch.setenv("CALSYNC_STORE_SECRET_KEYS", Fernet.generate_key().decode())
+    resealed = calsync(config, "reseal-secrets")
+    assert resealed.exit_code == 0, resealed.output
+    assert "1 calendar(s)" in resealed.output
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        connection.execute("VACUUM")
+    stored = b"".join(
+        path.read_bytes() for path in tmp_path.glob("state.db*") if path.is_file()
+    )
+    assert token.encode() not in stored
+    listed = calsync(config, "list")
+    assert listed.exit_code == 0, listed.output
+    assert token not in listed.output

@@ -433,6 +433,27 @@ def remove(app: _App, calendar_id: str, yes: bool) -> None:
     _console().print(Text(f"Removed {calendar.label}."))
 
 
+@cli.command(name="reseal-secrets")
+@pass_app
+def reseal_secrets(app: _App) -> None:
+    """Encrypt every stored feed secret with the first of [store] secret_keys."""
+
+    async def work(engine: Engine) -> int:
+        reseal = getattr(engine.store, "reseal_secrets", None)
+        if reseal is None:
+            raise ValidationError(
+                "this store keeps nothing on disk: there are no secrets to reseal"
+            )
+        count: int = await reseal()
+        return count
+
+    count = _run(_with_engine(app, work))
+    _console().print(
+        f"Resealed the feed secrets of {count} calendar(s) with the first key; "
+        "older keys can now leave [store] secret_keys."
+    )
+
+
 # -- syncing --------------------------------------------------------------------
 
 
