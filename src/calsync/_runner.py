@@ -162,6 +162,12 @@ class Runner:
         tasks = list(self._tasks)  # kept in self._tasks: a second signal cancels them
         if not tasks:
             return
+        if self._running:
+            logger.info(
+                "stopping: waiting up to %.0f s for %s",
+                self._shutdown_timeout,
+                ", ".join(sorted(self._running)),
+            )
         try:
             pending = await self._wait_for(tasks, self._shutdown_timeout)
             for task in pending:

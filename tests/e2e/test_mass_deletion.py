@@ -1,4 +1,8 @@
-"""A feed that suddenly comes back empty, through a real runner: nothing removed."""
+"""A feed that suddenly comes back empty, through a real runner: nothing removed.
+
+On the shared clock, so the emptied feed is synced long before the fire time
+however slow the machine is.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +10,51 @@ from datetime import timedelta
 
 from calsync import Engine
 
+from ._clock import FileClock
 from .conftest import (
+    C0,
     Runners,
     TimedFeedServer,
-    Timeline,
+    attempted_at_or_after,
     event,
-    eventually,
     expected_id,
     ics,
     sqlite_only,
-    synced_since,
+    step_until,
 )
 
-LEAD = timedelta(seconds=2)
+LEAD = timedelta(minutes=10)
 
 
 @sqlite_only
 async def test_emptied_feed_is_held_flagged_and_its_reminders_still_fire(
-    engine: Engine, runners: Runners, feeds: TimedFeedServer
+    engine: Engine, runners: Runners, feeds: TimedFeedServer, clock: FileClock
 ) -> None:
-    time = Timeline()
-    start = time.at(5.5)
+    # Before the next scheduled sync, which would confirm the removals.
+    start = C0 + timedelta(minutes=30)
     uids = [f"review-{n}" for n in range(4)]
     feeds.set("/team.ics", ics(*(event(uid, start) for uid in uids)))
     calendar = await engine.add_calendar(
-        feeds.url("/team.ics"), every="15m", leads=[LEAD]
+        feeds.url("/team.ics"), every="1h", leads=[LEAD]
     )
     runner = runners.spawn()
-    await synced_since(engine, calendar.id, time.origin)
+
+    async def first_sync() -> object:
+        return await attempted_at_or_after(engine, calendar.id, C0)
+
+    await step_until(clock, first_sync, what="the first sync")
 
     feeds.set("/team.ics", ics())
-    requested = engine.now()
+    clock.advance(timedelta(seconds=1))  # the request comes after the first sync
+    requested = clock()
     await engine.request_sync(calendar.id)
-    held = await synced_since(engine, calendar.id, requested)
-    assert time.until(start - LEAD) > 0, "the runner synced too late for this test"
+
+    async def held_sync() -> object:
+        return await attempted_at_or_after(engine, calendar.id, requested)
+
+    await step_until(clock, held_sync, what="the sync of the emptied feed")
+    held = await engine.get_calendar(calendar.id)
+    assert clock() < start - LEAD, "the clock passed the fire time during the syncs"
 
     assert held.state.held_removals == len(uids)
     assert held.state.last_error is not None
@@ -56,8 +71,8 @@ async def test_emptied_feed_is_held_flagged_and_its_reminders_still_fire(
     async def all_delivered() -> bool:
         return set(runners.delivered_ids()) >= expected
 
-    await eventually(
-        all_delivered, within=time.until(start) + 3, what="the held reminders"
-    )
+    clock.set(start - LEAD)
+    await step_until(clock, all_delivered, what="the held reminders")
+    assert clock() < requested + timedelta(hours=1), "a sync confirmed the removals"
     await runner.stop()
     assert runners.delivered_ids() == dict.fromkeys(expected, 1)
