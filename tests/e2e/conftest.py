@@ -420,9 +420,3 @@ async def attempted_at_or_after(
     calendar = await engine.get_calendar(calendar_id)
     last = calendar.state.last_attempt_at
     return calendar if last is not None and last >= since else None
-
-
-async def job_ran_since(engine: Engine, job: str, since: datetime) -> bool:
-    """Whether a run of ``job`` started after ``since`` is in the history."""
-    runs = await engine.store.recent_job_runs(job=job, limit=1)
-    return bool(runs) and runs[0].started_at > since
