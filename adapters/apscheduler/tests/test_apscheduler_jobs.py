@@ -153,11 +153,12 @@ async def test_a_reminder_from_a_feed_change_is_dispatched_without_waiting(
     feeds.set("/team.ics", feed(retro, ("fire", starts)))
     await engine.request_sync(team.id)
     await eventually(lambda: recorder.deliveries)
+    # The run's event comes once the dispatch that delivered has returned.
+    await eventually(lambda: len(executions.of(dispatch.id)) > 1)
 
     assert recorder.summaries == ["fire"]
     # A follow-up ran the dispatch, long before its hourly run was due.
     follow_ups = executions.of(dispatch.id)[1:]
-    assert follow_ups
     assert all(run.scheduled_run_time < hourly_at for run in follow_ups)
     upcoming = scheduler.get_job(dispatch.id).next_run_time
     assert upcoming - datetime.now(UTC) > timedelta(minutes=55)
