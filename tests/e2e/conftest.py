@@ -296,6 +296,9 @@ class Runners:
     def spawn(self, **options: float) -> RunnerProcess:
         """Start a runner; ``options`` are the child's flags (``late_grace=5``).
 
+        The late grace is 10 minutes unless given: a runner that starts late on
+        a busy machine still delivers the reminders that fell due meanwhile.
+
         On the shared clock a lease lasts 10 minutes unless ``lease_ttl`` says
         otherwise: a test steps the clock while a runner works, and only a test
         about leases should see one run out under it.
@@ -365,9 +368,14 @@ def runners(
 
 
 async def eventually(
-    check: Callable[[], Awaitable[_T]], *, within: float, what: str
+    check: Callable[[], Awaitable[_T]], *, within: float = SAFETY, what: str
 ) -> _T:
-    """Poll ``check`` until it returns something truthy; fail after ``within`` s."""
+    """Poll ``check`` until it returns something truthy; fail after ``within`` s.
+
+    ``within`` is a safety timeout, never a measurement: it is at least `SAFETY`,
+    so that a slow machine cannot fail a test that would have passed.
+    """
+    within = max(within, SAFETY)
     deadline = time.monotonic() + within
     while True:
         value = await check()
