@@ -41,7 +41,8 @@ VARIABLES = {"redis": "CALSYNC_TEST_REDIS_URL", "amqp": "CALSYNC_TEST_AMQP_URL"}
 LEAD = timedelta(minutes=5)
 # Real seconds any machine, however busy, needs for what a test waits for: a wait
 # fails only when the awaited never happens, never because the machine is slow.
-SAFETY = 60.0
+# Two minutes: worker and beat processes start and connect to a broker first.
+SAFETY = 120.0
 
 needs_postgres = pytest.mark.skipif(
     POSTGRES_URL is None,
