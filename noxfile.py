@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nox
+import nox.command
 
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -22,14 +23,35 @@ def install_with_adapters(session: nox.Session, extras: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    # Each suite in its own run: their conftest modules share a name.
+    """Run calsync's suite, then each adapter's; every suite runs and reports.
+
+    Each suite runs in its own pytest (their conftest modules share a name). A
+    failing suite does not stop the next one; the session fails at the end, naming
+    every suite that failed. pytest's exit status 5 (no tests collected) fails too.
+    """
     install_with_adapters(session, "test")
     if session.posargs:
         session.run("pytest", *session.posargs)
         return
-    session.run("pytest")
-    for adapter in ADAPTERS:
-        session.run("pytest", f"{adapter}/tests")
+    suites = [[], *([f"{adapter}/tests"] for adapter in ADAPTERS)]
+    failed = [
+        " ".join(["pytest", *suite])
+        for suite in suites
+        if not run_suite(session, suite)
+    ]
+    if failed:
+        session.error(
+            f"{len(failed)} of {len(suites)} suites failed: {'; '.join(failed)}"
+        )
+
+
+def run_suite(session: nox.Session, suite: list[str]) -> bool:
+    """Run one pytest suite; whether it passed (exit 0: tests ran, none failed)."""
+    try:
+        session.run("pytest", *suite)
+    except nox.command.CommandFailed:
+        return False
+    return True
 
 
 @nox.session

@@ -506,11 +506,10 @@ async def test_a_receiver_that_does_not_answer_in_time_is_retryable(
     handler = WebhookHandler(
         receiver.url("/slow"), SECRET, timeout=timedelta(seconds=0.2), allow=LOCAL
     )
-    started = time.monotonic()
     async with handler:
+        # The receiver answers 204 after 5 s: an error means the timeout fired.
         with pytest.raises(DeliveryError, match=r"within 0\.2s") as raised:
             await handler(delivery())
-    assert time.monotonic() - started < 2
     assert raised.value.permanent is False
 
 

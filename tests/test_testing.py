@@ -34,10 +34,11 @@ async def server() -> AsyncIterator[FeedServer]:
 
 @pytest.fixture
 async def fetcher() -> AsyncIterator[HttpFetcher]:
+    """Timeouts no busy machine reaches: only a fault the test set trips them."""
     async with HttpFetcher(
         allow=["127.0.0.1"],
-        connect_timeout=timedelta(seconds=2),
-        total_timeout=timedelta(seconds=2),
+        connect_timeout=timedelta(seconds=30),
+        total_timeout=timedelta(seconds=30),
     ) as fetcher:
         yield fetcher
 
@@ -224,13 +225,13 @@ async def test_recover_clears_a_lasting_fault(
     assert (await fetcher.fetch(server.url("/team.ics"))).status == "fetched"
 
 
-async def test_delay_makes_the_fetcher_time_out(
-    server: FeedServer, fetcher: HttpFetcher
-) -> None:
+async def test_delay_makes_the_fetcher_time_out(server: FeedServer) -> None:
     server.set("/slow.ics", FEED)
-    server.delay("/slow.ics", 5)
-    with pytest.raises(FetchTimeout):
-        await fetcher.fetch(server.url("/slow.ics"))
+    server.delay("/slow.ics", 3600)
+    impatient = HttpFetcher(allow=["127.0.0.1"], total_timeout=timedelta(seconds=1))
+    async with impatient:
+        with pytest.raises(FetchTimeout):
+            await impatient.fetch(server.url("/slow.ics"))
 
 
 async def test_a_short_delay_answers_late(
@@ -242,10 +243,16 @@ async def test_a_short_delay_answers_late(
     result = await fetcher.fetch(server.url("/slow.ics"))
     assert time.monotonic() - started >= 0.3
     assert result.body == FEED.encode()
+
+
+async def test_a_delay_of_zero_stops_delaying(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/slow.ics", FEED)
+    server.delay("/slow.ics", 3600)
     server.delay("/slow.ics", 0)
-    started = time.monotonic()
-    await fetcher.fetch(server.url("/slow.ics"))
-    assert time.monotonic() - started < 0.3
+    # An hour's delay would trip the fetcher's timeout: the answer comes at once.
+    assert (await fetcher.fetch(server.url("/slow.ics"))).status == "fetched"
 
 
 @pytest.mark.parametrize("status", [200, 304, 399, 600])
@@ -371,6 +378,49 @@ def test_advance_refuses_going_backwards() -> None:
     with pytest.raises(ValidationError, match="set"):
         clock.advance(timedelta(seconds=-1))
     assert clock() == START
+
+
+async def test_sleep_ends_when_the_clock_is_moved_past_it_not_before() -> None:
+    clock = ManualClock(START)
+    sleeping = asyncio.create_task(clock.sleep(60))
+    await asyncio.sleep(0)
+    assert clock.sleepers == (START + timedelta(seconds=60),)
+    clock.advance(timedelta(seconds=59))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not sleeping.done()
+    clock.advance(timedelta(seconds=1))
+    await asyncio.wait_for(sleeping, 60)
+    assert clock.sleepers == ()
+
+
+async def test_sleep_counts_from_the_instant_of_the_call() -> None:
+    clock = ManualClock(START)
+    sleep = clock.sleep(60)  # the clock moves before the sleep first runs
+    clock.advance(timedelta(seconds=60))
+    await asyncio.wait_for(sleep, 60)
+
+
+async def test_set_wakes_sleepers_it_passes_and_zero_sleeps_return_at_once() -> None:
+    clock = ManualClock(START)
+    short = asyncio.create_task(clock.sleep(10))
+    long = asyncio.create_task(clock.sleep(3600))
+    await asyncio.sleep(0)
+    clock.set(START + timedelta(minutes=1))
+    await asyncio.wait_for(short, 60)
+    assert not long.done()
+    await asyncio.wait_for(clock.sleep(0), 60)
+    long.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await long
+    assert clock.sleepers == ()
+
+
+def test_monotonic_follows_the_clock() -> None:
+    clock = ManualClock(START)
+    before = clock.monotonic()
+    clock.advance(timedelta(seconds=90))
+    assert clock.monotonic() - before == 90
 
 
 def test_memory_store_is_still_exported() -> None:

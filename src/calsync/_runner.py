@@ -11,10 +11,10 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import attrs
 
@@ -33,6 +33,8 @@ _AT_START = frozenset({"sync_due", "check_notifications", "dispatch_notification
 # Sleep in slices this long at most, so clock jumps and suspends are noticed.
 _LONGEST_SLEEP = 60.0
 _WATCH_EVERY = 5.0
+
+_F = TypeVar("_F", bound="asyncio.Future[Any]")
 
 
 def _schedule(instance: Triggers, attribute: attrs.Attribute[str], value: str) -> None:
@@ -80,6 +82,12 @@ class Runner:
     and dispatches at once. Stopping lets running jobs finish for
     ``shutdown_timeout``, then cancels them; a cancelled sync gives its lease back.
     A job running past its entry in ``deadlines`` (by job name) is logged as stuck.
+
+    Every wait (triggers, the watchdog, the shutdown timeout) goes through ``sleep``
+    (default `asyncio.sleep`) and measures with ``monotonic`` (default
+    `time.monotonic`); a test passes a `calsync.testing.ManualClock`'s ``sleep`` and
+    ``monotonic``, with the same clock as the Engine's, to run the runner on virtual
+    time.
     """
 
     def __init__(
@@ -90,6 +98,8 @@ class Runner:
         triggers: Triggers | None = None,
         shutdown_timeout: timedelta = timedelta(seconds=8),
         deadlines: Mapping[str, timedelta] | None = None,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         if not callable(handler):
             raise ValidationError(f"handler must be callable, got {handler!r}")
@@ -100,6 +110,8 @@ class Runner:
         self._triggers = triggers if triggers is not None else Triggers()
         self._shutdown_timeout = shutdown_timeout.total_seconds()
         self._deadlines = attrs.evolve(_Deadlines(), **(deadlines or {}))
+        self._sleep = asyncio.sleep if sleep is None else sleep
+        self._monotonic = time.monotonic if monotonic is None else monotonic
         self._stopping = asyncio.Event()
         self._wake = {job: asyncio.Event() for job in Triggers.JOBS}
         self._running: dict[str, float] = {}
@@ -147,20 +159,29 @@ class Runner:
     async def stop(self) -> None:
         """Stop: let running jobs finish for ``shutdown_timeout``, then cancel them."""
         self.request_stop()
-        tasks, self._tasks = self._tasks, []
+        tasks = list(self._tasks)  # kept in self._tasks: a second signal cancels them
         if not tasks:
             return
-        _, pending = await asyncio.wait(tasks, timeout=self._shutdown_timeout)
-        for task in pending:
-            task.cancel()
-        if pending:
-            logger.warning(
-                "cancelled %d job(s) still running after %.0f s: %s",
-                len(pending),
+        if self._running:
+            logger.info(
+                "stopping: waiting up to %.0f s for %s",
                 self._shutdown_timeout,
-                ", ".join(task.get_name() for task in pending),
+                ", ".join(sorted(self._running)),
             )
-            await asyncio.wait(pending, timeout=1.5)
+        try:
+            pending = await self._wait_for(tasks, self._shutdown_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                logger.warning(
+                    "cancelled %d job(s) still running after %.0f s: %s",
+                    len(pending),
+                    self._shutdown_timeout,
+                    ", ".join(task.get_name() for task in pending),
+                )
+                await self._wait_for(pending, 1.5)
+        finally:
+            self._tasks = []
         logger.info("runner stopped")
 
     async def run(self, *, install_signal_handlers: bool = False) -> None:
@@ -233,14 +254,32 @@ class Runner:
             seconds = (when - self._engine.now()).total_seconds()
             if seconds <= 0:
                 break
-            try:
-                await asyncio.wait_for(wake.wait(), min(seconds, _LONGEST_SLEEP))
-            except TimeoutError:
-                continue
+            await self._wait_event(wake, min(seconds, _LONGEST_SLEEP))
         wake.clear()
 
+    async def _wait_event(self, event: asyncio.Event, seconds: float) -> None:
+        """Wait until ``event`` is set or ``seconds`` passed on the runner's sleep."""
+        waiter = asyncio.create_task(event.wait())
+        try:
+            await self._wait_for([waiter], seconds)
+        finally:
+            waiter.cancel()
+
+    async def _wait_for(self, tasks: Iterable[_F], seconds: float) -> set[_F]:
+        """Wait for ``tasks``, ``seconds`` at most (runner time); those unfinished."""
+        pending = set(tasks)
+        timer = asyncio.ensure_future(self._sleep(seconds))
+        try:
+            while pending and not timer.done():
+                waiting: set[asyncio.Future[Any]] = {*pending, timer}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                pending = {task for task in pending if not task.done()}
+        finally:
+            timer.cancel()
+        return pending
+
     async def _run(self, job: str) -> object:
-        self._running[job] = time.monotonic()
+        self._running[job] = self._monotonic()
         try:
             result = await self._call(job)
         except asyncio.CancelledError:
@@ -287,7 +326,7 @@ class Runner:
 
     async def _watchdog(self) -> None:
         while not self._stopping.is_set():
-            now = time.monotonic()
+            now = self._monotonic()
             for job, started in list(self._running.items()):
                 limit: timedelta = getattr(self._deadlines, job)
                 running = now - started
@@ -300,10 +339,7 @@ class Runner:
                         limit.total_seconds(),
                         extra={"calsync_job": job, "calsync_running_s": running},
                     )
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self._watch_every())
-            except TimeoutError:
-                continue
+            await self._wait_event(self._stopping, self._watch_every())
 
     def _watch_every(self) -> float:
         shortest: timedelta = min(attrs.astuple(self._deadlines))

@@ -7,6 +7,11 @@ effects are exactly once.
 
 The default run kills 3 times; ``CALSYNC_LONG_TESTS=1`` kills 50 times.
 ``CALSYNC_E2E_SEED`` replays the kill times of a failed run (it is printed).
+
+On the real clock: where a kill lands is the random part, and the assertions
+are about outcomes only. The late grace covers any start-up delay and the
+handler timeout (half the lease) any slow disk, so a busy machine changes where
+the kills land, never the verdict.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import pytest
 from calsync import Engine, NotificationStatus
 
 from .conftest import (
+    SAFETY,
     Runners,
     TimedFeedServer,
     Timeline,
@@ -33,7 +39,8 @@ from .conftest import (
 
 KILLS = 50 if os.environ.get("CALSYNC_LONG_TESTS") == "1" else 3
 LEAD = timedelta(seconds=1)
-LEASE_TTL = 2.0
+# A killed runner's claims come back after this; a live one's never run out.
+LEASE_TTL = 6.0
 # Kill this long after a start: from before the first sync to mid-dispatch.
 KILL_AFTER = (0.2, 1.6)
 PER_SECOND = 3
@@ -77,12 +84,17 @@ async def test_killed_runners_lose_no_reminder_and_repeat_only_those_in_flight(
     survivor = runners.spawn(**options)
 
     async def all_delivered() -> bool:
-        return set(runners.delivered_ids()) >= expected
+        # Marked delivered in the store, not only recorded by the handler: a call
+        # a killed runner recorded but never marked is redelivered after its lease.
+        if not set(runners.delivered_ids()) >= expected:
+            return False
+        counted = await engine.store.notification_counts(calendar_id=calendar.id)
+        return counted[NotificationStatus.DELIVERED] == len(expected)
 
     last = max(starts.values())
     await eventually(
         all_delivered,
-        within=time.until(last) + 2 * LEASE_TTL + 5,
+        within=max(time.until(last), 0) + 2 * LEASE_TTL + SAFETY,
         what="every reminder delivered after the restarts",
     )
     await survivor.stop()

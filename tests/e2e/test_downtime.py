@@ -1,54 +1,60 @@
-"""A runner stopped over a reminder's fire time: late within the grace, else missed."""
+"""A runner stopped over a reminder's fire time: late within the grace, else missed.
+
+On the shared clock: the runner is down while the clock passes both fire times,
+and comes back after the first reminder's grace but within the second's.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from calsync import Engine, NotificationStatus
 
+from ._clock import FileClock
 from .conftest import (
+    C0,
     Runners,
     TimedFeedServer,
-    Timeline,
+    attempted_at_or_after,
     event,
     eventually,
     expected_id,
     ics,
-    job_ran_since,
     sqlite_only,
-    synced_since,
+    step_until,
 )
 
-LEAD = timedelta(seconds=1)
-GRACE = timedelta(seconds=2)
+LEAD = timedelta(minutes=10)
+GRACE = timedelta(hours=1)
 
 
 @sqlite_only
 async def test_downtime_within_grace_fires_once_and_past_grace_is_missed(
-    engine: Engine, runners: Runners, feeds: TimedFeedServer
+    engine: Engine, runners: Runners, feeds: TimedFeedServer, clock: FileClock
 ) -> None:
-    time = Timeline()
-    early, late = time.at(4), time.at(6)
+    early, late = C0 + timedelta(hours=1), C0 + timedelta(hours=3)
     feeds.set("/team.ics", ics(event("early", early), event("late", late)))
     calendar = await engine.add_calendar(
         feeds.url("/team.ics"), every="15m", leads=[LEAD]
     )
     options = {"late_grace": GRACE.total_seconds()}
     runner = runners.spawn(**options)
-    synced = await synced_since(engine, calendar.id, time.origin)
-    assert synced.state.last_success_at is not None
-    after_sync = synced.state.last_success_at
 
-    async def checked() -> bool:
-        return await job_ran_since(engine, "check_notifications", after_sync)
+    async def synced_and_checked() -> bool:
+        synced = await attempted_at_or_after(engine, calendar.id, C0)
+        if synced is None or synced.state.last_success_at is None:
+            return False
+        runs = await engine.store.recent_job_runs(job="check_notifications", limit=1)
+        return bool(runs) and runs[0].started_at > synced.state.last_success_at
 
-    await eventually(checked, within=5, what="a check after the first sync")
+    await step_until(clock, synced_and_checked, what="a sync, then a check")
     await runner.stop()
-    assert time.until(early - LEAD) > 0, "the runner stopped too late for this test"
+    assert clock() < early - LEAD, "the clock passed a fire time before the stop"
+    assert runners.delivered_ids() == {}
 
-    # Down over both fire times; back after early's grace, within late's.
-    await asyncio.sleep(time.until(early + GRACE) + 0.3)
+    # Down over both fire times: past early's grace, within late's.
+    clock.set(late - LEAD + timedelta(minutes=5))
+    assert early + GRACE < clock() < late + GRACE
     restarted = runners.spawn(**options)
     late_id = expected_id(calendar, "late", late, LEAD)
     early_id = expected_id(calendar, "early", early, LEAD)
@@ -56,15 +62,15 @@ async def test_downtime_within_grace_fires_once_and_past_grace_is_missed(
     async def late_delivered() -> bool:
         return late_id in runners.delivered_ids()
 
-    await eventually(
-        late_delivered, within=time.until(late + GRACE), what="the late reminder"
-    )
-    restarted_at = engine.now()
-    await eventually(
-        lambda: job_ran_since(engine, "check_notifications", restarted_at),
-        within=5,
-        what="one more check",
-    )
+    # The first cycle after a start runs at once: no tick needed.
+    await eventually(late_delivered, within=60, what="the late reminder")
+    delivered_by = clock()
+
+    async def checked_again() -> bool:
+        runs = await engine.store.recent_job_runs(job="check_notifications", limit=1)
+        return bool(runs) and runs[0].started_at > delivered_by
+
+    await step_until(clock, checked_again, what="one more check")
     await restarted.stop()
 
     assert runners.delivered_ids() == {late_id: 1}

@@ -1,4 +1,8 @@
-"""A feed that suddenly comes back empty, through a real runner: nothing removed."""
+"""A feed that suddenly comes back empty, through a real runner: nothing removed.
+
+On the shared clock, so the emptied feed is synced long before the fire time
+however slow the machine is.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +10,53 @@ from datetime import timedelta
 
 from calsync import Engine
 
+from ._clock import FileClock
 from .conftest import (
+    C0,
+    SAFETY,
     Runners,
     TimedFeedServer,
-    Timeline,
+    attempted_at_or_after,
     event,
     eventually,
     expected_id,
     ics,
     sqlite_only,
-    synced_since,
+    step_until,
 )
 
-LEAD = timedelta(seconds=2)
+LEAD = timedelta(minutes=10)
 
 
 @sqlite_only
 async def test_emptied_feed_is_held_flagged_and_its_reminders_still_fire(
-    engine: Engine, runners: Runners, feeds: TimedFeedServer
+    engine: Engine, runners: Runners, feeds: TimedFeedServer, clock: FileClock
 ) -> None:
-    time = Timeline()
-    start = time.at(5.5)
+    # Before the next scheduled sync, which would confirm the removals.
+    start = C0 + timedelta(minutes=30)
     uids = [f"review-{n}" for n in range(4)]
     feeds.set("/team.ics", ics(*(event(uid, start) for uid in uids)))
     calendar = await engine.add_calendar(
-        feeds.url("/team.ics"), every="15m", leads=[LEAD]
+        feeds.url("/team.ics"), every="1h", leads=[LEAD]
     )
     runner = runners.spawn()
-    await synced_since(engine, calendar.id, time.origin)
+
+    async def first_sync() -> object:
+        return await attempted_at_or_after(engine, calendar.id, C0)
+
+    await step_until(clock, first_sync, what="the first sync")
 
     feeds.set("/team.ics", ics())
-    requested = engine.now()
+    clock.advance(timedelta(seconds=1))  # the request comes after the first sync
+    requested = clock()
     await engine.request_sync(calendar.id)
-    held = await synced_since(engine, calendar.id, requested)
-    assert time.until(start - LEAD) > 0, "the runner synced too late for this test"
+
+    async def held_sync() -> object:
+        return await attempted_at_or_after(engine, calendar.id, requested)
+
+    await step_until(clock, held_sync, what="the sync of the emptied feed")
+    held = await engine.get_calendar(calendar.id)
+    assert clock() < start - LEAD, "the clock passed the fire time during the syncs"
 
     assert held.state.held_removals == len(uids)
     assert held.state.last_error is not None
@@ -48,16 +65,21 @@ async def test_emptied_feed_is_held_flagged_and_its_reminders_still_fire(
     assert len(await engine.store.list_occurrences(calendar.id)) == len(uids)
     [flagged] = (await engine.status()).calendars
     assert flagged.calendar.state.held_removals == len(uids)
-    runs = await engine.store.recent_job_runs(job="sync_due", limit=20)
-    assert any(run.counts.get("held") == 1 for run in runs)
+
+    async def held_run_recorded() -> bool:
+        # The job's run is recorded once sync_due ends, after the calendar's state.
+        runs = await engine.store.recent_job_runs(job="sync_due", limit=20)
+        return any(run.counts.get("held") == 1 for run in runs)
+
+    await eventually(held_run_recorded, within=SAFETY, what="the held run recorded")
 
     expected = {expected_id(calendar, uid, start, LEAD) for uid in uids}
 
     async def all_delivered() -> bool:
         return set(runners.delivered_ids()) >= expected
 
-    await eventually(
-        all_delivered, within=time.until(start) + 3, what="the held reminders"
-    )
+    clock.set(start - LEAD)
+    await step_until(clock, all_delivered, what="the held reminders")
+    assert clock() < requested + timedelta(hours=1), "a sync confirmed the removals"
     await runner.stop()
     assert runners.delivered_ids() == dict.fromkeys(expected, 1)

@@ -1,17 +1,27 @@
-"""The bundled Runner in this process: real clock, real feed server, real SQLite."""
+"""The bundled Runner in this process on a virtual clock: real feeds, real SQLite.
+
+The Engine and the Runner share one `ManualClock`, so time moves only when a test
+moves it. A test waits for what the runner did (a job's result, a delivery, a log
+line), with a generous safety timeout that fails only when it never happens; no
+assertion depends on how fast the machine is.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from calsync import (
+    CheckResult,
+    Delivery,
     Engine,
     HttpFetcher,
     JobOutcome,
@@ -21,136 +31,277 @@ from calsync import (
     Triggers,
     ValidationError,
 )
-from calsync.testing import FeedServer
+from calsync.testing import FeedServer, ManualClock
 
-from .conftest import Recorder, event, ics, settings
+from .conftest import T0, Recorder, event, ics, settings
 
-FAST = Triggers(
-    sync_due="every 1s",
-    check_notifications="every 1s",
-    dispatch_notifications="every 1s",
+# Long enough for any machine; reached only when what is awaited never happens.
+SAFETY = 60.0
+HOURLY = Triggers(
+    sync_due="every 1h",
+    check_notifications="every 1h",
+    dispatch_notifications="every 1h",
 )
 
 
 @pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Engine]:
+async def live(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Engine]:
     store = SQLiteStore(tmp_path / "runner.db")
     fetcher = HttpFetcher(allow=["127.0.0.1"])
-    async with Engine(store, fetcher, settings=settings()) as engine:
+    async with Engine(store, fetcher, settings=settings(), clock=clock) as engine:
         yield engine
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+def virtual_runner(
+    engine: Engine, clock: ManualClock, handler: object = None, **options: object
+) -> Runner:
+    """A Runner on the test's clock: it sleeps and measures on ``clock`` alone."""
+    return Runner(
+        engine,
+        handler if handler is not None else Recorder(),  # type: ignore[arg-type]
+        sleep=clock.sleep,
+        monotonic=clock.monotonic,
+        **options,  # type: ignore[arg-type]
+    )
 
 
-async def test_runner_fires_a_reminder_on_time_and_once(
-    live: Engine, feeds: FeedServer
+class Results:
+    """A runner listener: every job result, and a way to wait for the next one."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, object]] = []
+        self._changed = asyncio.Condition()
+
+    def __call__(self, job: str, result: object) -> None:
+        self.runs.append((job, result))
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def of(self, job: str) -> list[object]:
+        return [result for name, result in self.runs if name == job]
+
+    async def wait(self, what: str, check: Callable[[], object]) -> None:
+        """Wait until ``check()`` holds, re-checked after every job run."""
+
+        async def holds() -> None:
+            async with self._changed:
+                await self._changed.wait_for(check)
+
+        try:
+            await asyncio.wait_for(holds(), SAFETY)
+        except TimeoutError:
+            pytest.fail(f"never happened: {what}; runs: {[n for n, _ in self.runs]}")
+
+
+class HangingFeed:
+    """A real HTTP server whose feed never answers; ``arrived`` is set on a request."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _hang(self, request: web.Request) -> web.Response:
+        self.arrived.set()
+        await asyncio.Event().wait()  # until the client goes away
+        raise AssertionError("unreachable")
+
+    async def __aenter__(self) -> HangingFeed:
+        app = web.Application()
+        app.router.add_get("/slow.ics", self._hang)
+        self._runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=0.1
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/slow.ics"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def wait_for_request(self) -> None:
+        await asyncio.wait_for(self.arrived.wait(), SAFETY)
+
+
+@pytest.fixture
+async def hanging() -> AsyncIterator[HangingFeed]:
+    async with HangingFeed() as server:
+        yield server
+
+
+async def test_runner_fires_a_reminder_at_its_fire_time_and_once(
+    live: Engine, feeds: FeedServer, clock: ManualClock
 ) -> None:
-    start = _now() + timedelta(seconds=4)
+    start, lead = T0 + timedelta(seconds=50), timedelta(seconds=20)
+    fire_at = start - lead
     feeds.set("/a.ics", ics(event("soon", start)))
-    await live.add_calendar(feeds.url("/a.ics"), leads=[timedelta(seconds=2)])
-    handler = Recorder()
+    await live.add_calendar(feeds.url("/a.ics"), leads=[lead])
     delivered_at: list[datetime] = []
 
-    async def timed(delivery: object) -> None:
-        await handler(delivery)  # type: ignore[arg-type]
-        delivered_at.append(datetime.now(UTC))
+    async def handler(delivery: Delivery) -> None:
+        delivered_at.append(clock.now)
 
-    # Slow triggers: the reminder must come from the check's exact wake-up.
-    triggers = Triggers(
-        sync_due="every 1m",
-        check_notifications="every 1m",
-        dispatch_notifications="every 1m",
-    )
-    async with Runner(live, timed, triggers=triggers):
-        deadline = time.monotonic() + 10
-        while not handler.deliveries and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.5)
-    assert len(handler.deliveries) == 1
-    fire_at = start - timedelta(seconds=2)
-    # With 1-minute triggers only the exact wake-up can make it this close.
-    assert fire_at <= delivered_at[0] < fire_at + timedelta(seconds=3)
+    results = Results()
+    # Hourly triggers: only the check's own wake-up can deliver at the fire time.
+    runner = virtual_runner(live, clock, handler, triggers=HOURLY)
+    runner.on_result(results)
+
+    def knows_fire_time() -> bool:
+        checks = results.of("check_notifications")
+        return any(isinstance(r, CheckResult) and r.wake_at for r in checks)
+
+    async with runner:
+        await results.wait("a check that knows the next fire time", knows_fire_time)
+        assert delivered_at == []
+        wake_at = next(
+            r.wake_at
+            for r in results.of("check_notifications")
+            if isinstance(r, CheckResult) and r.wake_at
+        )
+        assert fire_at <= wake_at < fire_at + timedelta(seconds=1)
+        clock.set(wake_at)
+        await results.wait("the delivery", lambda: delivered_at)
+        assert delivered_at == [wake_at]
+
+        # Two hours on, every job has run again: nothing is delivered twice.
+        dispatched = len(results.of("dispatch_notifications"))
+        clock.advance(timedelta(hours=2))
+        await results.wait(
+            "another dispatch",
+            lambda: len(results.of("dispatch_notifications")) > dispatched,
+        )
+    assert delivered_at == [wake_at]
 
 
-async def test_stop_cancels_a_stuck_sync_in_time_and_gives_its_lease_back(
-    live: Engine, feeds: FeedServer
+async def test_stop_cancels_a_stuck_sync_after_the_timeout_and_gives_its_lease_back(
+    live: Engine, hanging: HangingFeed, clock: ManualClock
 ) -> None:
-    feeds.set("/slow.ics", ics())
-    feeds.delay("/slow.ics", 30)
-    calendar = await live.add_calendar(feeds.url("/slow.ics"))
-    runner = Runner(
-        live, Recorder(), triggers=FAST, shutdown_timeout=timedelta(seconds=1)
-    )
+    calendar = await live.add_calendar(hanging.url)
+    timeout = timedelta(seconds=7)
+    runner = virtual_runner(live, clock, triggers=HOURLY, shutdown_timeout=timeout)
     runner.start()
-    await asyncio.sleep(1)  # the first cycle is now waiting on the slow feed
-    assert feeds.requests("/slow.ics") == ()  # still unanswered
-    began = time.monotonic()
-    await runner.stop()
-    assert time.monotonic() - began < 3
+    await hanging.wait_for_request()  # the first cycle's sync now hangs on the feed
+    await stop_on_clock(runner, clock, timeout)
     lease = await live.store.claim_calendar(
         calendar.id, live.now(), worker="other", lease_ttl=timedelta(minutes=1)
     )
     assert lease is not None
 
 
-async def test_watchdog_logs_a_job_stuck_past_its_deadline(
-    live: Engine, feeds: FeedServer, caplog: pytest.LogCaptureFixture
+async def test_second_sigterm_cancels_jobs_still_running(
+    live: Engine, hanging: HangingFeed, clock: ManualClock
 ) -> None:
-    feeds.set("/slow.ics", ics())
-    feeds.delay("/slow.ics", 30)
-    await live.add_calendar(feeds.url("/slow.ics"))
+    await live.add_calendar(hanging.url)
+    timeout = timedelta(hours=2)
+    runner = virtual_runner(live, clock, triggers=HOURLY, shutdown_timeout=timeout)
+    running = asyncio.create_task(runner.run(install_signal_handlers=True))
+    await hanging.wait_for_request()
+    os.kill(os.getpid(), signal.SIGTERM)
+    # The graceful stop waits two hours of a clock that never moves here...
+    await stopping_on(clock, clock.now + timeout)
+    assert not running.done()
+    os.kill(os.getpid(), signal.SIGTERM)  # ...so only the second signal ends it.
+    await asyncio.wait_for(running, SAFETY)
+
+
+async def test_watchdog_logs_a_job_stuck_past_its_deadline(
+    live: Engine,
+    hanging: HangingFeed,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await live.add_calendar(hanging.url)
     caplog.set_level(logging.WARNING, logger="calsync.runner")
-    runner = Runner(
+    timeout = timedelta(seconds=7)
+    runner = virtual_runner(
         live,
-        Recorder(),
-        triggers=FAST,
-        shutdown_timeout=timedelta(seconds=1),
-        deadlines={"sync_due": timedelta(milliseconds=200)},
+        clock,
+        triggers=HOURLY,
+        deadlines={"sync_due": timedelta(minutes=2)},
+        shutdown_timeout=timeout,
     )
-    async with runner:
-        deadline = time.monotonic() + 5
-        while "past its" not in caplog.text and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-    assert "job sync_due has been running for" in caplog.text
+    runner.start()
+    try:
+        await hanging.wait_for_request()
+        clock.advance(timedelta(minutes=3))
+        await asyncio.wait_for(_until(lambda: "past its" in caplog.text), SAFETY)
+    finally:
+        await stop_on_clock(runner, clock, timeout)
+    assert "job sync_due has been running for 180 s, past its 120 s" in caplog.text
 
 
-async def test_a_missed_cleanup_runs_once_at_start(live: Engine) -> None:
+async def test_a_missed_cleanup_runs_once_at_start(
+    live: Engine, clock: ManualClock
+) -> None:
     long_ago = live.now() - timedelta(days=3)
     await live.store.record_job_run(
         JobRun("cleanup", long_ago, long_ago, JobOutcome.OK)
     )
-    async with Runner(live, Recorder(), triggers=FAST):
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            runs = await live.store.recent_job_runs(job="cleanup")
-            if len(runs) > 1:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1)
+    results = Results()
+    runner = virtual_runner(live, clock, triggers=HOURLY)
+    runner.on_result(results)
+    async with runner:
+        await results.wait("the catch-up cleanup", lambda: results.of("cleanup"))
     runs = await live.store.recent_job_runs(job="cleanup")
     assert len(runs) == 2  # the old one and one catch-up run, not one per missed day
 
 
 async def test_first_cycle_syncs_everything_due(
-    live: Engine, feeds: FeedServer
+    live: Engine, feeds: FeedServer, clock: ManualClock
 ) -> None:
     for name in "abc":
         feeds.set(f"/{name}.ics", ics())
         await live.add_calendar(feeds.url(f"/{name}.ics"))
-    results: list[object] = []
-    runner = Runner(live, Recorder(), triggers=Triggers(sync_due="every 1h"))
-    runner.on_result(
-        lambda job, result: results.append(result) if job == "sync_due" else None
-    )
+    results = Results()
+    runner = virtual_runner(live, clock, triggers=HOURLY)
+    runner.on_result(results)
     async with runner:
-        deadline = time.monotonic() + 5
-        while not results and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-    assert getattr(results[0], "counts", {}).get("synced") == 3
+        await results.wait("the first sync_due", lambda: results.of("sync_due"))
+    assert getattr(results.of("sync_due")[0], "counts", {}).get("synced") == 3
+
+
+async def test_the_runner_waits_on_its_clock_not_on_real_time(
+    live: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    feeds.set("/a.ics", ics())
+    await live.add_calendar(feeds.url("/a.ics"), every="every 30m")
+    results = Results()
+    runner = virtual_runner(live, clock, triggers=Triggers(sync_due="every 30m"))
+    runner.on_result(results)
+    async with runner:
+        await results.wait("the first sync", lambda: results.of("sync_due"))
+        # Real time does not move the runner on: only the clock does.
+        clock.advance(timedelta(minutes=30))
+        await results.wait("the second sync", lambda: len(results.of("sync_due")) > 1)
 
 
 def test_triggers_refuse_a_bad_schedule() -> None:
     with pytest.raises(ValidationError, match="sometimes"):
         Triggers(sync_due="sometimes")
+
+
+async def stopping_on(clock: ManualClock, until: datetime) -> None:
+    """Wait until the only sleeper on ``clock`` is a runner's stop, up to ``until``."""
+    await asyncio.wait_for(_until(lambda: clock.sleepers == (until,)), SAFETY)
+
+
+async def stop_on_clock(runner: Runner, clock: ManualClock, timeout: timedelta) -> None:
+    """Stop a runner whose job hangs: move the clock past its shutdown timeout."""
+    stopping = asyncio.create_task(runner.stop())
+    await stopping_on(clock, clock.now + timeout)
+    assert not stopping.done(), "stop did not wait for its shutdown timeout"
+    clock.advance(timeout)
+    await asyncio.wait_for(stopping, SAFETY)
+
+
+async def _until(check: Callable[[], object]) -> None:
+    """Poll ``check`` until it holds; the caller bounds the wait."""
+    while not check():
+        await asyncio.sleep(0.01)

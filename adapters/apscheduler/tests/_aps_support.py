@@ -13,6 +13,10 @@ from apscheduler.events import JobExecutionEvent
 
 from calsync import Delivery
 
+# Real seconds any machine, however busy, needs for what a test waits for: a wait
+# fails only when the awaited never happens, never because the machine is slow.
+SAFETY = 60.0
+
 
 def feed(*events: tuple[str, datetime]) -> str:
     """An ICS body with one 30-minute event per (uid, start)."""
@@ -39,7 +43,7 @@ def soon(seconds: float, *, lead: timedelta) -> datetime:
 async def eventually(
     condition: Callable[[], object | Awaitable[object]],
     *,
-    within: float,
+    within: float = SAFETY,
     step: float = 0.05,
 ) -> None:
     """Wait until ``condition()`` (or what it awaits to) is true, up to ``within`` s."""

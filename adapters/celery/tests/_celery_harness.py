@@ -39,6 +39,10 @@ BROKERS = {
 }
 VARIABLES = {"redis": "CALSYNC_TEST_REDIS_URL", "amqp": "CALSYNC_TEST_AMQP_URL"}
 LEAD = timedelta(minutes=5)
+# Real seconds any machine, however busy, needs for what a test waits for: a wait
+# fails only when the awaited never happens, never because the machine is slow.
+# Two minutes: worker and beat processes start and connect to a broker first.
+SAFETY = 120.0
 
 needs_postgres = pytest.mark.skipif(
     POSTGRES_URL is None,
@@ -92,7 +96,7 @@ def expected_id(calendar: calsync.Calendar, uid: str, start: datetime) -> str:
 
 
 async def eventually(
-    condition: Callable[[], Awaitable[bool]], *, within: float, what: str
+    condition: Callable[[], Awaitable[bool]], *, within: float = SAFETY, what: str
 ) -> None:
     """Poll ``condition`` every 0.25 s until it holds; fail after ``within`` s."""
     deadline = time.monotonic() + within
@@ -106,21 +110,37 @@ async def eventually(
 
 
 class Feeds:
-    """An aiohttp feed server on 127.0.0.1 that counts arrivals and can stall."""
+    """An aiohttp feed server on 127.0.0.1 that counts arrivals and can stall.
+
+    A path put on `hold` answers nothing until `release`: a fetch of it is under
+    way for as long as the test wants, however slow the machine.
+    """
 
     def __init__(self) -> None:
         self.bodies: dict[str, str] = {}
-        self.delays: dict[str, float] = {}
         self.arrived: Counter[str] = Counter()
         self.port = 0
+        self._held: dict[str, asyncio.Event] = {}
         self._runner: web.AppRunner | None = None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def hold(self, path: str) -> None:
+        """Keep requests for ``path`` waiting until `release`."""
+        self._held[path] = asyncio.Event()
+
+    def release(self, path: str) -> None:
+        """Answer the held requests for ``path``, and later ones at once."""
+        held = self._held.pop(path, None)
+        if held is not None:
+            held.set()
+
     async def _answer(self, request: web.Request) -> web.Response:
         self.arrived[request.path] += 1
-        await asyncio.sleep(self.delays.get(request.path, 0))
+        held = self._held.get(request.path)
+        if held is not None:
+            await held.wait()
         body = self.bodies.get(request.path)
         if body is None:
             return web.Response(status=404)
@@ -136,6 +156,8 @@ class Feeds:
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
+        for path in list(self._held):
+            self.release(path)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -327,6 +349,23 @@ class Cluster:
             return []
         lines = self.trace.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line.endswith("}")]
+
+    def runs_of(self, task: str) -> list[dict[str, Any]]:
+        """Every start of ``task`` so far (retries and redeliveries included)."""
+        return [t for t in self.traced() if t["task"] == task]
+
+    async def more_beats(self, beats: int = 2) -> None:
+        """Wait for ``beats`` more ``sync_due`` runs (beat sends one every 2 s).
+
+        What happens after a delivery has had those cycles to happen: a test
+        waits for them, not for a while, before it counts duplicates.
+        """
+        seen = len(self.runs_of("calsync.sync_due"))
+
+        async def ran() -> bool:
+            return len(self.runs_of("calsync.sync_due")) >= seen + beats
+
+        await eventually(ran, what=f"{beats} more sync_due runs")
 
     def node_of(self, hostname: str) -> str:
         """The worker name (as started) of a node's hostname."""
