@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from calsync import ParseCache, Window, parse_ics
+from calsync import ParseCache, ParseError, ValidationError, Window, parse_ics
 from conftest import ics
 
 YEAR_2026 = Window(datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
@@ -238,3 +238,75 @@ def test_iana_tzid_wins_over_the_feeds_definition_of_it() -> None:
     wrong_berlin = fixed_zone("Europe/Berlin", "+0900")
     parsed = parse_ics(ics(meeting("Europe/Berlin"), header=wrong_berlin), YEAR_2026)
     assert parsed.occurrences[0].start == datetime(2026, 7, 1, 7, tzinfo=UTC)
+
+
+# --- the parser's own size limits --------------------------------------------
+
+
+def numbered_events(count: int) -> list[str]:
+    return [
+        f"UID:e{n}\nDTSTART:20260701T090000Z\nSUMMARY:Event {n}" for n in range(count)
+    ]
+
+
+def test_body_over_max_bytes_raises_parse_error_naming_the_limit() -> None:
+    body = ics(*numbered_events(20)).encode()
+    with pytest.raises(ParseError, match="max_bytes") as raised:
+        parse_ics(body, YEAR_2026, max_bytes=len(body) - 1)
+    assert f"{len(body):,} bytes" in str(raised.value)
+    assert len(parse_ics(body, YEAR_2026, max_bytes=len(body)).occurrences) == 20
+
+
+def test_body_over_max_components_raises_parse_error_naming_the_limit() -> None:
+    body = ics(*numbered_events(11))
+    with pytest.raises(ParseError, match=r"11 components.*max_components"):
+        parse_ics(body, YEAR_2026, max_components=10)
+    assert len(parse_ics(body, YEAR_2026, max_components=11).occurrences) == 11
+
+
+@pytest.mark.parametrize("nested", ["X-THING", "VEVENT"])
+def test_deeply_nested_components_raise_parse_error_instead_of_parsing_silently(
+    nested: str,
+) -> None:
+    depth = 100_000
+    body = (
+        "BEGIN:VCALENDAR\n"
+        + f"BEGIN:{nested}\n" * depth
+        + f"END:{nested}\n" * depth
+        + "BEGIN:VEVENT\nUID:a\nDTSTART:20260701T090000Z\nEND:VEVENT\nEND:VCALENDAR\n"
+    )
+    with pytest.raises(ParseError, match="100,001 deep"):
+        parse_ics(body, YEAR_2026)
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["one-line", "folded"])
+@pytest.mark.parametrize("cached", [False, True], ids=["whole", "cached"])
+def test_line_over_max_line_is_dropped_and_reported(folded: bool, cached: bool) -> None:
+    value = "\r\n ".join(["x" * 70] * 3) if folded else "x" * 210
+    events = numbered_events(3)
+    events[1] += "\nDESCRIPTION:LONG"
+    body = ics(*events).replace("LONG", value)  # ics() would strip the folds
+    parsed = parse_ics(
+        body, YEAR_2026, max_line=200, cache=ParseCache() if cached else None
+    )
+    (problem,) = parsed.problems
+    assert problem.what == "line too long"
+    assert "max_line" in problem.why
+    assert body.splitlines()[problem.line - 1].startswith("DESCRIPTION:")  # type: ignore[operator]
+    assert [o.description for o in parsed.occurrences] == ["", "", ""]
+    assert parse_ics(body, YEAR_2026, max_line=222).problems == ()
+
+
+def test_a_line_over_a_mebibyte_is_dropped_by_default() -> None:
+    events = numbered_events(2)
+    events[0] += "\nDESCRIPTION:" + "x" * (1024 * 1024)
+    parsed = parse_ics(ics(*events), YEAR_2026)
+    assert [p.what for p in parsed.problems] == ["line too long"]
+    assert len(parsed.occurrences) == 2
+
+
+@pytest.mark.parametrize("limit", ["max_bytes", "max_components", "max_line"])
+@pytest.mark.parametrize("value", [0, -1, True, 1.5])
+def test_limits_must_be_positive_integers(limit: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=limit):
+        parse_ics(ics(), YEAR_2026, **{limit: value})  # type: ignore[arg-type]
