@@ -9,6 +9,7 @@ Floating times and all-day dates are read in the feed's X-WR-TIMEZONE, else in
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -526,7 +527,9 @@ class Expander:
         self._note_unknown_zones(uid, group)
         self._drop_broken_dates(uid, group)
         calendar = icalendar.Calendar()
-        calendar.subcomponents = list(group)
+        # recurring-ical-events walks into components: a VEVENT nested in one
+        # is a group of its own, expanded (and bounded) on its own.
+        calendar.subcomponents = [_without_nested_events(event) for event in group]
         if self.repair is not None:
             calendar = x_wr_timezone.to_standard(calendar, timezone=self.repair)
         query_end = self._bounded_end(uid, calendar.subcomponents)
@@ -747,6 +750,24 @@ def _sequence(event: Any) -> int:
         return int(rule_part(event, "SEQUENCE", 0))
     except (TypeError, ValueError):
         return 0
+
+
+def _without_nested_events(component: Any) -> Any:
+    """Return the component, or a shallow copy of it without VEVENTs inside."""
+    if not component.subcomponents:
+        return component
+    kept = [
+        _without_nested_events(sub)
+        for sub in component.subcomponents
+        if sub.name != "VEVENT"
+    ]
+    if len(kept) == len(component.subcomponents) and all(
+        new is old for new, old in zip(kept, component.subcomponents, strict=True)
+    ):
+        return component
+    trimmed = copy.copy(component)
+    trimmed.subcomponents = kept
+    return trimmed
 
 
 def _tzid(value: date | datetime) -> str | None:
