@@ -310,3 +310,15 @@ def test_a_line_over_a_mebibyte_is_dropped_by_default() -> None:
 def test_limits_must_be_positive_integers(limit: str, value: object) -> None:
     with pytest.raises(ValidationError, match=limit):
         parse_ics(ics(), YEAR_2026, **{limit: value})  # type: ignore[arg-type]
+
+
+def test_vevent_nested_in_another_is_expanded_once_and_bounded() -> None:
+    inner = (
+        "BEGIN:VEVENT\nUID:inner\nDTSTART:20260301T090000Z\nRRULE:FREQ=SECONDLY\n"
+        "END:VEVENT"
+    )
+    body = ics("UID:outer\nDTSTART:20260201T090000Z\nNESTED").replace("NESTED", inner)
+    parsed = parse_ics(body, YEAR_2026, max_occurrences=10)
+    dense = [p for p in parsed.problems if p.what == "recurrence too dense"]
+    assert [p.uid for p in dense] == ["inner"]
+    assert [o.key.uid for o in parsed.occurrences].count("outer") == 1
