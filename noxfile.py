@@ -82,3 +82,10 @@ def bench(session: nox.Session) -> None:
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
         if not wanted or script.stem.removeprefix("bench_") in wanted:
             session.run("python", str(script))
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Parse 100,000 mutated corpus feeds: nox -s fuzz [-- --inputs N --start S]."""
+    session.install("-e", ".")
+    session.run("python", "tests/fuzz_parse.py", *session.posargs)

@@ -146,8 +146,8 @@ def test_changed_default_zone_expands_every_group_again() -> None:
     assert cached == parse_ics(body, YEAR_2026, default_tz="America/New_York")
 
 
-def test_event_follows_a_vtimezone_icalendar_learns_after_it_was_cached() -> None:
-    # icalendar learns VTIMEZONEs process-wide, here from another calendar's feed.
+def test_another_feeds_vtimezone_never_reaches_a_cached_feed() -> None:
+    # icalendar learns VTIMEZONEs process-wide; calsync reads each feed's own.
     event = "UID:late\nDTSTART;TZID=Calsync Late Zone +0500:20260701T090000"
     body = ics(event, LUNCH)
     cache = warm(body)
@@ -155,7 +155,8 @@ def test_event_follows_a_vtimezone_icalendar_learns_after_it_was_cached() -> Non
     parse_ics(ics(LUNCH, header=zone), YEAR_2026)
     cached, whole = parse_both(body, cache=cache)
     assert cached == whole
-    assert cached.occurrences[0].start == datetime(2026, 7, 1, 4, tzinfo=UTC)
+    assert cached.occurrences[0].start == datetime(2026, 7, 1, 9, tzinfo=UTC)
+    assert [p.what for p in cached.problems] == ["unknown TZID"]
 
 
 # --- window slides ----------------------------------------------------------

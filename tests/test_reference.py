@@ -43,6 +43,8 @@ def _instant(value: date | datetime, zone: tzinfo) -> datetime:
 def _reference(path: Path) -> frozenset[tuple[str, datetime]] | None:
     """Expand with the libraries alone; None when they cannot."""
     body = path.read_bytes()
+    # icalendar keeps VTIMEZONEs process-wide; calsync reads a feed's own alone.
+    icalendar.timezone.tzp.use_zoneinfo()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -9,6 +9,7 @@ Floating times and all-day dates are read in the feed's X-WR-TIMEZONE, else in
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,7 +20,7 @@ import attrs
 import icalendar
 import recurring_ical_events
 import x_wr_timezone
-from icalendar.timezone.tzid import tzid_from_tzinfo
+from icalendar.timezone.tzid import get_equivalent_tzids, tzid_from_tzinfo
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 from recurring_ical_events.adapters.event import EventAdapter
 from recurring_ical_events.occurrence import Occurrence as _RieOccurrence
@@ -27,10 +28,21 @@ from recurring_ical_events.selection.name import ComponentsWithName
 
 from ._errors import ParseError, TimezoneError, ValidationError
 from ._model import Occurrence, OccurrenceKey, ParsedCalendar, Problem, Window
+from ._rules import (
+    FREQ_SECONDS,
+    UnusableRule,
+    check_rule,
+    count_periods,
+    distinct,
+    instances_per_period,
+    rule_part,
+)
 from ._sniff import EMPTY, OTHER_BLOCK, SOMETHING_ELSE, kind_of
+from ._vtimezone import FeedZone, FeedZones, read_components
 from ._zones import resolve_zone, zone_name
 
 __all__ = [
+    "CALENDAR_INSTANCE_BUDGET",
     "NOTHING",
     "Expander",
     "Expansion",
@@ -50,17 +62,7 @@ _MARGIN = timedelta(days=1)
 # proportion to the instances before the window too. Bound that work per series
 # and per calendar (about 4 microseconds an instance here).
 _SERIES_INSTANCE_BUDGET = 200_000
-_CALENDAR_INSTANCE_BUDGET = 2_000_000
-_FREQ_SECONDS = {
-    "SECONDLY": 1,
-    "MINUTELY": 60,
-    "HOURLY": 3_600,
-    "DAILY": 86_400,
-    "WEEKLY": 7 * 86_400,
-    "MONTHLY": 28 * 86_400,
-    "YEARLY": 365 * 86_400,
-}
-_PERIODS_PER = {"WEEKLY": 1, "MONTHLY": 5, "YEARLY": 53}
+CALENDAR_INSTANCE_BUDGET = 2_000_000
 _CANCELLED = "CANCELLED"
 # Unreadable properties a series can do without, and what is lost without them.
 _DROPPABLE = {
@@ -80,9 +82,12 @@ def parse_whole(
 ) -> ParsedCalendar:
     """Parse the whole body with icalendar in one go, then expand it group by group."""
     unread: set[str] = set()
-    calendar, events = _read(text, problems, unread)
+    calendar, events, timezones = _read(text, problems, unread)
+    zones = FeedZones.read(timezones, CALENDAR_INSTANCE_BUDGET)
+    zones.place(events)
+    problems.extend(zones.problems)
     timezone_name = text_of(calendar, "X-WR-TIMEZONE") or None
-    expander = expander_for(window, zone, limit, timezone_name, problems)
+    expander = expander_for(window, zone, limit, timezone_name, problems, zones.cost)
     groups = _group_by_uid(events, problems)
     expansions = [expander.expand_group(uid, group) for uid, group in groups.items()]
     return finish(
@@ -96,10 +101,16 @@ def expander_for(
     limit: int,
     timezone_name: str | None,
     problems: list[Problem],
+    spent: int,
 ) -> Expander:
-    """Return the expander for a calendar, reading floating times in its zone."""
+    """Return the expander for a calendar, reading floating times in its zone.
+
+    ``spent`` is the budget the feed's VTIMEZONEs used already.
+    """
     feed_zone = _feed_zone(timezone_name, problems)
-    return Expander(window, feed_zone or zone, repair=feed_zone, limit=limit)
+    expander = Expander(window, feed_zone or zone, repair=feed_zone, limit=limit)
+    expander.budget -= spent
+    return expander
 
 
 def finish(
@@ -188,15 +199,16 @@ def require_icalendar(text: str) -> None:
     raise ParseError(f"the body is {kind}, not an iCalendar feed (no BEGIN:VCALENDAR)")
 
 
-def _read(
-    text: str, problems: list[Problem], unread: set[str]
-) -> tuple[icalendar.Component, list[Any]]:
-    """Return the calendar and its VEVENTs, reading block by block if needed.
+_Read = tuple[icalendar.Component, list[Any], list[Any]]
+
+
+def _read(text: str, problems: list[Problem], unread: set[str]) -> _Read:
+    """Return the calendar, its VEVENTs and its VTIMEZONEs, by blocks if needed.
 
     The UIDs of events whose block cannot be read at all are added to ``unread``.
     """
     try:
-        parsed = icalendar.Calendar.from_ical(text, multiple=True)
+        parsed = read_components(text)
     except Exception as error:
         problems.append(
             Problem(
@@ -215,29 +227,33 @@ def _read(
         )
         return _read_block_by_block(text, problems, unread)
     events = [event for c in calendars for event in c.walk("VEVENT")]
-    return calendars[0], events
+    timezones = [zone for c in calendars for zone in c.walk("VTIMEZONE")]
+    return calendars[0], events, timezones
 
 
-def _read_block_by_block(
-    text: str, problems: list[Problem], unread: set[str]
-) -> tuple[icalendar.Component, list[Any]]:
+def _read_block_by_block(text: str, problems: list[Problem], unread: set[str]) -> _Read:
     header, blocks = _split_blocks(text)
     calendar = _parse_or_none(_wrapped(header)) or icalendar.Calendar()
+    timezones = []
     for number, name, lines in blocks:
-        # Parsing a VTIMEZONE registers it with icalendar for the events below.
-        if name == "VTIMEZONE" and _parse_or_none(_wrapped(lines)) is None:
+        if name != "VTIMEZONE":
+            continue
+        block = _parse_or_none(_wrapped(lines))
+        if block is None:
             problems.append(
                 Problem("time zone skipped", "unreadable VTIMEZONE", line=number)
             )
+        else:
+            timezones.extend(block.walk("VTIMEZONE"))
     events = []
     for number, name, lines in blocks:
         if name != "VEVENT":
             continue
         try:
-            events.append(icalendar.Event.from_ical("\r\n".join(lines)))
+            events.append(_only_component("\r\n".join(lines)))
         except Exception as error:
             problems.append(_unreadable_block(lines, number, _reason(error), unread))
-    return calendar, events
+    return calendar, events, timezones
 
 
 def _split_blocks(text: str) -> tuple[list[str], list[tuple[int, str, list[str]]]]:
@@ -264,11 +280,21 @@ def _wrapped(lines: Sequence[str]) -> str:
     return "\r\n".join(["BEGIN:VCALENDAR", *lines, "END:VCALENDAR"])
 
 
-def _parse_or_none(text: str) -> icalendar.Component | None:
+def _parse_or_none(text: str) -> Any:
     try:
-        return icalendar.Calendar.from_ical(text)
+        return _only_component(text)
     except Exception:
         return None
+
+
+def _only_component(text: str) -> Any:
+    """Read text holding exactly one component, as icalendar's from_ical does."""
+    components = read_components(text)
+    if len(components) != 1:
+        raise ValueError(
+            f"Found {len(components)} components where exactly one is required"
+        )
+    return components[0]
 
 
 def _unreadable_block(
@@ -455,7 +481,7 @@ class Expander:
         self.limit = limit
         self.query_start = window.start - _MARGIN
         self.query_end = window.end + _MARGIN
-        self.budget = _CALENDAR_INSTANCE_BUDGET
+        self.budget = CALENDAR_INSTANCE_BUDGET
         self.capped = False
         self.problems: list[Problem] = []
         self.unreadable = False  # the group being expanded lost a component
@@ -501,7 +527,9 @@ class Expander:
         self._note_unknown_zones(uid, group)
         self._drop_broken_dates(uid, group)
         calendar = icalendar.Calendar()
-        calendar.subcomponents = list(group)
+        # recurring-ical-events walks into components: a VEVENT nested in one
+        # is a group of its own, expanded (and bounded) on its own.
+        calendar.subcomponents = [_without_nested_events(event) for event in group]
         if self.repair is not None:
             calendar = x_wr_timezone.to_standard(calendar, timezone=self.repair)
         query_end = self._bounded_end(uid, calendar.subcomponents)
@@ -601,20 +629,20 @@ class Expander:
     def _rule_end(
         self, uid: str, rule: Any, start: datetime, query_end: datetime
     ) -> datetime:
-        freq = str(_first(rule, "FREQ", "")).upper()
-        if freq not in _FREQ_SECONDS:
+        freq = str(rule_part(rule, "FREQ", "")).upper()
+        if freq not in FREQ_SECONDS:
             return query_end  # recurring-ical-events reports the bad rule
-        _check_rule(rule, freq)
-        period = timedelta(seconds=_FREQ_SECONDS[freq] * _first(rule, "INTERVAL", 1))
-        per_period = _instances_per_period(rule, freq)
-        periods = _periods(start, query_end, period)
-        count = int(_first(rule, "COUNT", 0))
+        check_rule(rule, freq)
+        period = timedelta(seconds=FREQ_SECONDS[freq] * rule_part(rule, "INTERVAL", 1))
+        per_period = instances_per_period(rule, freq)
+        periods = count_periods(start, query_end, period)
+        count = int(rule_part(rule, "COUNT", 0))
         series_end = query_end
         if count > 0:  # recurring-ical-events ignores a COUNT below one
-            kept = min(_distinct(rule, "BYSETPOS") or per_period, per_period)
+            kept = min(distinct(rule, "BYSETPOS") or per_period, per_period)
             periods = min(periods, -(-count // kept))
             series_end = start + period * periods
-        until = _first(rule, "UNTIL", None)
+        until = rule_part(rule, "UNTIL", None)
         if isinstance(until, date):
             series_end = min(series_end, self._instant(until) + period)
         # dateutil builds every candidate of a period, even those BYSETPOS drops.
@@ -638,7 +666,7 @@ class Expander:
             self.budget -= wanted
         # Never build far more instances than the calendar may keep.
         first = max(start, self.window.start)
-        keep = _periods(first, min(end, series_end), period) * per_period
+        keep = count_periods(first, min(end, series_end), period) * per_period
         if keep > self.limit + 1_000:
             end = first + period * ((self.limit + 1_000) // per_period + 1)
             self.capped = True
@@ -717,101 +745,29 @@ class Expander:
         return f"{original:%Y%m%d}"
 
 
-class _UnusableRule(ValueError):
-    """An RRULE that would make the expansion loop for a very long time or forever."""
-
-
-# RFC 5545 3.3.10: parts that MUST NOT be used with these frequencies.
-_FORBIDDEN_PARTS = {
-    "BYWEEKNO": {"SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY"},
-    "BYYEARDAY": {"DAILY", "WEEKLY", "MONTHLY"},
-    "BYMONTHDAY": {"WEEKLY"},
-}
-_LEAP_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-
-def _check_rule(rule: Any, freq: str) -> None:
-    """Refuse rules that dateutil would search until the year 9999, or forever.
-
-    dateutil looks for the next instance past the window without a bound, so an
-    INTERVAL below one or BY-parts that can never match would stall the parse.
-    """
-    interval = _first(rule, "INTERVAL", 1)
-    if not isinstance(interval, int) or interval < 1:
-        raise _UnusableRule(f"INTERVAL={interval} is not a positive number")
-    for part, frequencies in _FORBIDDEN_PARTS.items():
-        if rule.get(part) and freq in frequencies:
-            raise _UnusableRule(f"{part} must not be used with FREQ={freq}")
-    day_parts = ("BYMONTH", "BYMONTHDAY", "BYYEARDAY")
-    if any(rule.get(part) for part in day_parts) and not _some_day_matches(rule):
-        raise _UnusableRule("BYMONTH, BYMONTHDAY and BYYEARDAY exclude every day")
-    positions = [abs(int(p)) for p in rule.get("BYSETPOS", ())]
-    if positions and min(positions) > _instances_per_period(rule, freq):
-        raise _UnusableRule(f"BYSETPOS={min(positions)} exceeds every set of the rule")
-
-
-def _first(rule: Any, name: str, default: Any) -> Any:
-    values = rule.get(name)
-    if not values:
-        return default
-    return values[0] if isinstance(values, list) else values
-
-
-def _instances_per_period(rule: Any, freq: str) -> int:
-    """Bound from above the instances one FREQ period of the rule yields."""
-    seconds = _FREQ_SECONDS[freq]
-    per_period = 1
-    for part, part_seconds in (("BYSECOND", 1), ("BYMINUTE", 60), ("BYHOUR", 3_600)):
-        if seconds > part_seconds and rule.get(part):
-            per_period *= _distinct(rule, part)
-    if freq in _PERIODS_PER and rule.get("BYDAY"):
-        per_period *= _distinct(rule, "BYDAY") * _PERIODS_PER[freq]
-    if freq in ("MONTHLY", "YEARLY") and rule.get("BYMONTHDAY"):
-        per_period *= _distinct(rule, "BYMONTHDAY") * (12 if freq == "YEARLY" else 1)
-    if freq == "YEARLY":
-        for part in ("BYYEARDAY", "BYWEEKNO", "BYMONTH"):
-            if rule.get(part):
-                per_period *= _distinct(rule, part) * (7 if part == "BYWEEKNO" else 1)
-    return max(per_period, 1)
-
-
-def _distinct(rule: Any, part: str) -> int:
-    return len({str(value) for value in rule.get(part, ())})
-
-
-def _some_day_matches(rule: Any) -> bool:
-    """Whether BYMONTH, BYMONTHDAY and BYYEARDAY allow any day of some year."""
-    months = {int(m) for m in rule.get("BYMONTH", ())} or set(range(1, 13))
-    monthdays = {int(d) for d in rule.get("BYMONTHDAY", ())}
-    yeardays = {int(d) for d in rule.get("BYYEARDAY", ())}
-    for year in (2023, 2024):  # a common and a leap year
-        length = (date(year + 1, 1, 1) - date(year, 1, 1)).days
-        for yearday in range(1, length + 1):
-            day = date(year, 1, 1) + timedelta(days=yearday - 1)
-            month_length = _LEAP_MONTH_DAYS[day.month - 1] - (
-                day.month == 2 and length == 365
-            )
-            if day.month not in months:
-                continue
-            if monthdays and not {day.day, day.day - month_length - 1} & monthdays:
-                continue
-            if yeardays and not {yearday, yearday - length - 1} & yeardays:
-                continue
-            return True
-    return False
-
-
-def _periods(start: datetime, end: datetime, period: timedelta) -> int:
-    if end <= start:
-        return 0
-    return (end - start) // period + 1
-
-
 def _sequence(event: Any) -> int:
     try:
-        return int(_first(event, "SEQUENCE", 0))
+        return int(rule_part(event, "SEQUENCE", 0))
     except (TypeError, ValueError):
         return 0
+
+
+def _without_nested_events(component: Any) -> Any:
+    """Return the component, or a shallow copy of it without VEVENTs inside."""
+    if not component.subcomponents:
+        return component
+    kept = [
+        _without_nested_events(sub)
+        for sub in component.subcomponents
+        if sub.name != "VEVENT"
+    ]
+    if len(kept) == len(component.subcomponents) and all(
+        new is old for new, old in zip(kept, component.subcomponents, strict=True)
+    ):
+        return component
+    trimmed = copy.copy(component)
+    trimmed.subcomponents = kept
+    return trimmed
 
 
 def _tzid(value: date | datetime) -> str | None:
@@ -819,7 +775,11 @@ def _tzid(value: date | datetime) -> str | None:
     zone = getattr(value, "tzinfo", None)
     if zone is None:
         return None
-    name = tzid_from_tzinfo(zone) or str(zone)
+    if isinstance(zone, FeedZone):
+        name = zone.tzid
+        name = "UTC" if "UTC" in get_equivalent_tzids(name) else name
+    else:
+        name = tzid_from_tzinfo(zone) or str(zone)
     name = WINDOWS_TO_OLSON.get(name, name)
     return None if name in ("UTC", "Etc/UTC", "Z") else name
 
@@ -932,7 +892,7 @@ def _unique(occurrences: list[Occurrence], problems: list[Problem]) -> list[Occu
 
 
 def _reason(error: BaseException) -> str:
-    if isinstance(error, _UnusableRule):
+    if isinstance(error, UnusableRule):
         return f"unusable RRULE: {error}"
     message = str(error).strip() or "no details"
     if isinstance(error, KeyError):

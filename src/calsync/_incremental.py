@@ -18,9 +18,9 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 import attrs
-import icalendar
 
 from ._ics import (
+    CALENDAR_INSTANCE_BUDGET,
     NOTHING,
     Expander,
     Expansion,
@@ -31,11 +31,9 @@ from ._ics import (
 )
 from ._model import ParsedCalendar, Problem, Window
 from ._split import Layout, split_calendar, wrapped
+from ._vtimezone import FeedZones, read_components
 
 __all__ = ["ParseCache", "ParseCacheStats", "reparse"]
-
-# Properties whose TZID icalendar resolves while parsing (its datetime_names).
-_ZONED = ("DTSTART", "DTEND", "RECURRENCE-ID", "DUE", "RDATE", "EXDATE")
 
 _Span = tuple[datetime, datetime] | None
 _Context = tuple[tuple[str, ...], tzinfo, tzinfo | None, int]
@@ -84,6 +82,7 @@ class ParseCache:
         factory=dict, init=False
     )
     _stats: ParseCacheStats = attrs.field(factory=ParseCacheStats, init=False)
+    _zones: FeedZones = attrs.field(factory=FeedZones, init=False)
 
     @property
     def stats(self) -> ParseCacheStats:
@@ -101,6 +100,7 @@ class ParseCache:
         """Forget everything; the next parse reads the whole body."""
         self._context = self._window = None
         self._known, self._uids, self._groups = set(), {}, {}
+        self._zones = FeedZones()
 
 
 @attrs.define
@@ -111,7 +111,6 @@ class _Event:
     uid: str = ""
     missing_uid: Problem | None = None
     component: Any = None
-    volatile: bool = False  # a TZID icalendar could not resolve: never cached
 
 
 def reparse(
@@ -158,9 +157,16 @@ class _Run:
         calendar = None if layout is None else _read_header(layout.header)
         if layout is None or calendar is None:
             return None
+        zones = self._zones(layout.timezones)
+        if zones is None:
+            return None
+        problems.extend(zones.problems)
         timezone_name = text_of(calendar, "X-WR-TIMEZONE") or None
-        expander = expander_for(self.window, zone, limit, timezone_name, problems)
+        expander = expander_for(
+            self.window, zone, limit, timezone_name, problems, zones.cost
+        )
         self._enter((tuple(layout.timezones), expander.zone, expander.repair, limit))
+        self.cache._zones = zones
         if not self._check_blocks(layout):
             return None
         events = [_Event(block) for block in layout.events]
@@ -176,6 +182,16 @@ class _Run:
         self.whole = False
         return finish(text, calendar, timezone_name, problems, expansions, limit)
 
+    def _zones(self, blocks: list[str]) -> FeedZones | None:
+        """Build the body's VTIMEZONEs, or reuse them if their texts are the same."""
+        cache = self.cache
+        if cache._context is not None and cache._context[0] == tuple(blocks):
+            return cache._zones
+        components = _read_blocks(blocks) if blocks else []
+        if components is None:
+            return None
+        return FeedZones.read(components, CALENDAR_INSTANCE_BUDGET)
+
     def _enter(self, context: _Context) -> None:
         """Drop what depends on the context or the window if either changed."""
         cache = self.cache
@@ -188,12 +204,11 @@ class _Run:
                 group.expansion = None
 
     def _check_blocks(self, layout: Layout) -> bool:
-        """Read blocks not seen yet, VTIMEZONEs first as icalendar resolves TZIDs."""
-        for blocks in (layout.timezones, layout.others):
-            new = [block for block in blocks if block not in self.cache._known]
-            if new and _read_blocks(new) is None:
-                return False
-            self.cache._known.update(new)
+        """Check that icalendar reads the other blocks not seen yet."""
+        new = [block for block in layout.others if block not in self.cache._known]
+        if new and _read_blocks(new) is None:
+            return False
+        self.cache._known.update(new)
         return True
 
     def _read_new(self, events: list[_Event]) -> bool:
@@ -207,15 +222,14 @@ class _Run:
                 event.uid, event.missing_uid = uids[event.text]
                 continue
             event.uid, event.missing_uid = uid_of(event.component)
-            event.volatile = _has_unresolved_zone(event.component)
-            if not event.volatile:
-                uids[event.text] = (event.uid, event.missing_uid)
+            uids[event.text] = (event.uid, event.missing_uid)
         return True
 
     def _read(self, events: list[_Event]) -> bool:
         components = _read_blocks([event.text for event in events])
         if components is None:
             return False
+        self.cache._zones.place(components)
         for event, component in zip(events, components, strict=True):
             event.component = component
         self.events_read += len(events)
@@ -225,8 +239,7 @@ class _Run:
         self, expander: Expander, uid: str, members: list[_Event]
     ) -> Expansion | None:
         key = (uid, tuple(event.text for event in members))
-        volatile = any(event.volatile for event in members)
-        group = None if volatile else self.cache._groups.get(key)
+        group = self.cache._groups.get(key)
         if group is not None:
             expansion = _reuse(group, expander)
             if expansion is not None:
@@ -243,9 +256,8 @@ class _Run:
         remembered = _remember(expander, components)
         budget = expander.budget
         expansion = expander.expand_group(uid, list(components))
-        if not volatile:
-            remembered.expansion = expansion if budget >= expansion.need else None
-            self.groups[key] = remembered
+        remembered.expansion = expansion if budget >= expansion.need else None
+        self.groups[key] = remembered
         return expansion
 
     def _keep(self, layout: Layout, events: list[_Event]) -> None:
@@ -329,39 +341,9 @@ def _read_blocks(blocks: list[str]) -> list[Any] | None:
 
 def _read_calendar(text: str) -> Any:
     try:
-        parsed = icalendar.Calendar.from_ical(text, multiple=True)
+        parsed = read_components(text)
     except Exception:
         return None
     if len(parsed) != 1 or parsed[0].name != "VCALENDAR":
         return None
     return parsed[0]
-
-
-def _has_unresolved_zone(event: Any) -> bool:
-    """Whether a TZID was left unresolved, so a later parse might resolve it.
-
-    icalendar learns VTIMEZONEs process-wide; such an event is read anew each time.
-    """
-    for component in event.walk():
-        for name in _ZONED:
-            values = component.get(name)
-            if values is None:
-                continue
-            for value in values if isinstance(values, list) else [values]:
-                params = getattr(value, "params", None) or {}
-                if "TZID" in params and _has_naive_time(value):
-                    return True
-    return False
-
-
-def _has_naive_time(value: Any) -> bool:
-    try:
-        items = value.dts if hasattr(value, "dts") else [value]
-        times = [item.dt for item in items]
-    except Exception:
-        return True  # unreadable (icalendar's vBroken): be careful
-    for time in times:
-        for part in time if isinstance(time, tuple) else (time,):
-            if isinstance(part, datetime) and part.tzinfo is None:
-                return True
-    return False

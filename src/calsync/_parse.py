@@ -7,6 +7,7 @@ from datetime import tzinfo
 from ._errors import ValidationError
 from ._ics import decode_body, parse_whole, require_icalendar
 from ._incremental import ParseCache, reparse
+from ._limits import MAX_BYTES, MAX_COMPONENTS, MAX_LINE, Limits
 from ._model import ParsedCalendar, Problem, Window
 from ._zones import resolve_zone
 
@@ -20,6 +21,9 @@ def parse_ics(
     default_tz: str | tzinfo = "UTC",
     max_occurrences: int = 20_000,
     cache: ParseCache | None = None,
+    max_bytes: int = MAX_BYTES,
+    max_components: int = MAX_COMPONENTS,
+    max_line: int = MAX_LINE,
 ) -> ParsedCalendar:
     """Expand a feed body's events (VEVENTs) into their occurrences inside ``window``.
 
@@ -28,15 +32,25 @@ def parse_ics(
     and hitting ``max_occurrences`` become `Problem` entries on the result.
     With a `ParseCache` (one per calendar), only the events whose text changed
     since the last parse are read again; the result is the same as without it.
+
+    The parser's own limits protect a service from one feed: a body over
+    ``max_bytes`` (20 MiB; characters for a ``str``), with more than
+    ``max_components`` components (250,000) or nested more than 32 deep raises
+    `ParseError`; a content line over ``max_line`` characters (1 MiB, unfolded)
+    is dropped and reported as a `Problem`.
     """
     if not isinstance(window, Window):
         raise ValidationError(f"window must be a calsync.Window, got {window!r}")
     if max_occurrences < 1:
         raise ValidationError(f"max_occurrences must be >= 1, got {max_occurrences}")
+    limits = Limits(max_bytes, max_components, max_line)
     zone = resolve_zone(default_tz)
+    if isinstance(data, bytes | bytearray | memoryview | str):
+        limits.check_size(len(data))
     problems: list[Problem] = []
     text = decode_body(data, problems)
     require_icalendar(text)
+    text = limits.check_text(text, problems)
     if cache is not None:
         if not isinstance(cache, ParseCache):
             raise ValidationError(f"cache must be a calsync.ParseCache, got {cache!r}")
