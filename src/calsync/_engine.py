@@ -92,7 +92,8 @@ def utc_now() -> datetime:
 class Engine:
     """calsync's jobs over one `Store` and one `Fetcher`; an async context manager.
 
-    Entering opens the store; leaving closes the store and the fetcher. ``clock``
+    Entering opens the store; leaving closes the store and the fetcher and ends
+    the parse worker processes. ``clock``
     is the only source of the current time (tests pass a `calsync.testing.ManualClock`).
     """
 
@@ -140,11 +141,14 @@ class Engine:
         await self._store.open()
 
     async def close(self) -> None:
-        """Close the fetcher and the store."""
+        """Close the fetcher and the store, and end the parse worker processes."""
         try:
             await self._fetcher.aclose()
         finally:
-            await self._store.close()
+            try:
+                await self._store.close()
+            finally:
+                await self._syncer.aclose()
 
     async def __aenter__(self) -> Self:
         await self.open()

@@ -66,12 +66,27 @@ def _rate(
         )
 
 
+def _memory_limit(
+    instance: object, attribute: attrs.Attribute[int], value: int
+) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or value < 64 * 2**20
+    ):
+        raise ValidationError(
+            f"{attribute.name} must be None or a number of bytes >= 64 MiB, "
+            f"got {value!r}"
+        )
+
+
 @attrs.frozen
 class Settings:
     """Tuning of an `Engine`; the defaults suit a service with thousands of calendars.
 
     Durations are timedeltas. ``worker`` names this process in leases and claims;
-    it must differ between processes sharing a store.
+    it must differ between processes sharing a store. Feeds are parsed in
+    ``parse_concurrency`` worker processes of at most ``parse_memory_limit``
+    bytes each (None: no limit); ``parse_isolation=False`` parses in threads of
+    this process instead, where a parse past its limit cannot be stopped.
     """
 
     worker: str = attrs.field(factory=default_worker)
@@ -116,6 +131,13 @@ class Settings:
     )
     stale_factor: int = attrs.field(default=3, validator=_at_least_one)
     parse_cache_size: int = attrs.field(default=256, validator=attrs.validators.ge(0))
+    parse_concurrency: int = attrs.field(default=2, validator=_at_least_one)
+    parse_memory_limit: int | None = attrs.field(
+        default=512 * 1024 * 1024, validator=_memory_limit
+    )
+    parse_isolation: bool = attrs.field(
+        default=True, validator=attrs.validators.instance_of(bool)
+    )
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.worker, str) or not self.worker.strip():
