@@ -349,6 +349,12 @@ class _Zygote:
         self._process: subprocess.Popen[bytes] | None = None
         self._owner = 0
 
+    @property
+    def pid(self) -> int | None:
+        """The zygote's process id, if it runs; the workers are its children."""
+        running = self._process is not None and self._owner == os.getpid()
+        return self._process.pid if running and self._process is not None else None
+
     def spawn(self, memory_limit: int | None) -> _Worker:
         """Fork a new worker; return it with our end of its socket."""
         ours, theirs = socket.socketpair()
