@@ -175,19 +175,20 @@ async def bomb(isolation: bool) -> dict[str, Any]:
             feeds.set("/bomb.ics", SMALL)
             calendar = await engine.add_calendar(feeds.url("/bomb.ics"))
             await engine.sync_calendar(calendar.id)
-            before = service_rss()
+            before, main_before = service_rss(), rss(os.getpid())
             feeds.set("/bomb.ics", BOMB)
             started = time.perf_counter()
             result = await engine.sync_calendar(calendar.id)
             elapsed = time.perf_counter() - started
             await asyncio.sleep(10)
-            after = service_rss()
+            after, main_after = service_rss(), rss(os.getpid())
             return {
                 "seconds": elapsed,
                 "outcome": result.outcome.value,
                 "before_mb": before / MB,
                 "after_mb": after / MB,
                 "growth_mb": (after - before) / MB,
+                "main_growth_mb": (main_after - main_before) / MB,
             }
 
 
@@ -385,6 +386,7 @@ def main() -> None:
     print(f"bench_containment: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     if "bomb" in only:
         keys = ["outcome", "seconds", "before_mb", "after_mb", "growth_mb"]
+        keys.append("main_growth_mb")
         report_ab("bomb", keys, args.runs, ["on", "off"])
     if "timeouts" in only:
         keys = ["outcome", "before_mb", "peak_mb", "after_mb"]
