@@ -17,6 +17,7 @@ from calsync import (
     Problem,
     Window,
 )
+from calsync._config import ConfigError, build_settings, load_config
 from calsync._parse import parse_ics
 from calsync._parsepool import _FIELDS, ParsePool, _compact, _restored
 
@@ -98,3 +99,22 @@ def test_the_compact_form_keeps_every_field_of_an_occurrence() -> None:
         frozenset({"gone"}),
     )
     assert _restored(_compact(parsed)) == parsed
+
+
+def test_the_parse_settings_are_read_from_the_config_and_the_environment(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "calsync.toml"
+    path.write_text("[engine]\nparse_concurrency = 3\nparse_memory_limit = 0\n")
+    env = {"CALSYNC_ENGINE_PARSE_ISOLATION": "false"}
+    settings = build_settings(load_config(path, env=env))
+    assert settings.parse_concurrency == 3
+    assert settings.parse_memory_limit is None
+    assert settings.parse_isolation is False
+    assert build_settings(load_config(None, env={})).parse_isolation is True
+
+
+def test_a_parse_setting_that_is_not_a_boolean_names_its_key() -> None:
+    env = {"CALSYNC_ENGINE_PARSE_ISOLATION": "maybe"}
+    with pytest.raises(ConfigError, match="CALSYNC_ENGINE_PARSE_ISOLATION"):
+        load_config(None, env=env)
