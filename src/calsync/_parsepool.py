@@ -586,6 +586,9 @@ def _serve(conn: Connection, memory_limit: int | None) -> None:
             request = conn.recv_bytes()
             body = conn.recv_bytes()
         except (EOFError, OSError):
+            return  # the parent is gone
+        except MemoryError:  # the body alone is over the limit
+            conn.send_bytes(pickle.dumps(("memory", None, False), protocol=_PROTOCOL))
             return
         reply = _handle(pickle.loads(request), body, caches)
         del body
