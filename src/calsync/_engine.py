@@ -93,8 +93,8 @@ class Engine:
     """calsync's jobs over one `Store` and one `Fetcher`; an async context manager.
 
     Entering opens the store; leaving closes the store and the fetcher and ends
-    the parse worker processes. ``clock``
-    is the only source of the current time (tests pass a `calsync.testing.ManualClock`).
+    the parse worker processes. ``clock`` is the only source of the current
+    time (tests pass a `calsync.testing.ManualClock`).
     """
 
     def __init__(
