@@ -137,8 +137,9 @@ class Engine:
         return as_aware_utc(self._clock())
 
     async def open(self) -> None:
-        """Open the store (create or migrate its schema)."""
+        """Open the store (create or migrate its schema); start the parse launcher."""
         await self._store.open()
+        self._syncer.prepare()
 
     async def close(self) -> None:
         """Close the fetcher and the store, and end the parse worker processes."""

@@ -160,6 +160,10 @@ class ParsePool:
     def __repr__(self) -> str:
         return f"<ParsePool of {self._size} workers, {len(self.pids())} running>"
 
+    def prepare(self) -> None:
+        """Get ready to start workers (in the background): call it when opening."""
+        _ZYGOTE.start_soon()
+
     @property
     def stats(self) -> ParsePoolStats:
         """Counts of workers started and stopped, parses and warm parses."""
@@ -356,6 +360,18 @@ class _Zygote:
         running = self._process is not None and self._owner == os.getpid()
         return self._process.pid if running and self._process is not None else None
 
+    def start_soon(self) -> None:
+        """Start the zygote in the background, so the first parse need not wait."""
+
+        def start() -> None:
+            try:
+                with self._lock:
+                    self._running()
+            except OSError:
+                logger.exception("could not start the parse worker launcher")
+
+        threading.Thread(target=start, name="calsync-zygote", daemon=True).start()
+
     def spawn(self, memory_limit: int | None) -> _Worker:
         """Fork a new worker; return it with our end of its socket."""
         ours, theirs = socket.socketpair()
@@ -379,10 +395,8 @@ class _Zygote:
             if self._process.poll() is None:
                 return self._sock
         ours, theirs = socket.socketpair()
-        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = (
-            f"import sys; sys.path.insert(0, {package!r}); "
-            f"from calsync._parsepool import _zygote; _zygote({theirs.fileno()})"
+        code = _ZYGOTE_CODE.format(
+            package=os.path.dirname(os.path.abspath(__file__)), fd=theirs.fileno()
         )
         self._process = subprocess.Popen(
             [sys.executable, "-c", code], pass_fds=[theirs.fileno()]
@@ -392,6 +406,16 @@ class _Zygote:
         return ours
 
 
+# The zygote imports the parser alone: calsync's package (aiohttp, the stores)
+# is left out, which halves its start and its workers' memory.
+_ZYGOTE_CODE = """
+import sys, types
+package = types.ModuleType("calsync")
+package.__path__ = [{package!r}]
+sys.modules["calsync"] = package
+from calsync._parsepool import _zygote
+_zygote({fd})
+"""
 _ZYGOTE = _Zygote()
 
 

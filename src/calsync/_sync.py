@@ -327,6 +327,11 @@ class Syncer:
         """The worker processes feeds are parsed in; None with isolation off."""
         return self._pool
 
+    def prepare(self) -> None:
+        """Get the parse workers' launcher going, so the first parse need not wait."""
+        if self._pool is not None:
+            self._pool.prepare()
+
     async def aclose(self) -> None:
         """End the parse workers and drop the parse caches."""
         self._caches.clear()
