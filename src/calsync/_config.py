@@ -233,6 +233,17 @@ def _choice(*options: str) -> Parser:
     return parse
 
 
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise _Invalid("expected true or false")
+
+
 _LEVEL = _choice("debug", "info", "warning", "error", "critical")
 
 
@@ -480,6 +491,13 @@ class EngineConfig:
     parse_cache_size: int | None = attrs.field(
         default=None, metadata=_key(_integer(0), check=_setting("parse_cache_size"))
     )
+    parse_concurrency: int | None = attrs.field(
+        default=None, metadata=_key(_integer(1), check=_setting("parse_concurrency"))
+    )
+    parse_memory_limit: int | None = attrs.field(
+        default=None, metadata=_key(_integer(0))
+    )
+    parse_isolation: bool | None = attrs.field(default=None, metadata=_key(_boolean))
 
 
 @attrs.frozen
@@ -925,6 +943,8 @@ _SETTINGS_KEYS = (
     "keep_job_runs",
     "stale_factor",
     "parse_cache_size",
+    "parse_concurrency",
+    "parse_isolation",
 )
 
 
@@ -945,6 +965,8 @@ def build_settings(config: Config) -> Settings:
     }
     if engine.per_host_rate == 0:
         changes["per_host_rate"] = None
+    if engine.parse_memory_limit is not None:
+        changes["parse_memory_limit"] = engine.parse_memory_limit or None
     retry = _changed(
         base=engine.retry_base,
         cap=engine.retry_cap,

@@ -92,8 +92,9 @@ def utc_now() -> datetime:
 class Engine:
     """calsync's jobs over one `Store` and one `Fetcher`; an async context manager.
 
-    Entering opens the store; leaving closes the store and the fetcher. ``clock``
-    is the only source of the current time (tests pass a `calsync.testing.ManualClock`).
+    Entering opens the store; leaving closes the store and the fetcher and ends
+    the parse worker processes. ``clock`` is the only source of the current
+    time (tests pass a `calsync.testing.ManualClock`).
     """
 
     def __init__(
@@ -136,15 +137,19 @@ class Engine:
         return as_aware_utc(self._clock())
 
     async def open(self) -> None:
-        """Open the store (create or migrate its schema)."""
+        """Open the store (create or migrate its schema); start the parse launcher."""
         await self._store.open()
+        self._syncer.prepare()
 
     async def close(self) -> None:
-        """Close the fetcher and the store."""
+        """Close the fetcher and the store, and end the parse worker processes."""
         try:
             await self._fetcher.aclose()
         finally:
-            await self._store.close()
+            try:
+                await self._store.close()
+            finally:
+                await self._syncer.aclose()
 
     async def __aenter__(self) -> Self:
         await self.open()

@@ -78,6 +78,8 @@ SETTINGS_COUNTS: dict[str, Count] = {
     "max_attempts": Count(1, 1_000),
     "stale_factor": Count(1, 1_000),
     "parse_cache_size": Count(0, 1_000_000),
+    # Each parse slot is a worker process.
+    "parse_concurrency": Count(1, 64),
     "breaker.failure_threshold": Count(1, 1_000),
 }
 """The range of each whole-number setting."""
@@ -142,12 +144,27 @@ def _check_nested(settings: Settings) -> None:
         raise ValidationError(f"breaker.failure_threshold {problem}, got {threshold!r}")
 
 
+def _memory_limit(
+    instance: object, attribute: attrs.Attribute[int], value: int
+) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or value < 64 * 2**20
+    ):
+        raise ValidationError(
+            f"{attribute.name} must be None or a number of bytes >= 64 MiB, "
+            f"got {value!r}"
+        )
+
+
 @attrs.frozen
 class Settings:
     """Tuning of an `Engine`; the defaults suit a service with thousands of calendars.
 
     Durations are timedeltas. ``worker`` names this process in leases and claims;
-    it must differ between processes sharing a store.
+    it must differ between processes sharing a store. Feeds are parsed in
+    ``parse_concurrency`` worker processes of at most ``parse_memory_limit``
+    bytes each (None: no limit); ``parse_isolation=False`` parses in threads of
+    this process instead, where a parse past its limit cannot be stopped.
     """
 
     worker: str = attrs.field(factory=default_worker)
@@ -184,6 +201,13 @@ class Settings:
     keep_job_runs: timedelta = attrs.field(default=timedelta(days=30), validator=_span)
     stale_factor: int = attrs.field(default=3, validator=_count)
     parse_cache_size: int = attrs.field(default=256, validator=_count)
+    parse_concurrency: int = attrs.field(default=2, validator=_count)
+    parse_memory_limit: int | None = attrs.field(
+        default=512 * 1024 * 1024, validator=_memory_limit
+    )
+    parse_isolation: bool = attrs.field(
+        default=True, validator=attrs.validators.instance_of(bool)
+    )
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.worker, str) or not self.worker.strip():

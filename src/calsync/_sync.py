@@ -40,6 +40,7 @@ from ._model import (
 )
 from ._notify import next_fire_after, notifications_due
 from ._parse import parse_ics
+from ._parsepool import ParseCrashed, ParseOutOfMemory, ParsePool, ParseTimedOut
 from ._records import (
     AppliedSync,
     Calendar,
@@ -176,6 +177,13 @@ class Syncer:
         self._settings = settings
         self._clock = clock
         self._caches: OrderedDict[str, ParseCache] = OrderedDict()
+        self._pool: ParsePool | None = None
+        if settings.parse_isolation:
+            self._pool = ParsePool(
+                workers=settings.parse_concurrency,
+                memory_limit=settings.parse_memory_limit,
+                cache_size=settings.parse_cache_size,
+            )
         # Per event loop (asyncio objects belong to one); a closed loop drops out.
         self._limiters: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, HostLimiter
@@ -327,27 +335,38 @@ class Syncer:
     ) -> ParsedCalendar:
         assert fetched.body is not None
         window = _window(calendar, now)
-        cache = self._cache(calendar.id)
-        parse = functools.partial(
-            parse_ics,
-            fetched.body,
-            window,
-            default_tz=calendar.tz or "UTC",
-            max_occurrences=self._settings.max_occurrences,
-            cache=cache,
-        )
         timeout = self._settings.parse_timeout.total_seconds()
         try:
-            async with self._parse_slot():
-                return await asyncio.wait_for(asyncio.to_thread(parse), timeout)
-        except TimeoutError:
-            # The thread runs on; its cache must not be reused.
-            self._caches.pop(calendar.id, None)
+            if self._pool is None:
+                return await self._parse_here(calendar, fetched.body, window, timeout)
+            return await self._pool.parse(
+                calendar.id,
+                fetched.body,
+                window,
+                default_tz=calendar.tz or "UTC",
+                max_occurrences=self._settings.max_occurrences,
+                timeout=timeout,
+            )
+        except (TimeoutError, ParseTimedOut):
+            ended = "stopped" if self._pool is not None else "abandoned"
             raise _Failure(
                 f"parsing the feed of {calendar.label} took longer than "
-                f"{timeout:g} s and was abandoned: the feed is too large or "
-                "expands to too many occurrences (raise [engine] parse_timeout, "
+                f"{timeout:g} s and was {ended}: the feed is too large or expands "
+                "to too many occurrences (raise [engine] parse_timeout, "
                 "CALSYNC_ENGINE_PARSE_TIMEOUT, or narrow the calendar's horizon)"
+            ) from None
+        except ParseOutOfMemory:
+            limit = (self._settings.parse_memory_limit or 0) // 2**20
+            raise _Failure(
+                f"parsing the feed of {calendar.label} needed more than {limit} MiB "
+                "and was stopped: the feed is too large or expands to too many "
+                "occurrences (raise [engine] parse_memory_limit, "
+                "CALSYNC_ENGINE_PARSE_MEMORY_LIMIT, or narrow the calendar's horizon)"
+            ) from None
+        except ParseCrashed as error:
+            raise _Failure(
+                f"parsing the feed of {calendar.label} failed: {error.detail}; "
+                "nothing of it was stored and the next sync tries again"
             ) from None
         except CalsyncError as error:
             raise _Failure(f"{calendar.label}: {error}", error) from None
@@ -363,12 +382,33 @@ class Syncer:
                 error,
             ) from None
 
+    async def _parse_here(
+        self, calendar: Calendar, body: bytes, window: Window, timeout: float
+    ) -> ParsedCalendar:
+        """Parse in a thread of this process (``parse_isolation`` off): unstoppable."""
+        parse = functools.partial(
+            parse_ics,
+            body,
+            window,
+            default_tz=calendar.tz or "UTC",
+            max_occurrences=self._settings.max_occurrences,
+            cache=self._cache(calendar.id),
+        )
+        try:
+            async with self._parse_slot():
+                return await asyncio.wait_for(asyncio.to_thread(parse), timeout)
+        except TimeoutError:
+            # The thread runs on; its cache must not be reused.
+            self._caches.pop(calendar.id, None)
+            raise
+
     def _parse_slot(self) -> asyncio.Semaphore:
-        # Parsing holds the GIL: two at a time keep the loop and memory calm.
+        # Parsing holds the GIL: a few at a time keep the loop and memory calm.
         loop = asyncio.get_running_loop()
         slot = self._parse_slots.get(loop)
         if slot is None:
-            slot = self._parse_slots[loop] = asyncio.Semaphore(2)
+            slot = asyncio.Semaphore(self._settings.parse_concurrency)
+            self._parse_slots[loop] = slot
         return slot
 
     def _cache(self, calendar_id: str) -> ParseCache | None:
@@ -380,6 +420,22 @@ class Syncer:
         while len(self._caches) > size:
             self._caches.popitem(last=False)
         return cache
+
+    @property
+    def parse_pool(self) -> ParsePool | None:
+        """The worker processes feeds are parsed in; None with isolation off."""
+        return self._pool
+
+    def prepare(self) -> None:
+        """Get the parse workers' launcher going, so the first parse need not wait."""
+        if self._pool is not None:
+            self._pool.prepare()
+
+    async def aclose(self) -> None:
+        """End the parse workers and drop the parse caches."""
+        self._caches.clear()
+        if self._pool is not None:
+            await self._pool.close()
 
     # -- writing -----------------------------------------------------------
 

@@ -374,13 +374,15 @@ async def test_a_cut_off_feed_adds_what_it_holds_but_removes_nothing(
 async def test_a_parse_past_its_time_limit_fails_the_calendar_and_keeps_its_events(
     store: Store, feeds: FeedServer, clock: ManualClock
 ) -> None:
-    config = settings(parse_timeout=timedelta(milliseconds=1))
     fetcher = HttpFetcher(allow=["127.0.0.1"])
-    async with Engine(store, fetcher, settings=config, clock=clock) as engine:
+    async with Engine(store, fetcher, settings=settings(), clock=clock) as engine:
         feeds.set("/a.ics", ics(event("kept", T0 + timedelta(hours=1))))
         calendar = await engine.add_calendar(feeds.url("/a.ics"))
         first = await engine.sync_calendar(calendar.id)
         assert first.ok
+    config = settings(parse_timeout=timedelta(milliseconds=1))
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    async with Engine(store, fetcher, settings=config, clock=clock) as engine:
         many = [event(f"e{i}", T0 + i * MINUTE, rrule="FREQ=DAILY") for i in range(300)]
         feeds.set("/a.ics", ics(*many))
         result = await engine.sync_calendar(calendar.id)
