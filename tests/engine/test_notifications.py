@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from calsync import (
+    Calendar,
     Delivery,
     DeliveryError,
     Engine,
@@ -347,14 +348,23 @@ async def test_a_reminder_whose_span_passed_before_the_first_check_is_missed_onc
     assert (await engine.status()).missed == 1
 
 
-async def test_a_calendar_with_an_impossible_lead_fails_its_sync_alone(
+async def _stored_unusable(engine: Engine, url: str) -> Calendar:
+    """A calendar whose stored schedule no longer reads (a hand-edited row, say).
+
+    Entry points refuse such values; a row can still hold one, and it must fail
+    that calendar's work alone.
+    """
+    calendar = await engine.add_calendar(url, name="Huge")
+    object.__setattr__(calendar, "schedule", "every banana")
+    return await engine.store.update_calendar(calendar)
+
+
+async def test_a_calendar_with_an_unusable_setting_fails_its_sync_alone(
     engine: Engine, feeds: FeedServer
 ) -> None:
     start = T0 + 5 * MINUTE
     feeds.set("/bad.ics", ics(event("b", start)))
-    bad = await engine.add_calendar(
-        feeds.url("/bad.ics"), name="Huge", leads=["3650000d"]
-    )
+    bad = await _stored_unusable(engine, feeds.url("/bad.ics"))
     await _calendar_with(engine, feeds, event("a", start + HOUR))
 
     synced = await engine.sync_due()
@@ -362,18 +372,16 @@ async def test_a_calendar_with_an_impossible_lead_fails_its_sync_alone(
     assert failed.calendar_id == bad.id
     assert failed.error is not None
     assert "Huge" in failed.error
-    assert "lead" in failed.error
-    assert "leads" in failed.error  # the setting to change
+    assert "schedule" in failed.error
+    assert "set every" in failed.error  # the setting to change
 
 
-async def test_an_impossible_lead_does_not_stop_other_calendars_reminders(
+async def test_an_unusable_setting_does_not_stop_other_calendars_reminders(
     engine: Engine, feeds: FeedServer, clock: ManualClock
 ) -> None:
     start = T0 + 5 * MINUTE
     feeds.set("/bad.ics", ics(event("b", start)))
-    bad = await engine.add_calendar(
-        feeds.url("/bad.ics"), name="Huge", leads=["3650000d"]
-    )
+    bad = await _stored_unusable(engine, feeds.url("/bad.ics"))
     good_id = await _calendar_with(engine, feeds, event("a", start + HOUR))
 
     clock.set(start + HOUR - 10 * MINUTE)
@@ -381,7 +389,7 @@ async def test_an_impossible_lead_does_not_stop_other_calendars_reminders(
     assert checked.created == 1
     [error] = checked.errors
     assert "Huge" in error
-    assert "leads" in error
+    assert "every" in error
     [run] = await engine.store.recent_job_runs(job="check_notifications", limit=1)
     assert run.outcome is JobOutcome.PARTIAL
     handler = Recorder()
