@@ -331,7 +331,7 @@ def test_missing_driver_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "psycopg_pool", None)
-    with pytest.raises(StoreError, match=r"pip install 'calsync\[postgres\]'"):
+    with pytest.raises(StoreError, match=r"pip install 'psycopg\[binary\]"):
         PostgresStore("postgresql://localhost/cal")
 
 
