@@ -4,8 +4,8 @@ Each scenario runs in a fresh Python process (a service of its own: an Engine
 over a SQLite file and a local feed server), with parse isolation on (``on``,
 the default: parses in worker processes) or off (``off``: parses in threads of
 the service, as before issue 13). Memory is read from /proc: RSS of the service
-process plus its parse workers (their RSS counts pages they share with each
-other twice), sampled every 10 ms for the peak.
+process plus its parse workers and their launcher (pages they share are
+counted in each), sampled every 10 ms for the peak.
 
   bomb       a 500-byte feed whose VTIMEZONE recurs every second; parse_timeout
              3 s. Time until the sync fails, and the service's memory 10 s
@@ -132,8 +132,10 @@ def workers() -> list[int]:
 
 
 def service_rss() -> int:
-    """RSS of this process plus its parse workers."""
-    return rss(os.getpid()) + sum(rss(pid) for pid in workers())
+    """RSS of this process, its parse workers and their launcher."""
+    zygote = _ZYGOTE.pid
+    launcher = rss(zygote) if zygote is not None else 0
+    return rss(os.getpid()) + launcher + sum(rss(pid) for pid in workers())
 
 
 @contextmanager
