@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -14,7 +15,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class Feeds:
 
     def __init__(self) -> None:
         self.bodies: dict[str, str] = {}
+        self.served: collections.Counter[str] = collections.Counter()
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -48,6 +50,7 @@ class Feeds:
 
     async def _serve(self, request: web.Request) -> web.Response:
         body = self.bodies.get(request.match_info["name"])
+        self.served[request.match_info["name"]] += 1
         if body is None:
             return web.Response(status=404, text="not here")
         return web.Response(body=body.encode(), content_type="text/calendar")
@@ -470,6 +473,7 @@ def test_run_adds_declared_calendars_delivers_and_stops_on_sigterm(
             [[calendars]]
             url = "{feeds.set("soon.ics", body)}"
             name = "Declared"
+            every = "every 1s"
             """
         )
     )
@@ -485,11 +489,12 @@ def test_run_adds_declared_calendars_delivers_and_stops_on_sigterm(
     )
     deliveries = tmp_path / "deliveries.txt"
     try:
-        deadline = time.monotonic() + 30
-        while not deliveries.exists() and time.monotonic() < deadline:
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.1)
-        time.sleep(1.5)  # a few more cycles: nothing is delivered twice
+        _wait_for(process, "a delivery", deliveries.exists)
+        synced = feeds.served["soon.ics"]
+        # three more syncs of the feed (one a second): nothing is delivered twice
+        _wait_for(
+            process, "3 more syncs", lambda: feeds.served["soon.ics"] > synced + 2
+        )
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=10)
     finally:
@@ -500,6 +505,17 @@ def test_run_adds_declared_calendars_delivers_and_stops_on_sigterm(
     assert len(deliveries.read_text().splitlines()) == 1
     assert '"message": "added calendar Declared' in stderr
     assert '"message": "runner stopped"' in stderr
+
+
+def _wait_for(
+    process: subprocess.Popen[str], what: str, check: Callable[[], bool]
+) -> None:
+    """Poll ``check`` while ``process`` runs; fail only after a 120 s safety net."""
+    deadline = time.monotonic() + 120
+    while not check():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"never happened in 120 s: {what}"
+        time.sleep(0.05)
 
 
 def test_run_refuses_a_handler_target_it_cannot_import(config: Path) -> None:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import re
 import tempfile
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
 from rich.console import Console
 
-from calsync import ParseError, Window, parse_ics
+import calsync._demo
+from calsync import Engine, ParseError, Window, parse_ics
 from calsync._demo import CALENDARS, HORIZON, DemoCalendar, run_demo
+from calsync.testing import ManualClock
 
 # One start in Berlin winter time, one just before the clocks go forward, one
 # just before they go back, one at Tokyo's midnight.
@@ -155,20 +160,114 @@ def test_the_design_review_moves_before_its_first_reminder(start: datetime) -> N
 # --- a short run through the real runner -----------------------------------------
 
 
+# Long enough for any machine; reached only when what is awaited never happens.
+SAFETY = 120.0
+DEMO_START = datetime(2026, 1, 14, 9, 41, 7, tzinfo=UTC)
+SETTLE_POLL = 0.005
+T = TypeVar("T")
+
+
+class Observed(Engine):
+    """The real Engine, counting its jobs in flight: a job does not sleep on the clock.
+
+    The runner's jobs are the demo's only work between two sleeps; the test moves
+    the clock only while none is running, so virtual time never races a fetch.
+    """
+
+    busy = 0
+
+    async def _job(self, job: Awaitable[T]) -> T:
+        Observed.busy += 1
+        try:
+            return await job
+        finally:
+            Observed.busy -= 1
+
+    async def sync_due(self, *args: Any, **options: Any) -> Any:
+        return await self._job(super().sync_due(*args, **options))
+
+    async def check_notifications(self, *args: Any, **options: Any) -> Any:
+        return await self._job(super().check_notifications(*args, **options))
+
+    async def dispatch_notifications(self, *args: Any, **options: Any) -> Any:
+        return await self._job(super().dispatch_notifications(*args, **options))
+
+    async def cleanup(self, *args: Any, **options: Any) -> Any:
+        return await self._job(super().cleanup(*args, **options))
+
+
+async def _settled(clock: ManualClock) -> None:
+    """Wait until no job runs and every sleeper on ``clock`` sleeps again, none due.
+
+    Checked twice in a row: a loop woken by the clock starts its job a few event
+    loop turns later. Should a turn be missed on a loaded machine, a job runs one
+    step (a second or two of virtual time) late; the assertions allow minutes.
+    """
+    last: tuple[datetime, ...] = ()
+    while True:
+        sleepers = clock.sleepers
+        resting = bool(sleepers) and sleepers[0] > clock.now and not Observed.busy
+        if resting and sleepers == last:
+            return
+        last = sleepers if resting else ()
+        await asyncio.sleep(SETTLE_POLL)
+
+
+async def _drive(
+    clock: ManualClock, demo: asyncio.Task[None], done: Callable[[], bool]
+) -> None:
+    """Move ``clock`` from one sleeper's end to the next until ``done()`` holds."""
+    while not done():
+        if demo.done():
+            demo.result()  # raises what ended it
+            pytest.fail("the demo ended before it showed what it should")
+        await _settled(clock)
+        clock.set(clock.sleepers[0])
+
+
 async def test_a_short_demo_prints_a_reminder_and_cleans_up(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """The demo on virtual time: reminders, moving feeds, the broken feed, cleanup."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(calsync._demo, "Engine", Observed)
     out = io.StringIO()
     console = Console(file=out, width=200, color_system=None)
+    clock = ManualClock(DEMO_START)
+    hour = 3600.0
 
-    await run_demo(duration=25, console=console)
+    def shown() -> bool:
+        text = out.getvalue()
+        return all(
+            re.search(pattern, text)
+            for pattern in (
+                r"reminder\s+Team standups\s+Team standup",
+                r"reminder\s+Tokyo office holidays",
+                r"Partner calendar failed",
+                r"moved: Design review",
+                r"gone: Budget sync",
+            )
+        )
+
+    demo = asyncio.create_task(run_demo(duration=hour, console=console, clock=clock))
+    await asyncio.wait_for(_drive(clock, demo, shown), SAFETY)
+    clock.set(DEMO_START + timedelta(seconds=hour))  # the demo's end
+    await asyncio.wait_for(demo, SAFETY)
 
     text = out.getvalue()
     assert "calsync demo" in text
-    assert re.search(r"reminder\s+Team standups\s+Team standup", text), text
-    assert re.search(r"reminder\s+Tokyo office holidays", text), text
-    assert "Partner calendar failed" in text
+    # The first standup, 75 s after the (virtual) start, in Berlin time.
+    standup = re.search(
+        r"(\S+)\s+reminder\s+Team standups\s+Team standup\s+"
+        r"starts 10:42:22 Europe/Berlin",
+        text,
+    )
+    assert standup, text
+    # Printed on the virtual clock, and not before its fire time (a minute ahead).
+    fires = (DEMO_START + timedelta(seconds=15)).astimezone()
+    assert standup[1] >= f"{fires:%H:%M:%S}", text
+    # Cancelled at 1m30s, long before its reminder (at 7 min) was due.
+    assert not re.search(r"reminder\s+Moving meetings\s+Budget sync", text), text
     assert "demo-s3cret" not in text
-    assert "Demo over" in text
+    assert re.search(r"Demo over: [1-9]\d* reminder\(s\) delivered", text), text
     assert list(tmp_path.iterdir()) == []

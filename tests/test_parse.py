@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from _hang import finishes
 from calsync import (
     Occurrence,
     OccurrenceKey,
@@ -625,10 +625,7 @@ def test_cap_counts_all_series_of_the_calendar() -> None:
 
 def test_secondly_rule_over_a_year_is_bounded_and_reported() -> None:
     feed = ics(GOOD, "UID:storm\nDTSTART:20260702T000000Z\nRRULE:FREQ=SECONDLY")
-    started = time.monotonic()
-    parsed = parse_ics(feed, YEAR_2026)
-    elapsed = time.monotonic() - started
-    assert elapsed < 10, "a hang guard, not a speed target (see benchmarks/)"
+    parsed = finishes(lambda: parse_ics(feed, YEAR_2026))
     assert len(parsed.occurrences) <= 20_000
     assert "good" in {o.key.uid for o in parsed.occurrences}
     assert any(
@@ -639,9 +636,7 @@ def test_secondly_rule_over_a_year_is_bounded_and_reported() -> None:
 
 def test_dense_rule_that_started_long_ago_is_skipped_not_hung() -> None:
     feed = ics("UID:old\nDTSTART:20000101T000000Z\nRRULE:FREQ=MINUTELY")
-    started = time.monotonic()
-    parsed = parse_ics(feed, YEAR_2026)
-    assert time.monotonic() - started < 10, "a hang guard, not a speed target"
+    parsed = finishes(lambda: parse_ics(feed, YEAR_2026))
     assert parsed.occurrences == ()
     assert [p.what for p in parsed.problems] == ["recurrence too dense"]
 
@@ -660,9 +655,7 @@ def test_dense_rule_that_started_long_ago_is_skipped_not_hung() -> None:
 )
 def test_rule_that_would_search_forever_is_refused(rule: str, says: str) -> None:
     feed = ics(GOOD, f"UID:forever\nDTSTART:20200101T000000Z\nRRULE:{rule}")
-    started = time.monotonic()
-    parsed = parse_ics(feed, YEAR_2026)
-    assert time.monotonic() - started < 10, "a hang guard, not a speed target"
+    parsed = finishes(lambda: parse_ics(feed, YEAR_2026))
     assert [o.key.uid for o in parsed.occurrences] == ["good"]
     (problem,) = parsed.problems
     assert problem.uid == "forever"

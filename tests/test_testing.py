@@ -333,6 +333,83 @@ async def test_close_stops_listening(fetcher: HttpFetcher) -> None:
         await fetcher.fetch(url)
 
 
+# --- FeedServer: holding requests -----------------------------------------------
+
+
+async def test_a_held_request_waits_until_released(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    server.hold("/team.ics")
+    fetching = asyncio.create_task(fetcher.fetch(server.url("/team.ics")))
+    assert await server.held("/team.ics") == 1
+    await asyncio.sleep(0)
+    assert not fetching.done()
+    assert server.requests("/team.ics") == ()  # logged once answered
+    server.release("/team.ics")
+    assert (await fetching).body == FEED.encode()
+    assert [r.status for r in server.requests("/team.ics")] == [200]
+    # released for good: the next request is answered at once
+    assert (await fetcher.fetch(server.url("/team.ics"))).body == FEED.encode()
+
+
+async def test_held_waits_for_as_many_requests_as_asked(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    server.set("/other.ics", EDITED)
+    server.hold("/team.ics")
+    fetches = [
+        asyncio.create_task(fetcher.fetch(server.url("/team.ics"))) for _ in range(2)
+    ]
+    assert await server.held("/team.ics", 2) == 2
+    # other paths are not held
+    assert (await fetcher.fetch(server.url("/other.ics"))).body == EDITED.encode()
+    server.release("/team.ics")
+    assert [result.body for result in await asyncio.gather(*fetches)] == [
+        FEED.encode()
+    ] * 2
+
+
+async def test_held_names_the_path_when_nothing_arrives(server: FeedServer) -> None:
+    server.hold("/team.ics")
+    with pytest.raises(TimeoutError, match=r"/team\.ics"):
+        await server.held("/team.ics", timeout=0.01)  # no request is ever made
+
+
+async def test_held_refuses_a_path_that_is_not_held(server: FeedServer) -> None:
+    with pytest.raises(ValidationError, match=r"hold\('/team.ics'\)"):
+        await server.held("/team.ics")
+
+
+async def test_recover_and_close_release_held_requests(
+    server: FeedServer, fetcher: HttpFetcher
+) -> None:
+    server.set("/team.ics", FEED)
+    server.hold("/team.ics")
+    fetching = asyncio.create_task(fetcher.fetch(server.url("/team.ics")))
+    await server.held("/team.ics")
+    server.recover("/team.ics")
+    assert (await fetching).body == FEED.encode()
+
+    server.hold("/team.ics")
+    fetching = asyncio.create_task(fetcher.fetch(server.url("/team.ics")))
+    await server.held("/team.ics")
+    await server.close()  # answers the held request instead of hanging
+    assert (await fetching).status in {"fetched", "not_modified"}
+
+
+async def test_last_modified_reads_the_servers_clock() -> None:
+    clock = ManualClock(datetime(2026, 1, 14, 9, 41, 7, 500, tzinfo=UTC))
+    async with FeedServer(clock=clock) as server, aiohttp.ClientSession() as session:
+        server.set("/team.ics", FEED)
+        clock.advance(timedelta(hours=1))
+        server.set("/team.ics", EDITED)
+        async with session.get(server.url("/team.ics")) as response:
+            modified = response.headers["Last-Modified"]
+    assert modified == "Wed, 14 Jan 2026 10:41:07 GMT"
+
+
 # --- ManualClock ----------------------------------------------------------------
 
 START = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)

@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import logging
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import attrs
@@ -22,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from calsync._durations import format_duration
-from calsync._engine import Engine
+from calsync._engine import Engine, utc_now
 from calsync._feedserver import FeedServer
 from calsync._fetch.http import HttpFetcher
 from calsync._handlers import Delivery
@@ -33,7 +35,7 @@ from calsync._settings import Settings
 from calsync._store.protocol import Store
 from calsync._store.sqlite import SQLiteStore
 
-__all__ = ["CALENDARS", "HORIZON", "DemoCalendar", "run_demo"]
+__all__ = ["CALENDARS", "HORIZON", "DemoCalendar", "DemoClock", "run_demo"]
 
 FeedBody = Callable[[datetime, datetime], str]
 """Build a feed's text from the demo's start and the current instant (both UTC)."""
@@ -235,6 +237,38 @@ CALENDARS: tuple[DemoCalendar, ...] = (
 )
 
 
+class DemoClock(Protocol):
+    """The demo's time: calling it gives now (UTC); ``sleep`` and ``monotonic`` wait.
+
+    `calsync.testing.ManualClock` is one, so a test runs the demo on virtual time.
+    """
+
+    def __call__(self) -> datetime:
+        """Return the current instant, aware."""
+        ...
+
+    def sleep(self, seconds: float) -> Awaitable[object]:
+        """Wait *seconds*: `asyncio.sleep` or its stand-in."""
+        ...
+
+    def monotonic(self) -> float:
+        """Return seconds from a fixed point: `time.monotonic` or its stand-in."""
+        ...
+
+
+class _RealClock:
+    """The machine's clock: what ``calsync demo`` runs on."""
+
+    def __call__(self) -> datetime:
+        return utc_now()
+
+    def sleep(self, seconds: float) -> Awaitable[object]:
+        return asyncio.sleep(seconds)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
 def _publish(server: FeedServer, start: datetime, now: datetime) -> None:
     for calendar in CALENDARS:
         server.set(
@@ -251,8 +285,8 @@ def _clock(instant: datetime, zone: tzinfo | None = None) -> str:
     return instant.astimezone(zone).strftime("%H:%M:%S")
 
 
-def _now() -> str:
-    return f"[bold]{_clock(datetime.now(UTC))}[/]"
+def _now(clock: DemoClock) -> str:
+    return f"[bold]{_clock(clock())}[/]"
 
 
 def _starts(occurrence: Occurrence | None, start: datetime) -> str:
@@ -279,8 +313,11 @@ def _changes(previous: _Snapshot, current: _Snapshot) -> list[str]:
 class _Printer:
     """Prints each reminder as it is delivered, and what each sync cycle did."""
 
-    def __init__(self, console: Console, names: Mapping[str, str]) -> None:
+    def __init__(
+        self, console: Console, names: Mapping[str, str], clock: DemoClock
+    ) -> None:
         self.console = console
+        self.clock = clock
         self.names = names
         self.delivered = 0
         self._cycles: asyncio.Queue[SyncDueResult] = asyncio.Queue()
@@ -296,7 +333,7 @@ class _Printer:
         starts = _starts(occurrence, notification.start)
         lead = format_duration(notification.lead)
         self.console.print(
-            f"{_now()}  [yellow]reminder[/]  "
+            f"{_now(self.clock)}  [yellow]reminder[/]  "
             f"[cyan]{escape(delivery.calendar.name or '')}[/]  "
             f"[bold]{escape(summary)}[/]  starts {starts}  lead {lead}  "
             f"[dim]id {delivery.id[:12]}[/]",
@@ -322,7 +359,8 @@ class _Printer:
         """Print what one sync cycle did."""
         parts = [await self._describe(result, store) for result in cycle.results]
         self.console.print(
-            f"{_now()}  [green]synced[/]    " + "; ".join(parts), highlight=False
+            f"{_now(self.clock)}  [green]synced[/]    " + "; ".join(parts),
+            highlight=False,
         )
 
     async def _describe(self, result: SyncResult, store: Store) -> str:
@@ -375,18 +413,20 @@ def _intro(console: Console, server: FeedServer, database: Path) -> None:
 class _ConsoleErrors(logging.Handler):
     """Shows calsync's errors on the demo's console; warnings the demo shows itself."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, clock: DemoClock) -> None:
         super().__init__(logging.ERROR)
         self.console = console
+        self.clock = clock
 
     def emit(self, record: logging.LogRecord) -> None:
         """Print one error line."""
         message = escape(record.getMessage())
-        self.console.print(f"{_now()}  [red]error[/]     {message}", highlight=False)
+        line = f"{_now(self.clock)}  [red]error[/]     {message}"
+        self.console.print(line, highlight=False)
 
 
 @contextlib.contextmanager
-def _demo_logging(console: Console) -> Iterator[None]:
+def _demo_logging(console: Console, clock: DemoClock) -> Iterator[None]:
     """Unless the host configured logging, keep calsync's log lines off the display.
 
     Sync failures are shown in the cycle lines already; only errors are printed.
@@ -395,7 +435,7 @@ def _demo_logging(console: Console) -> Iterator[None]:
     if logging.getLogger().handlers or logger.handlers:
         yield
         return
-    handler = _ConsoleErrors(console)
+    handler = _ConsoleErrors(console, clock)
     logger.addHandler(handler)
     try:
         yield
@@ -413,24 +453,29 @@ _TRIGGERS = Triggers(
 
 
 async def run_demo(
-    *, duration: float | None = None, console: Console | None = None
+    *,
+    duration: float | None = None,
+    console: Console | None = None,
+    clock: DemoClock | None = None,
 ) -> None:
     """Run the demo until Ctrl-C, or for *duration* seconds; removes its files after.
 
-    Nothing is fetched from outside 127.0.0.1.
+    Nothing is fetched from outside 127.0.0.1. Everything that reads or waits on
+    time (feeds, engine, runner, the stop) uses *clock*, the machine's by default.
     """
     console = console or Console()
-    start = datetime.now(UTC).replace(microsecond=0)
+    clock = clock or _RealClock()
+    start = clock().astimezone(UTC).replace(microsecond=0)
     with tempfile.TemporaryDirectory(
         prefix="calsync-demo-", ignore_cleanup_errors=True
     ) as directory:
         database = Path(directory) / "calsync.sqlite3"
-        async with FeedServer() as server:
+        async with FeedServer(clock=clock) as server:
             _publish(server, start, start)
             _intro(console, server, database)
-            with _demo_logging(console):
+            with _demo_logging(console, clock):
                 delivered = await _run_engine(
-                    server, database, start, duration, console
+                    server, database, start, duration, console, clock
                 )
     console.print(
         f"\nDemo over: {delivered} reminder(s) delivered; temporary files removed."
@@ -443,11 +488,13 @@ async def _run_engine(
     start: datetime,
     duration: float | None,
     console: Console,
+    clock: DemoClock,
 ) -> int:
     """Subscribe to the demo feeds and run the runner; return the reminders sent."""
     fetcher = HttpFetcher(allow=["127.0.0.1"])
     settings = Settings(per_host_rate=None)
-    async with Engine(SQLiteStore(database), fetcher, settings=settings) as engine:
+    store = SQLiteStore(database)
+    async with Engine(store, fetcher, settings=settings, clock=clock) as engine:
         names = {}
         for calendar in CALENDARS:
             added = await engine.add_calendar(
@@ -458,15 +505,21 @@ async def _run_engine(
                 horizon=HORIZON,
             )
             names[added.id] = calendar.name
-        printer = _Printer(console, names)
-        runner = Runner(engine, printer, triggers=_TRIGGERS)
+        printer = _Printer(console, names, clock)
+        runner = Runner(
+            engine,
+            printer,
+            triggers=_TRIGGERS,
+            sleep=clock.sleep,
+            monotonic=clock.monotonic,
+        )
         runner.on_result(printer.on_result)
         helpers = [
-            asyncio.create_task(_keep_feeds_current(server, start)),
+            asyncio.create_task(_keep_feeds_current(server, start, clock)),
             asyncio.create_task(printer.watch(engine.store)),
         ]
         if duration is not None:
-            helpers.append(asyncio.create_task(_stop_after(runner, duration)))
+            helpers.append(asyncio.create_task(_stop_after(runner, duration, clock)))
         try:
             await runner.run(install_signal_handlers=duration is None)
         finally:
@@ -475,14 +528,16 @@ async def _run_engine(
         return printer.delivered
 
 
-async def _keep_feeds_current(server: FeedServer, start: datetime) -> None:
+async def _keep_feeds_current(
+    server: FeedServer, start: datetime, clock: DemoClock
+) -> None:
     while True:
-        await asyncio.sleep(_POLL_SECONDS)
-        _publish(server, start, datetime.now(UTC))
+        await clock.sleep(_POLL_SECONDS)
+        _publish(server, start, clock().astimezone(UTC))
 
 
-async def _stop_after(runner: Runner, seconds: float) -> None:
-    await asyncio.sleep(seconds)
+async def _stop_after(runner: Runner, seconds: float, clock: DemoClock) -> None:
+    await clock.sleep(seconds)
     runner.request_stop()
 
 

@@ -2,14 +2,15 @@
 
 It answers like a well-behaved calendar host (ETag, Last-Modified, 304 to a
 conditional request) and injects faults on demand: error statuses with
-Retry-After, slow answers, vanished feeds. Every request is recorded.
+Retry-After, slow answers, vanished feeds. A test can hold a path's requests
+and release them when it chooses. Every request is recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from types import TracebackType
@@ -25,6 +26,7 @@ from calsync._model import as_aware_utc
 __all__ = ["FeedRequest", "FeedServer"]
 
 RetryAfter = int | timedelta | datetime
+Clock = Callable[[], datetime]
 
 
 @attrs.frozen
@@ -56,6 +58,15 @@ class _Feed:
     etag: str | None
     last_modified: datetime | None
     headers: Mapping[str, str]
+
+
+@attrs.define
+class _Gate:
+    """Holds a path's requests until `FeedServer.release`; counts those waiting."""
+
+    opened: asyncio.Event = attrs.Factory(asyncio.Event)
+    waiting: int = 0
+    arrived: asyncio.Condition = attrs.Factory(asyncio.Condition)
 
 
 @attrs.define
@@ -91,12 +102,12 @@ def _retry_after(value: RetryAfter | None) -> str | None:
     return str(int(seconds))
 
 
-def _changed_at(previous: _Feed | None) -> datetime:
-    """Return a Last-Modified for a new body: now, and later than the previous one.
+def _changed_at(previous: _Feed | None, now: datetime) -> datetime:
+    """Return a Last-Modified for a new body: *now*, and later than the previous one.
 
     HTTP dates have whole seconds; two changes within a second must still differ.
     """
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = as_aware_utc(now).replace(microsecond=0)
     if previous is None or previous.last_modified is None:
         return now
     return max(now, previous.last_modified + timedelta(seconds=1))
@@ -126,15 +137,21 @@ class FeedServer:
     Use it as an async context manager; it listens on 127.0.0.1 on a free port.
     A fetcher must be allowed to reach it: ``HttpFetcher(allow=["127.0.0.1"])``.
     Paths are matched without their query string. Unknown paths answer 404.
+    Last-Modified reads *clock* (the machine's by default; a `ManualClock` in a
+    test on virtual time).
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, clock: Clock | None = None
+    ) -> None:
+        self._clock = clock
         self._host = host
         self._requested_port = port
         self._port: int | None = None
         self._feeds: dict[str, _Feed] = {}
         self._faults: dict[str, _Fault] = {}
         self._delays: dict[str, float] = {}
+        self._gates: dict[str, _Gate] = {}
         self._log: list[FeedRequest] = []
         self._runner: web.AppRunner | None = None
 
@@ -175,6 +192,8 @@ class FeedServer:
 
     async def close(self) -> None:
         """Stop listening and drop open connections; closing twice does nothing."""
+        for route in list(self._gates):
+            self.release(route)
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -219,7 +238,8 @@ class FeedServer:
         if previous is not None and previous.body == data:
             last_modified = previous.last_modified
         else:
-            last_modified = _changed_at(previous)
+            now = datetime.now(UTC) if self._clock is None else self._clock()
+            last_modified = _changed_at(previous, now)
         self._feeds[route] = _Feed(
             body=data,
             content_type=content_type,
@@ -264,10 +284,46 @@ class FeedServer:
             self._delays.pop(route, None)
 
     def recover(self, path: str) -> None:
-        """Clear the fault and delay set for *path*; its body is served again."""
+        """Clear the fault, delay and hold set for *path*; its body is served again."""
         route = _route(path)
         self._faults.pop(route, None)
         self._delays.pop(route, None)
+        self.release(path)
+
+    def hold(self, path: str) -> None:
+        """Hold every request for *path* unanswered until `release` (a gate).
+
+        A test waits with `held` until a request is under way, does what it must
+        while the client waits, then releases it: no sleep guesses how long a
+        fetch takes. A held request is logged in `requests` once answered.
+        """
+        self._gates.setdefault(_route(path), _Gate())
+
+    async def held(self, path: str, count: int = 1, *, timeout: float = 120.0) -> int:
+        """Wait until *count* requests for *path* are held; return how many are.
+
+        Needs `hold` first. ``timeout`` (seconds) is a safety net reached only when
+        no request ever comes: it raises TimeoutError naming the path.
+        """
+        gate = self._gates.get(_route(path))
+        if gate is None:
+            raise ValidationError(f"{path!r} is not held: call hold({path!r}) first")
+        async with gate.arrived:
+            try:
+                await asyncio.wait_for(
+                    gate.arrived.wait_for(lambda: gate.waiting >= count), timeout
+                )
+            except TimeoutError:
+                raise TimeoutError(
+                    f"no {count} request(s) for {path!r} arrived in {timeout:.0f} s"
+                ) from None
+            return gate.waiting
+
+    def release(self, path: str) -> None:
+        """Answer the held requests for *path*, and stop holding new ones."""
+        gate = self._gates.pop(_route(path), None)
+        if gate is not None:
+            gate.opened.set()
 
     def requests(self, path: str | None = None) -> tuple[FeedRequest, ...]:
         """Return the requests answered so far, for *path* or all, oldest first."""
@@ -278,6 +334,9 @@ class FeedServer:
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         route = request.path
+        gate = self._gates.get(route)
+        if gate is not None:
+            await self._wait_at(gate)
         wait = self._delays.get(route)
         if wait:
             await asyncio.sleep(wait)
@@ -294,6 +353,16 @@ class FeedServer:
             )
         )
         return response
+
+    @staticmethod
+    async def _wait_at(gate: _Gate) -> None:
+        async with gate.arrived:
+            gate.waiting += 1
+            gate.arrived.notify_all()
+        try:
+            await gate.opened.wait()
+        finally:
+            gate.waiting -= 1
 
     def _response(self, route: str, request: web.Request) -> web.Response:
         fault = self._faults.get(route)

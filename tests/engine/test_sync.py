@@ -404,15 +404,16 @@ async def test_a_sync_whose_lease_was_taken_over_writes_nothing(
     fetcher = HttpFetcher(allow=["127.0.0.1"])
     async with Engine(store, fetcher, settings=config, clock=clock) as engine:
         feeds.set("/a.ics", ics(event("a", T0 + timedelta(hours=1))))
-        feeds.delay("/a.ics", 0.5)
+        feeds.hold("/a.ics")
         calendar = await engine.add_calendar(feeds.url("/a.ics"))
         syncing = asyncio.create_task(engine.sync_calendar(calendar.id))
-        await asyncio.sleep(0.2)  # the fetch is under way
+        await feeds.held("/a.ics")  # the fetch is under way
         clock.advance(timedelta(seconds=11))  # the lease has expired
         taken = await engine.store.claim_calendar(
             calendar.id, clock(), worker="other", lease_ttl=timedelta(minutes=1)
         )
         assert taken is not None
+        feeds.release("/a.ics")
         result = await syncing
         assert result.outcome is SyncOutcome.LOST
         assert await engine.store.list_occurrences(calendar.id) == []
