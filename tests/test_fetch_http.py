@@ -6,7 +6,6 @@ import asyncio
 import logging
 import pickle
 import socket
-import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -173,14 +172,13 @@ async def test_503_carries_retry_after_http_date(
 
 
 async def test_slow_first_byte_times_out(feed_server: FeedServer) -> None:
-    started = time.monotonic()
+    # The server answers after 30 s: only the timeout can raise here.
     async with HttpFetcher(
         allow=LOOPBACK, total_timeout=timedelta(seconds=0.3)
     ) as fetcher:
         with pytest.raises(FetchTimeout) as caught:
             await fetcher.fetch(feed_server.url("/slow-first-byte"))
     assert caught.value.phase == "total"
-    assert time.monotonic() - started < 10  # the server would wait 30 s
 
 
 async def test_trickling_body_times_out_on_the_total_timeout(
