@@ -201,18 +201,19 @@ async def test_invoke_runs_a_sync_callable_in_another_thread() -> None:
 
 
 async def test_a_slow_sync_handler_does_not_block_the_event_loop() -> None:
-    ticks = 0
+    # The handler waits for the loop to run: it could never see it if blocked.
+    loop_ran = threading.Event()
 
     async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.01)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        loop_ran.set()
 
+    seen: list[bool] = []
     task = asyncio.create_task(ticker())
-    await invoke(lambda received: time.sleep(0.2), delivery())
-    task.cancel()
-    assert ticks >= 5
+    await invoke(lambda received: seen.append(loop_ran.wait(timeout=120)), delivery())
+    await task
+    assert seen == [True]
 
 
 async def test_invoke_awaits_what_a_sync_callable_returns() -> None:
