@@ -101,9 +101,12 @@ def main() -> int:
             done += count
             slowest = max(slowest, chunk_slowest)
             failures += chunk_failures
-            if done % 10_000 < count or args.inputs <= 5_000:
+            if done % 10_000 < count:
                 print(
-                    f"{done:,} inputs, {time.monotonic() - started:.0f} s", flush=True
+                    f"{done:,} inputs, {time.monotonic() - started:.0f} s, "
+                    f"{len(failures)} failures, slowest {slowest[0]:.2f} s "
+                    f"(input {slowest[1]})",
+                    flush=True,
                 )
     elapsed = time.monotonic() - started
     print(
