@@ -4,8 +4,8 @@ Every input must give a result or a `CalsyncError`, the same through a
 `ParseCache` (which holds the previous input made from the same source) as
 whole, each parse within ``--timeout`` seconds (under an alarm, in a pool of
 worker processes); the slowest input's time covers both parses. Prints the
-inputs, the time, the slowest input and every failure; a failing input is saved to ``--out`` and replayed with
-``--replay N``.
+inputs, the time, the slowest input and every failure; a failing input is
+saved to ``--out`` and replayed with ``--replay N``.
 
     python tests/fuzz_parse.py [--inputs 100000] [--start 0] [--workers 2]
 """
