@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -179,10 +180,19 @@ def outcome(body: bytes, cache: ParseCache | None) -> ParsedCalendar | str:
             return f"{type(error).__name__}: {error}"
 
 
-def check(body: bytes, cache: ParseCache) -> None:
-    """Only results or `CalsyncError`s, and the cached parse equals the whole one."""
-    whole = outcome(body, None)
-    cached = outcome(body, cache)
+def check(
+    body: bytes,
+    cache: ParseCache,
+    guard: Callable[[], AbstractContextManager[object]] = nullcontext,
+) -> None:
+    """Only results or `CalsyncError`s, and the cached parse equals the whole one.
+
+    ``guard`` wraps each of the two parses (the fuzz runner's per-parse alarm).
+    """
+    with guard():
+        whole = outcome(body, None)
+    with guard():
+        cached = outcome(body, cache)
     if cached != whole:
         raise AssertionError(
             f"cached parse differs from whole parse:\n{cached}\n{whole}"

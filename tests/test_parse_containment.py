@@ -257,16 +257,21 @@ def test_body_over_max_bytes_raises_parse_error_naming_the_limit() -> None:
     assert len(parse_ics(body, YEAR_2026, max_bytes=len(body)).occurrences) == 20
 
 
-def test_body_over_max_components_raises_parse_error_naming_the_limit() -> None:
+@pytest.mark.parametrize("cached", [False, True], ids=["whole", "cached"])
+def test_body_over_max_components_raises_parse_error_naming_the_limit(
+    cached: bool,
+) -> None:
     body = ics(*numbered_events(11))
+    cache = ParseCache() if cached else None
     with pytest.raises(ParseError, match=r"11 components.*max_components"):
-        parse_ics(body, YEAR_2026, max_components=10)
+        parse_ics(body, YEAR_2026, max_components=10, cache=cache)
     assert len(parse_ics(body, YEAR_2026, max_components=11).occurrences) == 11
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["whole", "cached"])
 @pytest.mark.parametrize("nested", ["X-THING", "VEVENT"])
 def test_deeply_nested_components_raise_parse_error_instead_of_parsing_silently(
-    nested: str,
+    nested: str, cached: bool
 ) -> None:
     depth = 100_000
     body = (
@@ -276,7 +281,7 @@ def test_deeply_nested_components_raise_parse_error_instead_of_parsing_silently(
         + "BEGIN:VEVENT\nUID:a\nDTSTART:20260701T090000Z\nEND:VEVENT\nEND:VCALENDAR\n"
     )
     with pytest.raises(ParseError, match="100,001 deep"):
-        parse_ics(body, YEAR_2026)
+        parse_ics(body, YEAR_2026, cache=ParseCache() if cached else None)
 
 
 @pytest.mark.parametrize("folded", [False, True], ids=["one-line", "folded"])
@@ -322,3 +327,18 @@ def test_vevent_nested_in_another_is_expanded_once_and_bounded() -> None:
     dense = [p for p in parsed.problems if p.what == "recurrence too dense"]
     assert [p.uid for p in dense] == ["inner"]
     assert [o.key.uid for o in parsed.occurrences].count("outer") == 1
+
+
+def test_instances_lasting_into_the_window_from_long_ago_are_capped() -> None:
+    # A flipped byte made the DTSTART year 23: every weekly instance since
+    # then lasts 2,000 years into the window.
+    event = (
+        "UID:ancient\nDTSTART:00230105T100000Z\nDTEND:20230105T110000Z\n"
+        "RRULE:FREQ=WEEKLY;UNTIL=20230608T170000Z"
+    )
+    parsed = parse_ics(ics(event), YEAR_2026, max_occurrences=100)
+    assert len(parsed.occurrences) == 100
+    assert [p.what for p in parsed.problems] == ["too many occurrences"]
+    assert parsed == parse_ics(
+        ics(event), YEAR_2026, max_occurrences=100, cache=ParseCache()
+    )

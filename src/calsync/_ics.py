@@ -548,6 +548,11 @@ class Expander:
             occurrence = self._occurrence(uid, instance, description, recurring)
             if occurrence is not None:
                 occurrences.append(occurrence)
+            if len(occurrences) > self.limit + 1_000:
+                # Instances that started long before the window and last into
+                # it (a DTSTART in year 23) are not bounded by the rule's end.
+                self.capped = True
+                break
         self._note_broken_properties(uid, group)
         return occurrences
 

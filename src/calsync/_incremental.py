@@ -29,6 +29,7 @@ from ._ics import (
     text_of,
     uid_of,
 )
+from ._limits import Limits
 from ._model import ParsedCalendar, Problem, Window
 from ._split import Layout, split_calendar, wrapped
 from ._vtimezone import FeedZones, read_components
@@ -120,14 +121,16 @@ def reparse(
     zone: tzinfo,
     limit: int,
     problems: list[Problem],
+    limits: Limits,
 ) -> ParsedCalendar | None:
     """Parse ``text`` through ``cache``; ``None`` means: parse the whole body.
 
     ``problems`` holds those found so far (decoding); it is left untouched
-    when the answer is ``None``.
+    when the answer is ``None``. Raises `ParseError` past ``limits``, as the
+    whole parse does.
     """
     run = _Run(cache, window)
-    parsed = run.parse(text, zone, limit, list(problems))
+    parsed = run.parse(text, zone, limit, list(problems), limits)
     cache._stats = run.stats()
     return parsed
 
@@ -151,11 +154,19 @@ class _Run:
         )
 
     def parse(
-        self, text: str, zone: tzinfo, limit: int, problems: list[Problem]
+        self,
+        text: str,
+        zone: tzinfo,
+        limit: int,
+        problems: list[Problem],
+        limits: Limits,
     ) -> ParsedCalendar | None:
         layout = split_calendar(text)
-        calendar = None if layout is None else _read_header(layout.header)
-        if layout is None or calendar is None:
+        if layout is None:
+            return None
+        limits.check_components(layout.components, layout.depth)
+        calendar = _read_header(layout.header)
+        if calendar is None:
             return None
         zones = self._zones(layout.timezones)
         if zones is None:

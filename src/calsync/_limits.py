@@ -66,13 +66,12 @@ class Limits:
                 f"{self.max_bytes:,} (parse_ics max_bytes)"
             )
 
-    def check_text(self, text: str, problems: list[Problem]) -> str:
-        """Raise `ParseError` past the component bounds; drop over-long lines.
+    def check_lines(self, text: str, problems: list[Problem]) -> str:
+        """Drop lines over ``max_line``.
 
         A dropped line becomes blank, so that later line numbers stay right,
         and is reported as a problem.
         """
-        self._check_components(text)
         for start, end in reversed(self._long_lines(text)):
             logical = text[start:end]
             length = len(_FOLD.sub("", logical).rstrip("\r"))
@@ -113,7 +112,9 @@ class Limits:
             if len(_FOLD.sub("", text[start:end]).rstrip("\r")) > self.max_line
         ]
 
-    def _check_components(self, text: str) -> None:
+    @staticmethod
+    def count(text: str) -> tuple[int, int]:
+        """Count the components after the VCALENDAR and how deep they nest."""
         components, depth, deepest = 0, 1, 1  # in the VCALENDAR the text starts with
         for match in _BEGIN_OR_END.finditer(text):
             if match.group(1):
@@ -122,6 +123,10 @@ class Limits:
                 deepest = max(deepest, depth)
             else:
                 depth = max(depth - 1, 0)
+        return components, deepest
+
+    def check_components(self, components: int, deepest: int) -> None:
+        """Raise `ParseError` past ``max_components`` or the nesting depth."""
         if components > self.max_components:
             raise ParseError(
                 f"the body holds {components:,} components, over the parser's "

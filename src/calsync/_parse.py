@@ -50,11 +50,12 @@ def parse_ics(
     problems: list[Problem] = []
     text = decode_body(data, problems)
     require_icalendar(text)
-    text = limits.check_text(text, problems)
+    text = limits.check_lines(text, problems)
     if cache is not None:
         if not isinstance(cache, ParseCache):
             raise ValidationError(f"cache must be a calsync.ParseCache, got {cache!r}")
-        parsed = reparse(cache, text, window, zone, max_occurrences, problems)
+        parsed = reparse(cache, text, window, zone, max_occurrences, problems, limits)
         if parsed is not None:
             return parsed
+    limits.check_components(*limits.count(text))
     return parse_whole(text, window, zone, max_occurrences, problems)

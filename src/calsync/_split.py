@@ -41,6 +41,8 @@ class Layout:
     events: list[str]
     timezones: list[str]
     others: list[str]
+    components: int = 0  # BEGIN lines after the calendar's own
+    depth: int = 1  # of the deepest component, the VCALENDAR being 1
 
 
 def split_calendar(text: str) -> Layout | None:
@@ -54,6 +56,7 @@ def split_calendar(text: str) -> Layout | None:
     kinds = {"VEVENT": layout.events, "VTIMEZONE": layout.timezones}
     header: list[str] = []
     stack: list[str] = []
+    components = depth = 0
     mark = block_start = first.end(2)
     for line in _NEXT_LINE.finditer(text, mark):
         keyword, name = line.group(1, 2)
@@ -69,6 +72,8 @@ def split_calendar(text: str) -> Layout | None:
                     header.append(text[mark:start])
                 block_start = start
             stack.append(name)
+            components += 1
+            depth = max(depth, len(stack))
         elif stack:
             if stack.pop() != name:
                 return None
@@ -79,7 +84,12 @@ def split_calendar(text: str) -> Layout | None:
             return None  # END of nothing, or lines after the calendar
         else:
             header.append(text[mark : line.start(1)])
-            return attrs.evolve(layout, header=wrapped(header))
+            return attrs.evolve(
+                layout,
+                header=wrapped(header),
+                components=components,
+                depth=depth + 1,
+            )
     return None
 
 
