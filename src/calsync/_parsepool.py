@@ -654,7 +654,8 @@ def _parse(
     caches: OrderedDict[str, ParseCache],
 ) -> ParsedCalendar:
     """Parse; out of memory with other calendars' caches held, drop them and retry."""
-    try:
+
+    def parse() -> ParsedCalendar:
         return parse_ics(
             body,
             window,
@@ -662,19 +663,16 @@ def _parse(
             max_occurrences=max_occurrences,
             cache=cache,
         )
+
+    try:
+        return parse()
     except MemoryError:
         if not caches:
             raise
     caches.clear()
     if cache is not None:
         cache.clear()
-    return parse_ics(
-        body,
-        window,
-        default_tz=default_tz,
-        max_occurrences=max_occurrences,
-        cache=cache,
-    )
+    return parse()
 
 
 def _address_space() -> int:

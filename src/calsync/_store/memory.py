@@ -457,11 +457,8 @@ class MemoryStore:
         """Record a failed attempt; retry at ``retry_at`` or dead-letter it."""
         now = as_aware_utc(now)
         retry = None if retry_at is None else as_aware_utc(retry_at)
-        self._check_open()
-        row = self._notifications.get(claim.id)
-        if row is None or row.claim_token != claim.token:
-            return False
-        if row.record.status != _PENDING:
+        row = self._claimed(claim)
+        if row is None:
             return False
         row.record = attrs.evolve(
             row.record,
@@ -471,14 +468,19 @@ class MemoryStore:
         )
         return True
 
-    async def release_claim(self, claim: NotificationClaim, now: datetime) -> bool:
-        """Hand back a claim never attempted: due ``now``, its attempt uncounted."""
-        now = as_aware_utc(now)
+    def _claimed(self, claim: NotificationClaim) -> _NotificationRow | None:
+        """Return the claim's notification if the claim holds it and it is pending."""
         self._check_open()
         row = self._notifications.get(claim.id)
         if row is None or row.claim_token != claim.token:
-            return False
-        if row.record.status != _PENDING:
+            return None
+        return row if row.record.status == _PENDING else None
+
+    async def release_claim(self, claim: NotificationClaim, now: datetime) -> bool:
+        """Hand back a claim never attempted: due ``now``, its attempt uncounted."""
+        now = as_aware_utc(now)
+        row = self._claimed(claim)
+        if row is None:
             return False
         row.claim_token += 1
         row.record = attrs.evolve(
