@@ -451,7 +451,8 @@ def notify(delivery):
 def test_run_adds_declared_calendars_delivers_and_stops_on_sigterm(
     tmp_path: Path, feeds: Feeds
 ) -> None:
-    soon = (NOW + timedelta(minutes=5)).strftime("%Y%m%dT%H%M%SZ")
+    # From the real clock now, not at import: the suite may reach this test late.
+    soon = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y%m%dT%H%M%SZ")
     body = ics(f"UID:soon-1\nDTSTAMP:20260101T000000Z\nDTSTART:{soon}\nSUMMARY:Soon")
     (tmp_path / "hooks.py").write_text(HANDLER)
     (tmp_path / "calsync.toml").write_text(
