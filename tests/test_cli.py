@@ -26,7 +26,6 @@ from click.testing import CliRunner, Result
 from calsync._cli import cli
 from conftest import ics
 
-NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 ID = re.compile(r"\(([0-9a-f]{32})\)")
 
 
@@ -86,8 +85,10 @@ def feeds() -> Iterator[Feeds]:
 
 
 def team_feed() -> str:
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+
     def stamp(offset: timedelta) -> str:
-        return (NOW + offset).strftime("%Y%m%dT%H%M%SZ")
+        return (now + offset).strftime("%Y%m%dT%H%M%SZ")
 
     return ics(
         f"""
