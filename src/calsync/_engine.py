@@ -137,9 +137,8 @@ class Engine:
         return as_aware_utc(self._clock())
 
     async def open(self) -> None:
-        """Open the store (create or migrate its schema); start the parse launcher."""
+        """Open the store (create or migrate its schema)."""
         await self._store.open()
-        self._syncer.prepare()
 
     async def close(self) -> None:
         """Close the fetcher and the store, and end the parse worker processes."""

@@ -177,6 +177,7 @@ class Syncer:
         self._settings = settings
         self._clock = clock
         self._caches: OrderedDict[str, ParseCache] = OrderedDict()
+        self._prepared = False
         self._pool: ParsePool | None = None
         if settings.parse_isolation:
             self._pool = ParsePool(
@@ -202,6 +203,7 @@ class Syncer:
         """
         started = time.monotonic()
         calendar = lease.calendar
+        self.prepare()
         try:
             result = await self._sync(lease, force=force, confirm=confirm_removals)
         except asyncio.CancelledError:
@@ -427,8 +429,13 @@ class Syncer:
         return self._pool
 
     def prepare(self) -> None:
-        """Get the parse workers' launcher going, so the first parse need not wait."""
-        if self._pool is not None:
+        """Get the parse workers' launcher going, so the first parse need not wait.
+
+        Called by the first sync (its fetch runs meanwhile), so a process that
+        never syncs, such as `calsync list`, starts no launcher.
+        """
+        if self._pool is not None and not self._prepared:
+            self._prepared = True
             self._pool.prepare()
 
     async def aclose(self) -> None:
