@@ -47,8 +47,8 @@ from typing import Any
 
 import calsync
 from calsync import Engine, HttpFetcher, Settings, SQLiteStore
-from calsync._parse import parse_ics
-from calsync._parsepool import _ZYGOTE, ParsePool
+from calsync.core.parse import parse_ics
+from calsync.engine.parsepool import _ZYGOTE, ParsePool
 from calsync.testing import FeedServer, ManualClock
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "corpus"

@@ -32,16 +32,14 @@ import attrs
 
 from calsync import (
     Calendar,
-    ChangeSet,
     Notification,
     Occurrence,
-    OccurrenceKey,
     PostgresStore,
     SQLiteStore,
     Store,
-    SyncState,
-    SyncWrite,
 )
+from calsync.core import ChangeSet, OccurrenceKey
+from calsync.stores import SyncState, SyncWrite
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CALENDARS = 200

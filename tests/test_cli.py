@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner, Result
 
-from calsync._cli import cli
+from calsync.cli.commands import cli
 from conftest import ics
 
 ID = re.compile(r"\(([0-9a-f]{32})\)")
@@ -479,7 +479,12 @@ def test_run_adds_declared_calendars_delivers_and_stops_on_sigterm(
             """
         )
     )
-    command = [sys.executable, "-c", "from calsync._cli import main; main()", "run"]
+    command = [
+        sys.executable,
+        "-c",
+        "from calsync.cli.commands import main; main()",
+        "run",
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     process = subprocess.Popen(
         command,

@@ -10,15 +10,13 @@ import pytest
 
 from calsync import (
     Calendar,
-    CircuitBreaker,
     HttpFetcher,
     MemoryStore,
     PostgresStore,
-    RetryPolicy,
     Settings,
     SQLiteStore,
 )
-from calsync._config import (
+from calsync.config import (
     Config,
     ConfigError,
     build_engine,
@@ -28,10 +26,11 @@ from calsync._config import (
     load_config,
     open_store,
 )
-from calsync._durations import parse_duration
-from calsync._engine import Engine
-from calsync._errors import CalsyncError, ValidationError
-from calsync._handlers import LoggingHandler, WebhookHandler
+from calsync.core import CircuitBreaker, RetryPolicy
+from calsync.core.durations import parse_duration
+from calsync.core.errors import CalsyncError, ValidationError
+from calsync.engine.service import Engine
+from calsync.handlers.delivery import LoggingHandler, WebhookHandler
 
 SECRET = "whsec-s3cr3t-value"
 
@@ -509,7 +508,7 @@ def test_a_python_target_is_imported() -> None:
         None,
         env={
             "CALSYNC_HANDLER_KIND": "python",
-            "CALSYNC_HANDLER_TARGET": "calsync._durations:parse_duration",
+            "CALSYNC_HANDLER_TARGET": "calsync.core.durations:parse_duration",
         },
     )
     assert build_handler(config) is parse_duration
@@ -519,8 +518,8 @@ def test_a_python_target_is_imported() -> None:
     ("target", "expected"),
     [
         ("calsync_no_such_module:notify", "cannot import module"),
-        ("calsync._durations:no_such_function", "has no attribute"),
-        ("calsync._config:ENV_PREFIX", "not callable"),
+        ("calsync.core.durations:no_such_function", "has no attribute"),
+        ("calsync.config:ENV_PREFIX", "not callable"),
     ],
 )
 def test_a_bad_python_target_is_a_clear_error(target: str, expected: str) -> None:

@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from rich.console import Console
 
-import calsync._demo
+import calsync.cli.demo
 from calsync import Engine, ParseError, Window, parse_ics
-from calsync._demo import CALENDARS, HORIZON, DemoCalendar, run_demo
+from calsync.cli.demo import CALENDARS, HORIZON, DemoCalendar, run_demo
 from calsync.testing import ManualClock
 
 # One start in Berlin winter time, one just before the clocks go forward, one
@@ -230,7 +230,7 @@ async def test_a_short_demo_prints_a_reminder_and_cleans_up(
 ) -> None:
     """The demo on virtual time: reminders, moving feeds, the broken feed, cleanup."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(calsync._demo, "Engine", Observed)
+    monkeypatch.setattr(calsync.cli.demo, "Engine", Observed)
     out = io.StringIO()
     console = Console(file=out, width=200, color_system=None)
     clock = ManualClock(DEMO_START)

@@ -8,8 +8,9 @@ import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calsync import ChangeSet, Occurrence, OccurrenceKey, Window, diff
-from calsync._guard import guard_removals
+from calsync import Occurrence, Window, diff
+from calsync.core import ChangeSet, OccurrenceKey
+from calsync.core.deletions import guard_removals
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

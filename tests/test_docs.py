@@ -196,7 +196,7 @@ def test_every_calsync_command_a_page_shows_is_accepted(
 ) -> None:
     from click.testing import CliRunner
 
-    from calsync._cli import cli
+    from calsync.cli.commands import cli
 
     # --help stops before any work, but only once every option was accepted.
     result = CliRunner().invoke(cli, [*args, "--help"])

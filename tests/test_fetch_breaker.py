@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 import attrs
 import pytest
 
-from calsync import Circuit, CircuitBreaker, CircuitState, SyncState, ValidationError
-from calsync._fetch.breaker import HostCircuits
+from calsync import ValidationError
+from calsync.core import Circuit, CircuitBreaker, CircuitState
+from calsync.core.breaker import HostCircuits
+from calsync.stores import SyncState
 
 NOW = datetime(2026, 3, 26, 8, 0, tzinfo=UTC)
 BREAKER = CircuitBreaker(

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from calsync import (
+from calsync import FileFetcher
+from calsync.fetch import (
     FetchBlocked,
     FetchConnectionError,
     FetchInvalidURL,
     FetchNotCalendar,
     FetchTooLarge,
-    FileFetcher,
 )
 from conftest import ics
 

@@ -23,17 +23,19 @@ from calsync import (
     BasicAuth,
     BearerAuth,
     CalsyncError,
+    FetchError,
+    HttpFetcher,
+    ValidationError,
+)
+from calsync.fetch import (
     FetchBlocked,
     FetchConnectionError,
-    FetchError,
     FetchInvalidURL,
     FetchNotCalendar,
     FetchStatusError,
     FetchTimeout,
     FetchTooLarge,
     FetchTooManyRedirects,
-    HttpFetcher,
-    ValidationError,
 )
 
 pytest_plugins = ["_feed_server"]

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from calsync import HostLimiter, ValidationError
-from calsync._fetch.limits import TokenBucket, host_of
+from calsync import ValidationError
+from calsync.fetch import HostLimiter
+from calsync.fetch.throttle import TokenBucket, host_of
 
 
 class FakeTime:

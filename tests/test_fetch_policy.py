@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from calsync import FetchStatusError, RetryPolicy, ValidationError, next_sync_at
-from calsync._fetch.hints import parse_max_age, parse_retry_after
+from calsync import ValidationError
+from calsync.core import RetryPolicy, next_sync_at
+from calsync.fetch import FetchStatusError
+from calsync.fetch.hints import parse_max_age, parse_retry_after
 
 NOW = datetime(2026, 3, 26, 8, 0, tzinfo=UTC)
 POLICY = RetryPolicy(base=timedelta(seconds=30), cap=timedelta(hours=1))

@@ -19,16 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 from _feed_server import FeedServer
-from calsync import (
-    BasicAuth,
-    BearerAuth,
-    FetchError,
-    HttpFetcher,
-    PostgresStore,
-    redact,
-)
-from calsync._cli import cli
-from calsync._config import ConfigError, load_config
+from calsync import BasicAuth, BearerAuth, FetchError, HttpFetcher, PostgresStore
+from calsync.cli.commands import cli
+from calsync.config import ConfigError, load_config
+from calsync.core import redact
 
 pytest_plugins = ["_feed_server"]
 

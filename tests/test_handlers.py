@@ -32,11 +32,11 @@ from calsync import (
     CalsyncError,
     Notification,
     Occurrence,
-    OccurrenceKey,
     ValidationError,
 )
-from calsync._config import build_handler, load_config
-from calsync._handlers import (
+from calsync.config import build_handler, load_config
+from calsync.core import OccurrenceKey
+from calsync.handlers.delivery import (
     Delivery,
     DeliveryError,
     LoggingHandler,

@@ -11,19 +11,15 @@ import pytest
 
 from calsync import (
     Calendar,
-    CalendarNotFound,
-    ChangeSet,
     Engine,
     Notification,
-    NotificationStatus,
     Occurrence,
-    OccurrenceKey,
     SQLiteStore,
-    SyncState,
-    SyncWrite,
     ValidationError,
 )
-from calsync._insight import Explanation, explain, upcoming
+from calsync.core import CalendarNotFound, ChangeSet, OccurrenceKey
+from calsync.engine.insight import Explanation, explain, upcoming
+from calsync.stores import NotificationStatus, SyncState, SyncWrite
 from calsync.testing import ManualClock
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

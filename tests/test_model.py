@@ -8,14 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import attrs
 import pytest
 
-from calsync import (
-    Notification,
-    Occurrence,
-    OccurrenceKey,
-    Problem,
-    ValidationError,
-    Window,
-)
+from calsync import Notification, Occurrence, Problem, ValidationError, Window
+from calsync.core import OccurrenceKey
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calsync import Notification, Occurrence, OccurrenceKey, ValidationError
+from calsync import Notification, Occurrence, ValidationError
 from calsync import notifications_due as due
+from calsync.core import OccurrenceKey
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TEN_MINUTES = timedelta(minutes=10)

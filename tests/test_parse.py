@@ -7,15 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from _hang import finishes
-from calsync import (
-    Occurrence,
-    OccurrenceKey,
-    ParseError,
-    TimezoneError,
-    ValidationError,
-    Window,
-    parse_ics,
-)
+from calsync import Occurrence, ParseError, ValidationError, Window, parse_ics
+from calsync.core import OccurrenceKey, TimezoneError
 from conftest import ics
 
 YEAR_2026 = Window(datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))

@@ -9,17 +9,11 @@ from pathlib import Path
 import attrs
 import pytest
 
-from calsync import (
-    Occurrence,
-    OccurrenceKey,
-    ParsedCalendar,
-    ParseError,
-    Problem,
-    Window,
-)
-from calsync._config import ConfigError, build_settings, load_config
-from calsync._parse import parse_ics
-from calsync._parsepool import _FIELDS, ParsePool, _compact, _restored
+from calsync import Occurrence, ParsedCalendar, ParseError, Problem, Window
+from calsync.config import ConfigError, build_settings, load_config
+from calsync.core import OccurrenceKey
+from calsync.core.parse import parse_ics
+from calsync.engine.parsepool import _FIELDS, ParsePool, _compact, _restored
 
 WINDOW = Window(datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
 # Recurring, all-day, zoned, with alarms and overrides: every field is exercised.

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from calsync import redact
+from calsync.core import redact
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,7 @@ def test_redact_never_shows_user_info_or_query_values(user: str, token: str) -> 
 
 
 def test_redact_text_masks_every_url_in_prose_and_keeps_its_punctuation() -> None:
-    from calsync._redact import redact_text
+    from calsync.core.redact import redact_text
 
     text = (
         "POST https://hooks.example/x?token=s3cret: 500. Also "

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calsync import Schedule, ScheduleError, TimezoneError, ValidationError
+from calsync import Schedule, ValidationError
+from calsync.core import ScheduleError, TimezoneError
 
 
 def utc(*parts: int) -> datetime:

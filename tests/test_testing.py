@@ -11,13 +11,12 @@ from datetime import UTC, datetime, timedelta, timezone
 import aiohttp
 import pytest
 
-from calsync import (
+from calsync import HttpFetcher, ValidationError
+from calsync.fetch import (
     FetchConnectionError,
     FetchNotCalendar,
     FetchStatusError,
     FetchTimeout,
-    HttpFetcher,
-    ValidationError,
 )
 from calsync.testing import FeedServer, ManualClock, MemoryStore, disposable_postgres
 from conftest import ics
@@ -501,7 +500,7 @@ def test_monotonic_follows_the_clock() -> None:
 
 
 def test_memory_store_is_still_exported() -> None:
-    assert MemoryStore.__module__ == "calsync._store.memory"
+    assert MemoryStore.__module__ == "calsync.stores.memory"
 
 
 POSTGRES_URL = os.environ.get("CALSYNC_TEST_POSTGRES_URL")

@@ -1,194 +1,136 @@
 """calsync: keep many ICS calendars in sync and know which events need a notification.
 
-The pure core (`parse_ics`, `diff`, `notifications_due`, `Schedule`) takes every
-input as an argument, the current time included; it never touches the clock, the
-network or a database.
+The names a host application needs live here; the rest are in the packages that
+tell the architecture: `calsync.core` (pure: parse, diff, reminders, schedules,
+policies), `calsync.fetch`, `calsync.stores`, `calsync.engine`,
+`calsync.handlers`, `calsync.config` and `calsync.testing`.
+
+Names are imported on first use, so ``import calsync.core`` loads no network or
+database code.
 """
 
 from __future__ import annotations
 
-from ._auth import BasicAuth, BearerAuth
-from ._config import Config, ConfigError, load_config
-from ._diff import diff
-from ._engine import Engine
-from ._errors import (
-    CalendarExists,
-    CalendarNotFound,
-    CalsyncError,
-    LeaseLost,
-    ParseError,
-    ScheduleError,
-    SchemaVersionError,
-    StoreError,
-    StoreUnavailable,
-    TimezoneError,
-    ValidationError,
-)
-from ._fetch import (
-    Circuit,
-    CircuitBreaker,
-    FetchBlocked,
-    FetchConnectionError,
-    Fetcher,
-    FetchError,
-    FetchInvalidURL,
-    FetchNotCalendar,
-    FetchResult,
-    FetchStatusError,
-    FetchTimeout,
-    FetchTooLarge,
-    FetchTooManyRedirects,
-    FileFetcher,
-    HostLimiter,
-    HttpFetcher,
-    RetryPolicy,
-    next_sync_at,
-)
-from ._handlers import (
-    Delivery,
-    DeliveryError,
-    Handler,
-    LoggingHandler,
-    WebhookHandler,
-    WebhookVerificationError,
-    sign_webhook,
-    verify_webhook,
-)
-from ._incremental import ParseCache, ParseCacheStats
-from ._insight import Explanation, Upcoming
-from ._model import (
-    ChangeSet,
-    Notification,
-    Occurrence,
-    OccurrenceKey,
-    ParsedCalendar,
-    Problem,
-    Window,
-)
-from ._notify import notifications_due
-from ._parse import parse_ics
-from ._records import (
-    AppliedSync,
-    Calendar,
-    CircuitState,
-    JobOutcome,
-    JobRun,
-    Lease,
-    NotificationClaim,
-    NotificationRecord,
-    NotificationStatus,
-    PruneCounts,
-    SyncState,
-    SyncWrite,
-    notification_id,
-)
-from ._redact import redact
-from ._results import (
-    CalendarStatus,
-    CheckResult,
-    CleanupResult,
-    DispatchResult,
-    EngineStatus,
-    JobStats,
-    SyncDueResult,
-    SyncOutcome,
-    SyncResult,
-)
-from ._runner import Runner, Triggers
-from ._schedule import Schedule
-from ._settings import Settings
-from ._store.memory import MemoryStore
-from ._store.postgres import PostgresStore
-from ._store.protocol import Store
-from ._store.sqlite import SQLiteStore
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from calsync.config import (
+        ConfigError,
+        load_config,
+    )
+    from calsync.core import (
+        BasicAuth,
+        BearerAuth,
+        CalsyncError,
+        Notification,
+        Occurrence,
+        ParseCache,
+        ParsedCalendar,
+        ParseError,
+        Problem,
+        Schedule,
+        Settings,
+        StoreError,
+        ValidationError,
+        Window,
+        diff,
+        notifications_due,
+        parse_ics,
+    )
+    from calsync.engine import (
+        CheckResult,
+        DispatchResult,
+        Engine,
+        EngineStatus,
+        Runner,
+        SyncResult,
+        Triggers,
+    )
+    from calsync.fetch import (
+        FetchError,
+        FileFetcher,
+        HttpFetcher,
+    )
+    from calsync.handlers import (
+        Delivery,
+        Handler,
+        LoggingHandler,
+        WebhookHandler,
+        verify_webhook,
+    )
+    from calsync.stores import (
+        Calendar,
+        MemoryStore,
+        PostgresStore,
+        SQLiteStore,
+        Store,
+    )
 
 __all__ = [
-    "AppliedSync",
     "BasicAuth",
     "BearerAuth",
     "Calendar",
-    "CalendarExists",
-    "CalendarNotFound",
-    "CalendarStatus",
     "CalsyncError",
-    "ChangeSet",
     "CheckResult",
-    "Circuit",
-    "CircuitBreaker",
-    "CircuitState",
-    "CleanupResult",
-    "Config",
     "ConfigError",
     "Delivery",
-    "DeliveryError",
     "DispatchResult",
     "Engine",
     "EngineStatus",
-    "Explanation",
-    "FetchBlocked",
-    "FetchConnectionError",
     "FetchError",
-    "FetchInvalidURL",
-    "FetchNotCalendar",
-    "FetchResult",
-    "FetchStatusError",
-    "FetchTimeout",
-    "FetchTooLarge",
-    "FetchTooManyRedirects",
-    "Fetcher",
     "FileFetcher",
     "Handler",
-    "HostLimiter",
     "HttpFetcher",
-    "JobOutcome",
-    "JobRun",
-    "JobStats",
-    "Lease",
-    "LeaseLost",
     "LoggingHandler",
     "MemoryStore",
     "Notification",
-    "NotificationClaim",
-    "NotificationRecord",
-    "NotificationStatus",
     "Occurrence",
-    "OccurrenceKey",
     "ParseCache",
-    "ParseCacheStats",
     "ParseError",
     "ParsedCalendar",
     "PostgresStore",
     "Problem",
-    "PruneCounts",
-    "RetryPolicy",
     "Runner",
     "SQLiteStore",
     "Schedule",
-    "ScheduleError",
-    "SchemaVersionError",
     "Settings",
     "Store",
     "StoreError",
-    "StoreUnavailable",
-    "SyncDueResult",
-    "SyncOutcome",
     "SyncResult",
-    "SyncState",
-    "SyncWrite",
-    "TimezoneError",
     "Triggers",
-    "Upcoming",
     "ValidationError",
     "WebhookHandler",
-    "WebhookVerificationError",
     "Window",
     "diff",
     "load_config",
-    "next_sync_at",
-    "notification_id",
     "notifications_due",
     "parse_ics",
-    "redact",
-    "sign_webhook",
     "verify_webhook",
 ]
+
+# Where a root name lives: the first of these packages whose __all__ holds it.
+_PACKAGES = (
+    "calsync.core",
+    "calsync.stores",
+    "calsync.fetch",
+    "calsync.handlers",
+    "calsync.engine",
+    "calsync.config",
+)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a root name from its package on first use (PEP 562)."""
+    if name in __all__:
+        for package in _PACKAGES:
+            module = importlib.import_module(package)
+            if name in module.__all__:
+                value = getattr(module, name)
+                globals()[name] = value
+                return value
+    raise AttributeError(f"module 'calsync' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

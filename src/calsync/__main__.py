@@ -1,5 +1,5 @@
 """``python -m calsync``: the command line, as the ``calsync`` script runs it."""
 
-from calsync._cli import main
+from calsync.cli.commands import main
 
 main()

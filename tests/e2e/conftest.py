@@ -37,13 +37,13 @@ from calsync import (
     Engine,
     HttpFetcher,
     Notification,
-    OccurrenceKey,
     PostgresStore,
     Settings,
     SQLiteStore,
     Store,
-    notification_id,
 )
+from calsync.core import OccurrenceKey
+from calsync.stores import notification_id
 from calsync.testing import FeedServer, disposable_postgres
 
 from ._clock import FileClock

@@ -24,7 +24,8 @@ from datetime import timedelta
 
 import pytest
 
-from calsync import Engine, NotificationStatus
+from calsync import Engine
+from calsync.stores import NotificationStatus
 
 from .conftest import (
     SAFETY,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from calsync import Engine, NotificationStatus
+from calsync import Engine
+from calsync.stores import NotificationStatus
 
 from ._clock import FileClock
 from .conftest import (

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from calsync import Engine, HttpFetcher, SQLiteStore, SyncOutcome
-from calsync._parsepool import _ZYGOTE, ParsePool
+from calsync import Engine, HttpFetcher, SQLiteStore
+from calsync.engine import SyncOutcome
+from calsync.engine.parsepool import _ZYGOTE, ParsePool
 from calsync.testing import FeedServer, ManualClock
 
 from .conftest import MINUTE, T0, event, ics, settings

@@ -9,15 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from calsync import (
-    Engine,
-    FileFetcher,
-    ParseError,
-    Store,
-    SyncOutcome,
-    Window,
-    parse_ics,
-)
+from calsync import Engine, FileFetcher, ParseError, Store, Window, parse_ics
+from calsync.engine import SyncOutcome
 from calsync.testing import ManualClock
 
 from .conftest import Recorder, settings

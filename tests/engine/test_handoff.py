@@ -7,14 +7,10 @@ import socket
 
 import pytest
 
-from calsync import (
-    Engine,
-    NotificationStatus,
-    PostgresStore,
-    StoreUnavailable,
-    SyncOutcome,
-    ValidationError,
-)
+from calsync import Engine, PostgresStore, ValidationError
+from calsync.core import StoreUnavailable
+from calsync.engine import SyncOutcome
+from calsync.stores import NotificationStatus
 from calsync.testing import FeedServer, ManualClock
 
 from .conftest import MINUTE, T0, event, ics

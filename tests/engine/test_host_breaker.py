@@ -12,14 +12,9 @@ from datetime import timedelta
 
 import pytest
 
-from calsync import (
-    CircuitBreaker,
-    CircuitState,
-    Engine,
-    HttpFetcher,
-    Store,
-    SyncOutcome,
-)
+from calsync import Engine, HttpFetcher, Store
+from calsync.core import CircuitBreaker, CircuitState
+from calsync.engine import SyncOutcome
 from calsync.testing import FeedServer, ManualClock
 
 from .conftest import T0, event, ics, settings

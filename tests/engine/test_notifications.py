@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from calsync import (
-    Calendar,
-    Delivery,
-    DeliveryError,
-    Engine,
-    HttpFetcher,
-    JobOutcome,
-    NotificationStatus,
-    Store,
-    SyncOutcome,
-)
+from calsync import Calendar, Delivery, Engine, HttpFetcher, Store
+from calsync.engine import SyncOutcome
+from calsync.handlers import DeliveryError
+from calsync.stores import JobOutcome, NotificationStatus
 from calsync.testing import FeedServer, ManualClock
 
 from .conftest import MINUTE, T0, Recorder, event, ics, settings

@@ -24,13 +24,12 @@ from calsync import (
     Delivery,
     Engine,
     HttpFetcher,
-    JobOutcome,
-    JobRun,
     Runner,
     SQLiteStore,
     Triggers,
     ValidationError,
 )
+from calsync.stores import JobOutcome, JobRun
 from calsync.testing import FeedServer, ManualClock
 
 from .conftest import T0, Recorder, event, ics, settings

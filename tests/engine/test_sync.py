@@ -9,21 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from calsync import (
+from calsync import Engine, HttpFetcher, SQLiteStore, Store, ValidationError
+from calsync.core import (
     CalendarExists,
     CircuitState,
-    Engine,
-    FetchInvalidURL,
-    HttpFetcher,
-    NotificationStatus,
     ScheduleError,
-    SQLiteStore,
-    Store,
     StoreUnavailable,
-    SyncOutcome,
     TimezoneError,
-    ValidationError,
 )
+from calsync.engine import SyncOutcome
+from calsync.fetch import FetchInvalidURL
+from calsync.stores import NotificationStatus
 from calsync.testing import FeedServer, ManualClock
 
 from .conftest import MINUTE, T0, Recorder, event, ics, settings

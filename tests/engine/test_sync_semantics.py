@@ -7,7 +7,9 @@ from __future__ import annotations
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-from calsync import Engine, NotificationStatus, SyncOutcome, SyncResult
+from calsync import Engine, SyncResult
+from calsync.engine import SyncOutcome
+from calsync.stores import NotificationStatus
 from calsync.testing import FeedServer, ManualClock
 
 from .conftest import MINUTE, T0, Recorder, event, ics

@@ -13,17 +13,9 @@ import os
 import sys
 from datetime import UTC, datetime, timedelta
 
-from calsync import (
-    ChangeSet,
-    LeaseLost,
-    Occurrence,
-    OccurrenceKey,
-    PostgresStore,
-    SQLiteStore,
-    Store,
-    SyncState,
-    SyncWrite,
-)
+from calsync import Occurrence, PostgresStore, SQLiteStore, Store
+from calsync.core import ChangeSet, LeaseLost, OccurrenceKey
+from calsync.stores import SyncState, SyncWrite
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LONG = timedelta(hours=1)
@@ -134,8 +126,8 @@ MODES = {
 
 async def ensure_config(config_path: str) -> None:
     """Open the configured engine, wait for a line, then ensure its [[calendars]]."""
-    from calsync._cli import ensure_calendars
-    from calsync._config import build_engine, load_config
+    from calsync.cli.commands import ensure_calendars
+    from calsync.config import build_engine, load_config
 
     config = load_config(config_path)
     async with build_engine(config) as engine:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from calsync import Calendar, MemoryStore, Occurrence, OccurrenceKey, Store
+from calsync import Calendar, MemoryStore, Occurrence, Store
+from calsync.core import OccurrenceKey
 
 POSTGRES_URL = os.environ.get("CALSYNC_TEST_POSTGRES_URL")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

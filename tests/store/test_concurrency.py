@@ -7,7 +7,9 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from calsync import ChangeSet, Notification, Store, SyncState, SyncWrite
+from calsync import Notification, Store
+from calsync.core import ChangeSet
+from calsync.stores import SyncState, SyncWrite
 
 from .conftest import MINUTE, T0, StoreFactory, calendar, occurrence
 

@@ -7,27 +7,24 @@ from datetime import datetime, timedelta
 import attrs
 import pytest
 
-from calsync import (
-    BasicAuth,
-    BearerAuth,
+from calsync import BasicAuth, BearerAuth, Notification, Store, ValidationError, Window
+from calsync.core import (
     CalendarExists,
     CalendarNotFound,
     ChangeSet,
     CircuitState,
+    LeaseLost,
+    OccurrenceKey,
+)
+from calsync.stores import (
     JobOutcome,
     JobRun,
-    LeaseLost,
-    Notification,
     NotificationStatus,
-    OccurrenceKey,
-    Store,
     SyncState,
     SyncWrite,
-    ValidationError,
-    Window,
     notification_id,
 )
-from calsync._store.protocol import SCHEMA_VERSION
+from calsync.stores.store import SCHEMA_VERSION
 
 from .conftest import MINUTE, T0, StoreFactory, calendar, occurrence
 

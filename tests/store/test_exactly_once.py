@@ -13,18 +13,9 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calsync import (
-    Calendar,
-    NotificationStatus,
-    Occurrence,
-    OccurrenceKey,
-    Store,
-    SyncState,
-    SyncWrite,
-    Window,
-    diff,
-    notifications_due,
-)
+from calsync import Calendar, Occurrence, Store, Window, diff, notifications_due
+from calsync.core import OccurrenceKey
+from calsync.stores import NotificationStatus, SyncState, SyncWrite
 
 from .conftest import T0, StoreFactory
 

@@ -15,18 +15,10 @@ from typing import Any
 import attrs
 import pytest
 
-from calsync import (
-    ChangeSet,
-    Notification,
-    NotificationStatus,
-    SchemaVersionError,
-    StoreError,
-    SyncState,
-    SyncWrite,
-    ValidationError,
-    Window,
-)
-from calsync._store.protocol import SCHEMA_VERSION
+from calsync import Notification, StoreError, ValidationError, Window
+from calsync.core import ChangeSet, SchemaVersionError
+from calsync.stores import NotificationStatus, SyncState, SyncWrite
+from calsync.stores.store import SCHEMA_VERSION
 
 from .conftest import (
     MINUTE,
@@ -39,7 +31,7 @@ from .conftest import (
 )
 
 psycopg = pytest.importorskip("psycopg")
-postgres = pytest.importorskip("calsync._store.postgres")
+postgres = pytest.importorskip("calsync.stores.postgres")
 PostgresStore = postgres.PostgresStore
 
 TTL = timedelta(minutes=5)
@@ -268,7 +260,7 @@ async def test_concurrent_open_from_many_tasks_is_safe(url: str, schema: str) ->
 
 OPEN_IN_A_CHILD = """
 import asyncio, sys
-from calsync._store.postgres import PostgresStore
+from calsync.stores.postgres import PostgresStore
 
 async def main():
     async with PostgresStore(sys.argv[1], schema=sys.argv[2]) as store:

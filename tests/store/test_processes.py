@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from calsync import ChangeSet, Notification, Store, SyncState, SyncWrite
+from calsync import Notification, Store
+from calsync.core import ChangeSet
+from calsync.stores import SyncState, SyncWrite
 
 from .conftest import (
     POSTGRES_URL,

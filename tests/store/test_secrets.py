@@ -10,19 +10,12 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from calsync import (
-    BasicAuth,
-    BearerAuth,
-    Calendar,
-    CalendarExists,
-    Store,
-    StoreError,
-    ValidationError,
-)
-from calsync._config import load_config, open_store
-from calsync._store import postgres as postgres_module
-from calsync._store import sqlite as sqlite_module
-from calsync._store.protocol import SCHEMA_VERSION
+from calsync import BasicAuth, BearerAuth, Calendar, Store, StoreError, ValidationError
+from calsync.config import load_config, open_store
+from calsync.core import CalendarExists
+from calsync.stores import postgres as postgres_module
+from calsync.stores import sqlite as sqlite_module
+from calsync.stores.store import SCHEMA_VERSION
 
 from .conftest import POSTGRES_URL, T0, calendar, drop_schema, fresh_schema
 from .conftest import needs_postgres as needs_postgres

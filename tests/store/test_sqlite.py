@@ -14,22 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from calsync import (
-    CalendarExists,
-    ChangeSet,
-    Notification,
-    NotificationStatus,
-    SchemaVersionError,
-    StoreError,
-    StoreUnavailable,
-    SyncState,
-    SyncWrite,
-    Window,
-)
-from calsync._store import sqlite as sqlite_module
-from calsync._store._rows import epoch_micros
-from calsync._store.protocol import SCHEMA_VERSION
-from calsync._store.sqlite import SQLiteStore
+from calsync import Notification, StoreError, Window
+from calsync.core import CalendarExists, ChangeSet, SchemaVersionError, StoreUnavailable
+from calsync.stores import NotificationStatus, SyncState, SyncWrite
+from calsync.stores import sqlite as sqlite_module
+from calsync.stores._rows import epoch_micros
+from calsync.stores.sqlite import SQLiteStore
+from calsync.stores.store import SCHEMA_VERSION
 
 from .conftest import MINUTE, T0, calendar, occurrence
 
@@ -273,7 +264,7 @@ async def test_processes_opening_a_new_file_at_once_all_succeed(
     # Each child imports, says it is ready, and opens the store on "go".
     script = (
         "import asyncio, sys\n"
-        "from calsync._store.sqlite import SQLiteStore\n"
+        "from calsync.stores.sqlite import SQLiteStore\n"
         "async def main():\n"
         "    print('ready', flush=True)\n"
         "    sys.stdin.readline()\n"

@@ -17,7 +17,8 @@ from _aps_support import Executions, Recorder, eventually, feed, soon
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from calsync import Engine, NotificationStatus, Triggers
+from calsync import Engine, Triggers
+from calsync.stores import NotificationStatus
 from calsync.testing import FeedServer
 from calsync_apscheduler import install
 

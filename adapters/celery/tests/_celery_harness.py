@@ -90,9 +90,9 @@ def soon(minutes: float = 4) -> datetime:
 def expected_id(calendar: calsync.Calendar, uid: str, start: datetime) -> str:
     """The id of the reminder of a one-off event: the handler's idempotency key."""
     notification = calsync.Notification(
-        key=calsync.OccurrenceKey(uid), lead=LEAD, start=start
+        key=calsync.core.OccurrenceKey(uid), lead=LEAD, start=start
     )
-    return calsync.notification_id(calendar.id, notification)
+    return calsync.stores.notification_id(calendar.id, notification)
 
 
 async def eventually(
@@ -196,7 +196,7 @@ class Store:
     async def delivered_ids(self) -> set[str]:
         """The ids the store records as delivered."""
         records = await self.engine.store.list_notifications(
-            status=calsync.NotificationStatus.DELIVERED, limit=10_000
+            status=calsync.stores.NotificationStatus.DELIVERED, limit=10_000
         )
         return {record.id for record in records}
 

@@ -41,7 +41,9 @@ def test_install_registers_the_five_tasks_with_late_acks() -> None:
     assert {task.name for task in tasks.values()} == JOBS
     assert all(app.tasks[name].acks_late for name in JOBS)
     assert app.tasks["calsync.sync_calendar"].reject_on_worker_lost
-    assert app.tasks["calsync.sync_due"].autoretry_for == (calsync.StoreUnavailable,)
+    assert app.tasks["calsync.sync_due"].autoretry_for == (
+        calsync.core.StoreUnavailable,
+    )
 
 
 def test_install_keeps_the_hosts_beat_entries() -> None:

@@ -245,10 +245,12 @@ async def test_syncs_and_checks_wake_a_check_at_each_fire_time_before_beats(
         assert record.delivered_at is not None
         assert record.delivered_at >= record.fire_at, "delivered before its time"
     first_id = expected_id(team, "review@example.com", start)
-    second_id = calsync.notification_id(
+    second_id = calsync.stores.notification_id(
         team.id,
         calsync.Notification(
-            key=calsync.OccurrenceKey("review@example.com"), lead=second, start=start
+            key=calsync.core.OccurrenceKey("review@example.com"),
+            lead=second,
+            start=start,
         ),
     )
     assert await store.deliveries() == {first_id: 1, second_id: 1}

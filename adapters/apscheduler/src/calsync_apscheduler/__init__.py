@@ -35,10 +35,10 @@ JOBS = calsync.Triggers.JOBS
 _AT_START = frozenset({"sync_due", "check_notifications", "dispatch_notifications"})
 
 _Result = (
-    calsync.SyncDueResult
+    calsync.engine.SyncDueResult
     | calsync.CheckResult
     | calsync.DispatchResult
-    | calsync.CleanupResult
+    | calsync.engine.CleanupResult
 )
 
 
@@ -159,7 +159,7 @@ class _Jobs:
     async def run(self, job: str) -> _Result:
         """Run one Engine job; its result is the APScheduler event's ``retval``."""
         result = await self._call(job)
-        if isinstance(result, calsync.SyncDueResult | calsync.CheckResult):
+        if isinstance(result, calsync.engine.SyncDueResult | calsync.CheckResult):
             now = datetime.now(self._scheduler.timezone)
             for follow_up in result.follow_ups:
                 self._bring_forward(follow_up, now)

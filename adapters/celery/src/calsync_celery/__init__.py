@@ -178,7 +178,7 @@ def install(
     ``schedules`` says when beat sends each job (default `calsync.Triggers()`).
     Beat entries already in ``app.conf.beat_schedule`` are kept. Returns the
     tasks by job name. Raises `calsync.ValidationError` for a bad handler and
-    `calsync.ScheduleError` for a bad schedule.
+    `calsync.core.ScheduleError` for a bad schedule.
     """
     if not callable(handler):
         raise calsync.ValidationError(f"handler must be callable, got {handler!r}")
@@ -193,7 +193,7 @@ def install(
             name=f"calsync.{name}",
             shared=False,  # this app's tasks, not every app's
             acks_late=True,
-            autoretry_for=(calsync.StoreUnavailable,),
+            autoretry_for=(calsync.core.StoreUnavailable,),
             retry_backoff=True,
             retry_backoff_max=60,
             retry_jitter=True,

@@ -1,1 +1,0 @@
-"""Stores: the `Store` protocol and its implementations, one module per backend."""

@@ -1,0 +1,225 @@
+"""How an `Engine` behaves: concurrency, leases, retries, guards and retention."""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import socket
+from datetime import timedelta
+
+import attrs
+
+from calsync.core.breaker import CircuitBreaker
+from calsync.core.durations import LONGEST, Span
+from calsync.core.errors import ValidationError
+from calsync.core.retry import RetryPolicy
+
+__all__ = ["SETTINGS_COUNTS", "SETTINGS_SPANS", "Count", "Settings", "default_worker"]
+
+
+def default_worker() -> str:
+    """Return a worker name unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+DAY = timedelta(days=1)
+WEEK = timedelta(days=7)
+YEAR = timedelta(days=366)
+
+SETTINGS_SPANS: dict[str, Span] = {
+    "lease_ttl": Span(DAY, zero_ok=False, why="a crashed worker's calendars wait"),
+    "parse_timeout": Span(DAY, zero_ok=False),
+    "reparse_after": Span(YEAR, zero_ok=False),
+    "late_grace": Span(WEEK, why="a reminder later than that is news, not a reminder"),
+    "alarm_lookahead": Span(YEAR, zero_ok=False),
+    "handler_timeout": Span(DAY, zero_ok=False),
+    "keep_expired_occurrences": Span(LONGEST),
+    "keep_notifications": Span(LONGEST),
+    "keep_job_runs": Span(LONGEST),
+    # Of the retry policies and the circuit breaker: a feed or a receiver that
+    # fails is tried again at least once a week.
+    "retry.base": Span(WEEK, zero_ok=False),
+    "retry.cap": Span(WEEK, zero_ok=False),
+    "retry.max_retry_after": Span(WEEK, zero_ok=False),
+    "delivery_retry.base": Span(WEEK, zero_ok=False),
+    "delivery_retry.cap": Span(WEEK, zero_ok=False),
+    "delivery_retry.max_retry_after": Span(WEEK, zero_ok=False),
+    "breaker.cool_down": Span(WEEK, zero_ok=False),
+    "breaker.probe_timeout": Span(DAY, zero_ok=False),
+}
+"""The range of each duration setting; the config reader checks the same table."""
+
+
+@attrs.frozen
+class Count:
+    """The range a whole-number setting accepts; `problem` says why not, in words."""
+
+    minimum: int
+    maximum: int
+
+    def problem(self, value: object) -> str | None:
+        """Why *value* is not a fitting whole number, or None when it is one."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "must be a whole number"
+        if not self.minimum <= value <= self.maximum:
+            return f"must be from {self.minimum} to {self.maximum:,}"
+        return None
+
+
+SETTINGS_COUNTS: dict[str, Count] = {
+    # Each concurrent sync or delivery is a task; more than this only thrashes.
+    "sync_concurrency": Count(1, 1_000),
+    "per_host_concurrency": Count(1, 1_000),
+    "max_occurrences": Count(1, 10_000_000),
+    "mass_deletion_min": Count(1, 10_000_000),
+    "dispatch_batch": Count(1, 100_000),
+    "dispatch_concurrency": Count(1, 1_000),
+    "max_attempts": Count(1, 1_000),
+    "stale_factor": Count(1, 1_000),
+    "parse_cache_size": Count(0, 1_000_000),
+    # Each parse slot is a worker process.
+    "parse_concurrency": Count(1, 64),
+    "breaker.failure_threshold": Count(1, 1_000),
+}
+"""The range of each whole-number setting."""
+
+MAX_RATE = 1_000.0
+"""The highest ``per_host_rate`` (requests per second): past it, no limit at all."""
+
+
+def rate_problem(value: object) -> str | None:
+    """Why *value* is not a per-host rate (requests per second > 0), or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "must be a number of requests per second"
+    if not math.isfinite(value) or not 0 < value <= MAX_RATE:
+        return f"must be a number greater than 0 and at most {MAX_RATE:g}"
+    return None
+
+
+def fraction_problem(value: object) -> str | None:
+    """Why *value* is not a fraction in (0, 1], or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "must be a number"
+    if not 0 < value <= 1:  # NaN fails this too
+        return "must be greater than 0 and at most 1, like 0.5"
+    return None
+
+
+def _span(
+    instance: object, attribute: attrs.Attribute[timedelta], value: object
+) -> None:
+    SETTINGS_SPANS[attribute.name].check(attribute.name, value)
+
+
+def _count(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
+    problem = SETTINGS_COUNTS[attribute.name].problem(value)
+    if problem is not None:
+        raise ValidationError(f"{attribute.name} {problem}, got {value!r}")
+
+
+def _fraction(
+    instance: object, attribute: attrs.Attribute[float], value: object
+) -> None:
+    problem = fraction_problem(value)
+    if problem is not None:
+        raise ValidationError(f"{attribute.name} {problem}, got {value!r}")
+
+
+def _rate(instance: object, attribute: attrs.Attribute[float], value: object) -> None:
+    problem = None if value is None else rate_problem(value)
+    if problem is not None:
+        raise ValidationError(f"{attribute.name} {problem} (or None), got {value!r}")
+
+
+def _check_nested(settings: Settings) -> None:
+    """Range-check the durations of the retry policies and the circuit breaker."""
+    for name, span in SETTINGS_SPANS.items():
+        owner, dot, field = name.partition(".")
+        if dot:
+            span.check(name, getattr(getattr(settings, owner), field))
+    threshold = settings.breaker.failure_threshold
+    problem = SETTINGS_COUNTS["breaker.failure_threshold"].problem(threshold)
+    if problem is not None:
+        raise ValidationError(f"breaker.failure_threshold {problem}, got {threshold!r}")
+
+
+def _memory_limit(
+    instance: object, attribute: attrs.Attribute[int], value: int
+) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or value < 64 * 2**20
+    ):
+        raise ValidationError(
+            f"{attribute.name} must be None or a number of bytes >= 64 MiB, "
+            f"got {value!r}"
+        )
+
+
+@attrs.frozen
+class Settings:
+    """Tuning of an `Engine`; the defaults suit a service with thousands of calendars.
+
+    Durations are timedeltas. ``worker`` names this process in leases and claims;
+    it must differ between processes sharing a store. Feeds are parsed in
+    ``parse_concurrency`` worker processes of at most ``parse_memory_limit``
+    bytes each (None: no limit); ``parse_isolation=False`` parses in threads of
+    this process instead, where a parse past its limit cannot be stopped.
+    """
+
+    worker: str = attrs.field(factory=default_worker)
+    sync_concurrency: int = attrs.field(default=16, validator=_count)
+    per_host_concurrency: int = attrs.field(default=4, validator=_count)
+    per_host_rate: float | None = attrs.field(default=2.0, validator=_rate)
+    lease_ttl: timedelta = attrs.field(default=timedelta(minutes=5), validator=_span)
+    parse_timeout: timedelta = attrs.field(
+        default=timedelta(minutes=2), validator=_span
+    )
+    max_occurrences: int = attrs.field(default=20_000, validator=_count)
+    reparse_after: timedelta = attrs.field(default=timedelta(days=1), validator=_span)
+    late_grace: timedelta = attrs.field(default=timedelta(0), validator=_span)
+    alarm_lookahead: timedelta = attrs.field(default=timedelta(days=7), validator=_span)
+    mass_deletion_min: int = attrs.field(default=20, validator=_count)
+    mass_deletion_fraction: float = attrs.field(default=0.5, validator=_fraction)
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    breaker: CircuitBreaker = attrs.field(factory=CircuitBreaker)
+    dispatch_batch: int = attrs.field(default=100, validator=_count)
+    dispatch_concurrency: int = attrs.field(default=10, validator=_count)
+    handler_timeout: timedelta = attrs.field(
+        default=timedelta(seconds=30), validator=_span
+    )
+    max_attempts: int = attrs.field(default=8, validator=_count)
+    delivery_retry: RetryPolicy = attrs.field(
+        factory=lambda: RetryPolicy(base=timedelta(seconds=30), cap=timedelta(hours=1))
+    )
+    keep_expired_occurrences: timedelta = attrs.field(
+        default=timedelta(days=7), validator=_span
+    )
+    keep_notifications: timedelta = attrs.field(
+        default=timedelta(days=30), validator=_span
+    )
+    keep_job_runs: timedelta = attrs.field(default=timedelta(days=30), validator=_span)
+    stale_factor: int = attrs.field(default=3, validator=_count)
+    parse_cache_size: int = attrs.field(default=256, validator=_count)
+    parse_concurrency: int = attrs.field(default=2, validator=_count)
+    parse_memory_limit: int | None = attrs.field(
+        default=512 * 1024 * 1024, validator=_memory_limit
+    )
+    parse_isolation: bool = attrs.field(
+        default=True, validator=attrs.validators.instance_of(bool)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.worker, str) or not self.worker.strip():
+            raise ValidationError("worker must name this process")
+        _check_nested(self)
+        if self.parse_timeout >= self.lease_ttl:
+            raise ValidationError(
+                "parse_timeout must be shorter than lease_ttl, or a lease could expire "
+                "while its calendar is still being parsed"
+            )
+        if self.handler_timeout * 2 > self.lease_ttl:
+            raise ValidationError(
+                "handler_timeout must be at most half of lease_ttl: a claim must "
+                "outlast the handler call it covers"
+            )

@@ -1,0 +1,695 @@
+"""Isolated parse workers: a parse past its limit is killed and its memory returned.
+
+A `ParsePool` runs `parse_ics` in a few worker processes forked lazily from a
+zygote (a small process with calsync imported, so a worker starts in
+milliseconds). Each worker
+has a pipe of its own, a memory ceiling (``RLIMIT_AS``) and the `ParseCache`s
+of the calendars it parsed last; a calendar goes to the same worker whenever it
+is free. A parse that outlives its time limit, hits the memory ceiling or kills
+its worker ends that worker: it is killed, reaped, and replaced on next use, so
+there are never more parses alive than workers (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import math
+import os
+import pickle
+import resource
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import weakref
+import zlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, tzinfo
+from multiprocessing.connection import Connection
+from typing import Any
+
+import attrs
+
+from calsync.core.errors import CalsyncError
+from calsync.core.incremental import ParseCache
+from calsync.core.model import Occurrence, OccurrenceKey, ParsedCalendar, Window
+from calsync.core.parse import parse_ics
+
+__all__ = [
+    "ParseCrashed",
+    "ParseOutOfMemory",
+    "ParsePool",
+    "ParsePoolStats",
+    "ParseStopped",
+    "ParseTimedOut",
+]
+
+logger = logging.getLogger("calsync.parsepool")
+
+_PROTOCOL = 5
+_JOIN_SECONDS = 5.0
+
+
+class ParseStopped(Exception):
+    """A parse did not finish in its worker; the worker was ended and reaped."""
+
+
+class ParseTimedOut(ParseStopped):
+    """The parse ran past its time limit."""
+
+
+class ParseOutOfMemory(ParseStopped):
+    """The parse needed more memory than a worker may use."""
+
+
+class ParseCrashed(ParseStopped):
+    """The worker died mid-parse, or the parse raised an unexpected error.
+
+    ``detail`` says which (killed by a signal, the system's OOM killer, ...).
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@attrs.frozen
+class ParsePoolStats:
+    """What a pool did so far, for metrics and tests.
+
+    ``warm`` counts parses that found their calendar's `ParseCache` in the worker.
+    """
+
+    started: int = 0
+    stopped: int = 0
+    parses: int = 0
+    warm: int = 0
+
+
+class _Worker:
+    """One worker process (a child of the zygote) and our end of its socket."""
+
+    def __init__(self, pid: int, conn: Connection) -> None:
+        self.pid = pid
+        self.conn = conn
+        self._pidfd = _pidfd(pid)
+        self._ending = threading.Lock()
+
+    def ask(self, request: bytes, body: bytes) -> bytes:
+        """Send one parse and wait for its reply; EOFError if the worker died."""
+        self.conn.send_bytes(request)
+        self.conn.send_bytes(body)
+        return self.conn.recv_bytes()
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return not _exited(self.pid, self._pidfd, 0)
+
+    def kill(self) -> None:
+        """Send SIGKILL (no-op once ended)."""
+        if not self.conn.closed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def end(self) -> None:
+        """Kill the process, wait until it is gone (reaped) and close the socket."""
+        with self._ending:
+            if self.conn.closed:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            if not _exited(self.pid, self._pidfd, _JOIN_SECONDS):
+                logger.error("parse worker %d did not end after SIGKILL", self.pid)
+            self.conn.close()
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+
+
+class ParsePool:
+    """At most ``workers`` parse processes, each under ``memory_limit`` bytes.
+
+    ``cache_size`` calendars' `ParseCache`s are kept across the workers (0: none).
+    Safe to share between event loops; `close` ends every worker.
+    """
+
+    def __init__(
+        self, *, workers: int, memory_limit: int | None, cache_size: int
+    ) -> None:
+        self._size = workers
+        self._memory_limit = memory_limit
+        self._cache_size = math.ceil(cache_size / workers) if cache_size else 0
+        self._workers: list[_Worker | None] = [None] * workers
+        self._idle = set(range(workers))
+        self._guard = threading.Lock()
+        self._closed = False
+        self._stats = ParsePoolStats()
+        self._slots: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Semaphore
+        ] = weakref.WeakKeyDictionary()
+        self._finalizer = weakref.finalize(self, _end_all, self._workers)
+
+    def __repr__(self) -> str:
+        return f"<ParsePool of {self._size} workers, {len(self.pids())} running>"
+
+    def prepare(self) -> None:
+        """Get ready to start workers (in the background): call it when opening."""
+        _ZYGOTE.start_soon()
+
+    @property
+    def stats(self) -> ParsePoolStats:
+        """Counts of workers started and stopped, parses and warm parses."""
+        return self._stats
+
+    def pids(self) -> list[int]:
+        """Process ids of the running workers."""
+        with self._guard:
+            workers = [worker for worker in self._workers if worker is not None]
+        return [worker.pid for worker in workers]
+
+    async def parse(
+        self,
+        calendar_id: str,
+        body: bytes,
+        window: Window,
+        *,
+        default_tz: str,
+        max_occurrences: int,
+        timeout: float,
+    ) -> ParsedCalendar:
+        """Parse ``body`` in a worker, with the calendar's cache if it has one there.
+
+        Raises what `parse_ics` raises on purpose (`ParseError`, ...), or a
+        `ParseStopped` after ending the worker.
+        """
+        request = pickle.dumps(
+            (calendar_id, window, default_tz, max_occurrences, self._cache_size),
+            protocol=_PROTOCOL,
+        )
+        async with self._slot(calendar_id) as index:
+            worker = await self._worker(index)
+            reply = await self._ask(index, worker, request, body, timeout)
+        return self._answer(reply)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, calendar_id: str) -> AsyncIterator[int]:
+        """Hold a free worker slot, the calendar's own if it is free."""
+        if self._closed:
+            raise RuntimeError("the parse pool is closed")
+        loop = asyncio.get_running_loop()
+        limit = self._slots.get(loop)
+        if limit is None:
+            limit = self._slots[loop] = asyncio.Semaphore(self._size)
+        async with limit:
+            preferred = zlib.crc32(calendar_id.encode()) % self._size
+            # Only an Engine shared by two loops at once can find none free here.
+            while (index := self._take(preferred)) is None:
+                await asyncio.sleep(0.05)
+            try:
+                yield index
+            finally:
+                with self._guard:
+                    self._idle.add(index)
+
+    def _take(self, preferred: int) -> int | None:
+        with self._guard:
+            if not self._idle:
+                return None
+            index = preferred if preferred in self._idle else min(self._idle)
+            self._idle.discard(index)
+            return index
+
+    async def _worker(self, index: int) -> _Worker:
+        worker = self._workers[index]
+        if worker is not None and worker.alive():
+            return worker
+        if worker is not None:  # died while idle (the system's OOM killer, say)
+            await self._end(index, worker)
+        return await asyncio.to_thread(self._start, index)
+
+    def _start(self, index: int) -> _Worker:
+        worker = _ZYGOTE.spawn(self._memory_limit)
+        with self._guard:
+            if self._closed:
+                worker.end()
+                raise RuntimeError("the parse pool is closed")
+            self._workers[index] = worker
+            self._stats = attrs.evolve(self._stats, started=self._stats.started + 1)
+        return worker
+
+    async def _ask(
+        self, index: int, worker: _Worker, request: bytes, body: bytes, timeout: float
+    ) -> tuple[Any, ...]:
+        asking = asyncio.ensure_future(asyncio.to_thread(worker.ask, request, body))
+        try:
+            done, _ = await asyncio.wait({asking}, timeout=timeout)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._end(index, worker, asking))
+            raise
+        if not done:
+            await self._end(index, worker, asking)
+            raise ParseTimedOut(f"the parse took longer than {timeout:g} s")
+        try:
+            reply: tuple[Any, ...] = pickle.loads(asking.result())
+        except (EOFError, OSError):
+            await self._end(index, worker)
+            raise ParseCrashed(
+                "its worker process died mid-parse (killed, or out of memory)"
+            ) from None
+        self._count(warm=reply[0] == "ok" and reply[2])
+        if reply[0] in ("memory", "crashed"):
+            await self._end(index, worker)  # its heap is in an unknown state
+        return reply
+
+    def _count(self, *, warm: bool) -> None:
+        with self._guard:
+            stats = self._stats
+            self._stats = attrs.evolve(
+                stats, parses=stats.parses + 1, warm=stats.warm + warm
+            )
+
+    async def _end(
+        self, index: int, worker: _Worker, asking: asyncio.Future[bytes] | None = None
+    ) -> None:
+        """Kill and reap a worker; its slot gets a new one on next use."""
+        with self._guard:
+            if self._workers[index] is worker:
+                self._workers[index] = None
+                self._stats = attrs.evolve(self._stats, stopped=self._stats.stopped + 1)
+        worker.kill()
+        if asking is not None:  # the thread sees the pipe close; wait it out
+            await asyncio.wait({asking})
+            if not asking.cancelled():
+                asking.exception()
+        await asyncio.to_thread(worker.end)
+
+    def _answer(self, reply: tuple[Any, ...]) -> ParsedCalendar:
+        kind = reply[0]
+        if kind == "ok":
+            return _restored(reply[1])
+        if kind == "error":
+            error: BaseException = reply[1]
+            raise error
+        if kind == "memory":
+            raise ParseOutOfMemory("the parse ran out of memory")
+        logger.error("a parse worker failed:\n%s", reply[2])
+        raise ParseCrashed(f"unexpected {reply[1]} in the parse worker")
+
+    async def close(self) -> None:
+        """End every worker and refuse new parses; waits until they are reaped."""
+        with self._guard:
+            self._closed = True
+        await asyncio.to_thread(_end_all, self._workers)
+
+
+def _end_all(workers: list[_Worker | None]) -> None:
+    for index, worker in enumerate(workers):
+        if worker is not None:
+            workers[index] = None
+            worker.end()
+
+
+def _pidfd(pid: int) -> int | None:
+    """Return a pidfd to wait on the process with (Linux), or None to poll."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _exited(pid: int, pidfd: int | None, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the process to end; whether it has."""
+    if pidfd is not None:
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
+class _Zygote:
+    """A small process with calsync imported that forks parse workers on request.
+
+    Never a fork of this (threaded, asyncio) process, and never a re-run of
+    the host's ``__main__`` as multiprocessing's start methods do. Started once
+    per process, on first use; it exits when this process does.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._owner = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The zygote's process id, if it runs; the workers are its children."""
+        running = self._process is not None and self._owner == os.getpid()
+        return self._process.pid if running and self._process is not None else None
+
+    def start_soon(self) -> None:
+        """Start the zygote in the background, so the first parse need not wait."""
+
+        def start() -> None:
+            try:
+                with self._lock:
+                    self._running()
+            except OSError:
+                logger.exception("could not start the parse worker launcher")
+
+        threading.Thread(target=start, name="calsync-zygote", daemon=True).start()
+
+    def spawn(self, memory_limit: int | None) -> _Worker:
+        """Fork a new worker; return it with our end of its socket."""
+        ours, theirs = socket.socketpair()
+        try:
+            with self._lock:
+                sock = self._running()
+                request = struct.pack("!q", memory_limit or 0)
+                socket.send_fds(sock, [request], [theirs.fileno()])
+                reply = _read_exactly(sock, 8)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        (pid,) = struct.unpack("!q", reply)
+        return _Worker(pid, Connection(ours.detach()))
+
+    def _running(self) -> socket.socket:
+        if self._sock is not None and self._owner == os.getpid():
+            assert self._process is not None
+            if self._process.poll() is None:
+                return self._sock
+        ours, theirs = socket.socketpair()
+        code = _ZYGOTE_CODE.format(
+            package=os.path.dirname(os.path.abspath(__file__)), fd=theirs.fileno()
+        )
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", code], pass_fds=[theirs.fileno()]
+        )
+        theirs.close()
+        self._sock, self._owner = ours, os.getpid()
+        return ours
+
+
+# The zygote imports the parser alone: the packages' __init__ modules (the
+# Engine, aiohttp, the stores) are left out, which halves its start and its
+# workers' memory.
+_ZYGOTE_CODE = """
+import os, sys, types
+for name, path in (("calsync", os.path.dirname({package!r})), ("calsync.engine", {package!r})):
+    package = types.ModuleType(name)
+    package.__path__ = [path]
+    sys.modules[name] = package
+from calsync.engine.parsepool import _zygote
+_zygote({fd})
+"""
+_ZYGOTE = _Zygote()
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ParseCrashed(
+                "the parse worker launcher exited (on a host that cannot start "
+                "processes, set [engine] parse_isolation = false)"
+            )
+        data += chunk
+    return data
+
+
+_SAMPLE = (
+    "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nX-WR-TIMEZONE:Europe/Berlin\r\n"
+    "BEGIN:VEVENT\r\nUID:warm\r\nDTSTART;TZID=Europe/Berlin:20200302T100000\r\n"
+    "DTEND;TZID=Europe/Berlin:20200302T110000\r\nRRULE:FREQ=WEEKLY;COUNT=3\r\n"
+    "EXDATE;TZID=Europe/Berlin:20200309T100000\r\nSUMMARY:warm\r\n"
+    "BEGIN:VALARM\r\nTRIGGER:-PT10M\r\nACTION:DISPLAY\r\nEND:VALARM\r\n"
+    "END:VEVENT\r\nBEGIN:VEVENT\r\nUID:day\r\nDTSTART;VALUE=DATE:20200303\r\n"
+    "SUMMARY:day\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+)
+
+
+def _warm_up() -> None:
+    """Parse a small feed once, so every worker forked after starts warm."""
+    window = Window(datetime(2020, 3, 1, tzinfo=UTC), datetime(2020, 4, 1, tzinfo=UTC))
+    parse_ics(_SAMPLE, window, cache=ParseCache())
+
+
+def _zygote(fd: int) -> None:
+    """Fork a worker per request on socket ``fd``; runs in the zygote process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the workers
+    sock = socket.socket(fileno=fd)
+    _warm_up()
+    while True:
+        try:
+            request, fds, _, _ = socket.recv_fds(sock, 8, 1)
+        except OSError:
+            return
+        if len(request) < 8 or len(fds) != 1:
+            return  # the parent closed its end: it is gone
+        (memory_limit,) = struct.unpack("!q", request)
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            try:
+                _serve(Connection(fds[0]), memory_limit or None)
+            finally:
+                os._exit(0)
+        os.close(fds[0])
+        sock.sendall(struct.pack("!q", pid))
+
+
+# -- the compact form a parse crosses the pipe in -------------------------------
+# Occurrences travel as tuples, their UTC datetimes as the bytes datetime's own
+# pickling uses: a third of the cost of pickling the attrs instances.
+
+_Compact = tuple[Any, ...]
+_from_state: Any = datetime  # datetime(state bytes, tzinfo): unpickling's fast path
+_FIELDS = (
+    "key",
+    "start",
+    "end",
+    "all_day",
+    "summary",
+    "location",
+    "description",
+    "status",
+    "sequence",
+    "tzid",
+    "start_date",
+    "end_date",
+    "alarms",
+)
+
+
+def _compact(parsed: ParsedCalendar) -> _Compact:
+    """Return a ParsedCalendar as plain tuples, cheap to pickle."""
+    rows = [
+        (
+            o.key.uid,
+            o.key.recurrence_id,
+            o.start.__reduce_ex__(4)[1][0],
+            o.end.__reduce_ex__(4)[1][0],
+            o.all_day,
+            o.summary,
+            o.location,
+            o.description,
+            o.status,
+            o.sequence,
+            o.tzid,
+            o.start_date,
+            o.end_date,
+            o.alarms,
+        )
+        for o in parsed.occurrences
+    ]
+    return (
+        rows,
+        parsed.problems,
+        parsed.name,
+        parsed.timezone,
+        parsed.refresh_interval,
+        parsed.unreadable_uids,
+    )
+
+
+def _restored(compact: _Compact) -> ParsedCalendar:
+    """Rebuild a ParsedCalendar from `_compact`, skipping validation the worker did.
+
+    Slots are set through their descriptors: the classes are frozen.
+    """
+    rows, problems, name, timezone, refresh_interval, unreadable = compact
+    set_uid, set_recurrence_id = (
+        OccurrenceKey.__dict__[field].__set__ for field in ("uid", "recurrence_id")
+    )
+    (
+        set_key,
+        set_start,
+        set_end,
+        set_all_day,
+        set_summary,
+        set_location,
+        set_description,
+        set_status,
+        set_sequence,
+        set_tzid,
+        set_start_date,
+        set_end_date,
+        set_alarms,
+    ) = (Occurrence.__dict__[field].__set__ for field in _FIELDS)
+    new_key, new_occurrence = OccurrenceKey.__new__, Occurrence.__new__
+    occurrences = []
+    for (
+        uid,
+        recurrence_id,
+        start,
+        end,
+        all_day,
+        summary,
+        location,
+        description,
+        status,
+        sequence,
+        tzid,
+        start_date,
+        end_date,
+        alarms,
+    ) in rows:
+        key = new_key(OccurrenceKey)
+        set_uid(key, uid)
+        set_recurrence_id(key, recurrence_id)
+        occurrence = new_occurrence(Occurrence)
+        set_key(occurrence, key)
+        set_start(occurrence, _from_state(start, UTC))
+        set_end(occurrence, _from_state(end, UTC))
+        set_all_day(occurrence, all_day)
+        set_summary(occurrence, summary)
+        set_location(occurrence, location)
+        set_description(occurrence, description)
+        set_status(occurrence, status)
+        set_sequence(occurrence, sequence)
+        set_tzid(occurrence, tzid)
+        set_start_date(occurrence, start_date)
+        set_end_date(occurrence, end_date)
+        set_alarms(occurrence, alarms)
+        occurrences.append(occurrence)
+    return ParsedCalendar(
+        tuple(occurrences), problems, name, timezone, refresh_interval, unreadable
+    )
+
+
+# -- the worker process ---------------------------------------------------------
+
+
+def _serve(conn: Connection, memory_limit: int | None) -> None:
+    """Answer parses from ``conn`` until it closes; runs in the worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent ends its workers
+    _die_with_parent()
+    if memory_limit is not None:
+        ceiling = _address_space() + memory_limit
+        resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
+    caches: OrderedDict[str, ParseCache] = OrderedDict()
+    while True:
+        try:
+            request = conn.recv_bytes()
+            body = conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        except MemoryError:  # the body alone is over the limit
+            conn.send_bytes(pickle.dumps(("memory", None, False), protocol=_PROTOCOL))
+            return
+        reply = _handle(pickle.loads(request), body, caches)
+        del body
+        conn.send_bytes(reply)
+
+
+def _handle(
+    request: tuple[Any, ...], body: bytes, caches: OrderedDict[str, ParseCache]
+) -> bytes:
+    calendar_id, window, default_tz, max_occurrences, cache_size = request
+    cache = caches.pop(calendar_id, None)
+    warm = cache is not None
+    try:
+        if cache_size:
+            cache = cache or ParseCache()
+        parsed = _parse(body, window, default_tz, max_occurrences, cache, caches)
+        if cache is not None:
+            caches[calendar_id] = cache
+            while len(caches) > cache_size:
+                caches.popitem(last=False)
+        return pickle.dumps(("ok", _compact(parsed), warm), protocol=_PROTOCOL)
+    except CalsyncError as error:
+        return pickle.dumps(("error", error, warm), protocol=_PROTOCOL)
+    except MemoryError:
+        caches.clear()
+        return pickle.dumps(("memory", None, warm), protocol=_PROTOCOL)
+    except Exception as error:
+        caches.clear()
+        text = traceback.format_exc()
+        return pickle.dumps(("crashed", type(error).__name__, text), protocol=_PROTOCOL)
+
+
+def _parse(
+    body: bytes,
+    window: Window,
+    default_tz: str | tzinfo,
+    max_occurrences: int,
+    cache: ParseCache | None,
+    caches: OrderedDict[str, ParseCache],
+) -> ParsedCalendar:
+    """Parse; out of memory with other calendars' caches held, drop them and retry."""
+
+    def parse() -> ParsedCalendar:
+        return parse_ics(
+            body,
+            window,
+            default_tz=default_tz,
+            max_occurrences=max_occurrences,
+            cache=cache,
+        )
+
+    try:
+        return parse()
+    except MemoryError:
+        if not caches:
+            raise
+    caches.clear()
+    if cache is not None:
+        cache.clear()
+    return parse()
+
+
+def _address_space() -> int:
+    """Return the worker's virtual memory size in bytes (its ceiling's base)."""
+    try:
+        with open(f"/proc/{os.getpid()}/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when its parent (the zygote) goes."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
