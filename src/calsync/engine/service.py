@@ -47,6 +47,7 @@ from calsync.stores.records import (
     JobOutcome,
     JobRun,
     Lease,
+    NotificationRecord,
     NotificationStatus,
     SyncWrite,
 )
@@ -598,6 +599,19 @@ class Engine:
             missed=counts[NotificationStatus.MISSED],
             jobs=tuple(jobs),
             checked_at=now,
+        )
+
+    async def notifications(
+        self,
+        *,
+        calendar_id: str | None = None,
+        status: NotificationStatus | None = None,
+        uid: str | None = None,
+        limit: int = 1000,
+    ) -> list[NotificationRecord]:
+        """Return up to ``limit`` notifications, filtered, earliest fire time first."""
+        return await self._store.list_notifications(
+            calendar_id=calendar_id, status=status, uid=uid, limit=limit
         )
 
     def _stale(self, calendar: Calendar, now: datetime) -> bool:
