@@ -407,7 +407,9 @@ def test_secrets_never_appear_in_the_repr(tmp_path: Path) -> None:
 
 
 def test_a_bad_secret_value_is_not_shown_in_the_error(tmp_path: Path) -> None:
-    path = write(tmp_path, '[handler]\nsecret = ["whsec_czNjcjN0LXZhbHVlLTQyLWJ5dGVzLWxvbmc="]\n')
+    path = write(
+        tmp_path, '[handler]\nsecret = ["whsec_czNjcjN0LXZhbHVlLTQyLWJ5dGVzLWxvbmc="]\n'
+    )
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
     assert SECRET not in str(caught.value)

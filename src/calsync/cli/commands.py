@@ -727,11 +727,7 @@ def upcoming(app: _App, days: float, owner: str | None) -> None:
         )
         reminders = Text()
         if not item.fires:
-            reminders.append(
-                "none (cancelled)"
-                if occurrence.status.upper() == "CANCELLED"
-                else "none"
-            )
+            reminders.append("none (cancelled)" if occurrence.cancelled else "none")
         for position, (lead, fire_at, state) in enumerate(item.fires):
             if position:
                 reminders.append("\n")

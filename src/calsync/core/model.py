@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 
 import attrs
 
@@ -12,6 +13,7 @@ from calsync.core.errors import ValidationError
 
 __all__ = [
     "ChangeSet",
+    "EventStatus",
     "Notification",
     "Occurrence",
     "OccurrenceKey",
@@ -21,6 +23,14 @@ __all__ = [
     "as_aware_utc",
     "optional_aware_utc",
 ]
+
+
+class EventStatus(StrEnum):
+    """The iCalendar STATUS values of an event; a cancelled one gets no reminders."""
+
+    TENTATIVE = "TENTATIVE"
+    CONFIRMED = "CONFIRMED"
+    CANCELLED = "CANCELLED"
 
 
 def as_aware_utc(value: datetime) -> datetime:
@@ -142,6 +152,11 @@ class Occurrence:
     def duration(self) -> timedelta:
         """How long the occurrence lasts."""
         return self.end - self.start
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the event says ``STATUS:CANCELLED`` (in any case): no reminders."""
+        return self.status.upper() == EventStatus.CANCELLED
 
 
 @attrs.frozen

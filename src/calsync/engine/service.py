@@ -21,7 +21,7 @@ from calsync.core.durations import as_duration
 from calsync.core.errors import LeaseLost, ValidationError
 from calsync.core.model import as_aware_utc
 from calsync.core.redact import redact_text
-from calsync.core.schedule import schedule_or_interval
+from calsync.core.schedule import schedule_of, schedule_or_interval
 from calsync.core.settings import Settings
 from calsync.core.zones import resolve_zone
 from calsync.engine.check import check
@@ -38,7 +38,7 @@ from calsync.engine.results import (
     SyncOutcome,
     SyncResult,
 )
-from calsync.engine.sync import Syncer, schedule_of, setting_problem
+from calsync.engine.sync import Syncer, setting_problem
 from calsync.fetch.fetcher import Fetcher
 from calsync.fetch.http import HttpFetcher
 from calsync.handlers.delivery import Handler
