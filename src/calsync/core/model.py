@@ -66,7 +66,7 @@ class Window:
 
     @classmethod
     def around(cls, now: datetime, *, past: timedelta, horizon: timedelta) -> Window:
-        """Return the window [now - past, now + horizon) that DESIGN §3 slides along."""
+        """Return the window [now - past, now + horizon): the span a sync expands."""
         return cls(now - past, now + horizon)
 
     def overlaps(self, start: datetime, end: datetime) -> bool:
@@ -187,7 +187,8 @@ class ParsedCalendar:
     """The result of `parse_ics`: occurrences in the window plus what went wrong.
 
     ``unreadable_uids`` names the events the feed still carries but that could
-    not be read this time: a sync keeps what it stored of them (DESIGN §6).
+    not be read this time: a sync keeps what it stored of them, rather than
+    removing them (and cancelling their reminders) over one bad edit.
     """
 
     occurrences: tuple[Occurrence, ...]

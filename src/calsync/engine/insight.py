@@ -1,8 +1,8 @@
 """What will fire and why: `upcoming` and `explain`, read from the store only.
 
 Both are read-only views for people (``calsync upcoming``, ``calsync explain``):
-they apply the same rule as `check_notifications` (DESIGN §3) to what is stored
-and never write.
+they apply the same rule as `check_notifications` (a reminder fires from start -
+lead until start + late grace) to what is stored and never write.
 """
 
 from __future__ import annotations

@@ -476,7 +476,7 @@ class Engine:
         return await self._recorded("sync_due", job, lambda result: result.counts)
 
     async def check_notifications(self) -> CheckResult:
-        """Create the pending notifications whose fire time has come (DESIGN §3).
+        """Create the pending notifications whose fire time has come (start - lead).
 
         Reminders that could not fire because nothing ran during their whole
         window (downtime past the late grace) are recorded as missed.

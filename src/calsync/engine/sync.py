@@ -75,7 +75,7 @@ def expansion_inputs(calendar: Calendar, settings: Settings) -> str:
     """Return a digest of all an expansion depends on besides the body.
 
     Zone, window, leads, alarms and the occurrence cap: when one changes, the
-    next sync fetches afresh and expands again (DESIGN §6). It is kept after a
+    next sync fetches afresh and expands again. It is kept after a
     colon in `SyncState.body_hash`, so no schema change is needed.
     """
     fields = (
