@@ -23,7 +23,10 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner, Result
 
+from calsync.cli import commands
 from calsync.cli.commands import cli
+from calsync.config import build_engine, load_config
+from calsync.handlers import Delivery, DeliveryError
 from conftest import ics
 
 ID = re.compile(r"\(([0-9a-f]{32})\)")
@@ -383,6 +386,34 @@ def test_requeue_needs_ids_or_all_failed(config: Path) -> None:
     result = calsync(config, "requeue", "--all-failed")
     assert result.exit_code == 0
     assert "Requeued 0 notification(s)." in result.output
+
+
+def test_requeue_all_failed_takes_every_failed_notification_in_batches(
+    config: Path, feeds: Feeds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = feeds.set("team.ics", team_feed())
+    leads = ("--lead", "2d", "--lead", "3d", "--lead", "4d")
+    added_id(calsync(config, "add", url, "--name", "Team", *leads))
+
+    async def fail_every_reminder() -> int:
+        async def refuse(delivery: Delivery) -> None:
+            raise DeliveryError("the receiver refuses", permanent=True)
+
+        async with build_engine(load_config(config, env={})) as engine:
+            await engine.sync_due()
+            await engine.check_notifications()
+            result = await engine.dispatch_notifications(refuse)
+            return result.dead
+
+    failed = asyncio.run(fail_every_reminder())
+    assert failed == 5  # Standup: 3 leads due; Review (in 3 days): 2
+    monkeypatch.setattr(commands, "_REQUEUE_BATCH", 2)
+
+    result = calsync(config, "requeue", "--all-failed")
+
+    assert "Requeued 5 notification(s)." in result.output
+    status = calsync(config, "status")
+    assert "Notifications: 5 pending, 0 failed, 0 missed" in status.output
 
 
 def test_output_has_no_colour_codes_when_not_a_terminal(

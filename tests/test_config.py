@@ -30,9 +30,9 @@ from calsync.core import CircuitBreaker, RetryPolicy
 from calsync.core.durations import parse_duration
 from calsync.core.errors import CalsyncError, ValidationError
 from calsync.engine.service import Engine
-from calsync.handlers.delivery import LoggingHandler, WebhookHandler
+from calsync.handlers import LoggingHandler, WebhookHandler
 
-SECRET = "whsec-s3cr3t-value"
+SECRET = "whsec_czNjcjN0LXZhbHVlLTQyLWJ5dGVzLWxvbmc="
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -97,7 +97,7 @@ def test_a_full_file_is_read_into_typed_values(tmp_path: Path) -> None:
         [handler]
         kind = "webhook"
         url = "https://hooks.example.com/calsync"
-        secret = "whsec-s3cr3t-value"
+        secret = "whsec_czNjcjN0LXZhbHVlLTQyLWJ5dGVzLWxvbmc="
 
         [logging]
         level = "debug"
@@ -395,7 +395,7 @@ def test_secrets_never_appear_in_the_repr(tmp_path: Path) -> None:
         [handler]
         kind = "webhook"
         url = "https://hooks.example.com/calsync?token=t0k3n"
-        secret = "whsec-s3cr3t-value"
+        secret = "whsec_czNjcjN0LXZhbHVlLTQyLWJ5dGVzLWxvbmc="
         [[calendars]]
         url = "https://calendar.example.com/private-0123456789abcdef/basic.ics"
         """,
@@ -407,7 +407,9 @@ def test_secrets_never_appear_in_the_repr(tmp_path: Path) -> None:
 
 
 def test_a_bad_secret_value_is_not_shown_in_the_error(tmp_path: Path) -> None:
-    path = write(tmp_path, '[handler]\nsecret = ["whsec-s3cr3t-value"]\n')
+    path = write(
+        tmp_path, '[handler]\nsecret = ["whsec_czNjcjN0LXZhbHVlLTQyLWJ5dGVzLWxvbmc="]\n'
+    )
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
     assert SECRET not in str(caught.value)

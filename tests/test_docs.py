@@ -8,6 +8,8 @@ trailing whitespace ignored.
 
 from __future__ import annotations
 
+import ast
+import importlib
 import re
 import shlex
 import textwrap
@@ -227,3 +229,41 @@ def test_the_calsync_command_needs_no_extra() -> None:
         for requirement in project["project"]["dependencies"]
     }
     assert {"click", "rich"} <= names
+
+
+PACKAGES = (
+    "calsync",
+    "calsync.core",
+    "calsync.fetch",
+    "calsync.stores",
+    "calsync.engine",
+    "calsync.handlers",
+    "calsync.config",
+    "calsync.cli",
+    "calsync.testing",
+)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_public_name_is_in_the_api_reference(package: str) -> None:
+    api = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    shown = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", api))
+    names = importlib.import_module(package).__all__
+    assert sorted(set(names) - shown) == [], f"{package}: add them to docs/api.md"
+
+
+def test_no_page_or_docstring_cites_the_design_document() -> None:
+    """Users do not have DESIGN.md: pages and docstrings say the rule in words."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    citing = [page.name for page in pages if "DESIGN" in page.read_text("utf-8")]
+    documented = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    sources = [*(ROOT / "src").rglob("*.py"), *(ROOT / "adapters").rglob("*.py")]
+    for source in sources:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        citing += [
+            f"{source.relative_to(ROOT)}: {getattr(node, 'name', 'module')}"
+            for node in ast.walk(tree)
+            if isinstance(node, documented)
+            and "DESIGN" in (ast.get_docstring(node) or "")
+        ]
+    assert citing == []

@@ -7,6 +7,9 @@ request and answers with whatever status a path asks for.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import pickle
@@ -24,6 +27,8 @@ import attrs
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
+from standardwebhooks import Webhook
+from standardwebhooks import WebhookVerificationError as StandardVerificationError
 
 from _feed_server import StaticResolver
 from calsync import (
@@ -36,21 +41,23 @@ from calsync import (
 )
 from calsync.config import build_handler, load_config
 from calsync.core import OccurrenceKey
-from calsync.handlers.delivery import (
-    Delivery,
-    DeliveryError,
+from calsync.handlers import (
     LoggingHandler,
     WebhookHandler,
     WebhookVerificationError,
-    invoke,
+    new_webhook_secret,
     sign_webhook,
     verify_webhook,
 )
+from calsync.handlers.delivery import Delivery, DeliveryError, invoke
 
-SECRET = "whsec-s3cr3t-71"
+SECRET_BASE64 = (
+    "czNjcjN0LWtleS1vZi10aGUtd2ViaG9vay03MQ=="  # b"s3cr3t-key-of-the-webhook-71"
+)
+SECRET = f"whsec_{SECRET_BASE64}"
 URL_TOKEN = "t0ken-in-url-88"
 FEED_TOKEN = "feed-t0ken-42"
-SECRETS = (SECRET, URL_TOKEN, FEED_TOKEN)
+SECRETS = (SECRET_BASE64.rstrip("="), "s3cr3t-key", URL_TOKEN, FEED_TOKEN)
 NOW = datetime(2026, 3, 30, 7, 20, tzinfo=UTC)
 START = datetime(2026, 3, 30, 7, 30, tzinfo=UTC)  # 09:30 CEST in Berlin
 
@@ -365,13 +372,19 @@ class Received:
 
 
 class Receiver:
-    """Records each POST; ``/status/<code>`` answers that code, ``/slow`` stalls."""
+    """Records each POST; ``/status/<code>`` answers that code, ``/slow`` stalls.
+
+    ``/standard`` verifies with the `standardwebhooks` library's own receiver
+    (``Webhook.verify`` with `SECRET`, the real clock): 204 if it accepts, else 400.
+    """
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
+        self.verified: list[Any] = []
         self.port = 0
         self.app = web.Application()
         self.app.router.add_post("/hook", self.accept)
+        self.app.router.add_post("/standard", self.standard)
         self.app.router.add_post("/status/{code:\\d+}", self.status)
         self.app.router.add_post("/slow", self.slow)
 
@@ -390,6 +403,17 @@ class Receiver:
 
     async def accept(self, request: web.Request) -> web.Response:
         await self._record(request)
+        return web.Response(status=204)
+
+    async def standard(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        try:
+            payload = Webhook(SECRET).verify(
+                self.requests[-1].body, dict(request.headers)
+            )
+        except StandardVerificationError as error:
+            return web.Response(status=400, text=str(error))
+        self.verified.append(payload)
         return web.Response(status=204)
 
     async def status(self, request: web.Request) -> web.Response:
@@ -444,7 +468,7 @@ async def test_webhook_posts_the_compact_payload_with_idempotency_key(
     assert request.query == f"token={URL_TOKEN}"
 
 
-async def test_webhook_signature_round_trips_through_verify_webhook(
+async def test_webhook_headers_follow_the_standard_webhooks_spec(
     receiver: Receiver,
 ) -> None:
     async with WebhookHandler(
@@ -452,11 +476,71 @@ async def test_webhook_signature_round_trips_through_verify_webhook(
     ) as handler:
         await handler(delivery())
     (request,) = receiver.requests
-    header = request.headers["Calsync-Signature"]
-    assert header.startswith(f"t={int(NOW.timestamp())},v1=")
-    assert header == sign_webhook(request.body, SECRET, timestamp=int(NOW.timestamp()))
-    payload = verify_webhook(request.body, header, SECRET, now=NOW)
+    stamp = int(NOW.timestamp())
+    assert request.headers["webhook-id"] == "n-0123456789abcdef"
+    assert request.headers["webhook-timestamp"] == str(stamp)
+    signed_content = f"n-0123456789abcdef.{stamp}.".encode() + request.body
+    key = base64.b64decode(SECRET_BASE64)
+    digest = hmac.new(key, signed_content, hashlib.sha256).digest()
+    assert request.headers["webhook-signature"] == (
+        f"v1,{base64.b64encode(digest).decode()}"
+    )
+    headers = sign_webhook(
+        request.body, SECRET, webhook_id="n-0123456789abcdef", timestamp=stamp
+    )
+    assert headers == {
+        name: request.headers[name]
+        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    }
+    payload = verify_webhook(request.body, request.headers, SECRET, now=NOW)
     assert payload == delivery().payload()
+
+
+async def test_the_standard_webhooks_library_verifies_what_the_handler_sends(
+    receiver: Receiver,
+) -> None:
+    async with WebhookHandler(receiver.url("/standard"), SECRET, allow=LOCAL) as hook:
+        await hook(delivery())
+    assert receiver.verified == [delivery().payload()]
+    forged = WebhookHandler(
+        receiver.url("/standard"), new_webhook_secret(), allow=LOCAL
+    )
+    async with forged:
+        with pytest.raises(DeliveryError, match="HTTP 400") as raised:
+            await forged(delivery())
+    assert raised.value.permanent is True
+    assert len(receiver.verified) == 1
+
+
+def test_verify_webhook_accepts_what_the_standard_webhooks_library_signs() -> None:
+    body = json.dumps(delivery().payload()).encode()
+    signature = Webhook(SECRET).sign("msg_2ab", NOW, body)
+    headers = {
+        "Webhook-Id": "msg_2ab",
+        "Webhook-Timestamp": str(int(NOW.timestamp())),
+        "Webhook-Signature": signature,
+    }
+    assert verify_webhook(body, headers, SECRET, now=NOW)["attempt"] == 1
+
+
+def test_webhook_secrets_take_the_standard_form() -> None:
+    fresh = new_webhook_secret()
+    assert fresh.startswith("whsec_")
+    assert len(base64.b64decode(fresh.removeprefix("whsec_"))) == 32
+    assert fresh != new_webhook_secret()
+    unpadded = SECRET.rstrip("=")
+    assert sign_webhook(BODY, unpadded, webhook_id="a", timestamp=STAMP) == (
+        sign_webhook(BODY, SECRET, webhook_id="a", timestamp=STAMP)
+    )
+    raw = sign_webhook(
+        BODY, base64.b64decode(SECRET_BASE64), webhook_id="a", timestamp=STAMP
+    )
+    assert raw == sign_webhook(BODY, SECRET, webhook_id="a", timestamp=STAMP)
+    for bad in ("s3cr3t-key-plain", "whsec_", "whsec_not base64!", b""):
+        with pytest.raises(ValidationError, match="whsec_") as raised:
+            WebhookHandler("https://hooks.example/x", bad)
+        assert leaked(str(raised.value)) == []
+        assert "plain" not in str(raised.value)
 
 
 async def test_the_same_delivery_keeps_its_idempotency_key_across_attempts(
@@ -603,14 +687,23 @@ async def test_a_given_session_stays_open_and_an_owned_one_closes(
 
 BODY = json.dumps(delivery().payload(), separators=(",", ":")).encode()
 STAMP = int(NOW.timestamp())
+ID = "n-0123456789abcdef"
 
 
-def signed(body: bytes = BODY, secret: str = SECRET, stamp: int = STAMP) -> str:
-    return sign_webhook(body, secret, timestamp=stamp)
+def signed(
+    body: bytes = BODY, secret: str = SECRET, stamp: int = STAMP
+) -> dict[str, str]:
+    return sign_webhook(body, secret, webhook_id=ID, timestamp=stamp)
 
 
 def test_verify_returns_the_payload_of_an_authentic_webhook() -> None:
-    assert verify_webhook(BODY, signed(), SECRET, now=NOW)["id"] == "n-0123456789abcdef"
+    assert verify_webhook(BODY, signed(), SECRET, now=NOW)["id"] == ID
+
+
+def test_verify_reads_header_names_in_any_case() -> None:
+    headers = {name.upper(): value for name, value in signed().items()}
+    assert verify_webhook(BODY, CIMultiDict(headers), SECRET, now=NOW)["id"] == ID
+    assert verify_webhook(BODY, headers, SECRET, now=NOW)["id"] == ID
 
 
 def test_verify_refuses_a_tampered_body() -> None:
@@ -619,9 +712,15 @@ def test_verify_refuses_a_tampered_body() -> None:
         verify_webhook(tampered, signed(), SECRET, now=NOW)
 
 
+def test_verify_refuses_another_id_than_the_one_signed() -> None:
+    headers = {**signed(), "webhook-id": "n-another"}
+    with pytest.raises(WebhookVerificationError, match="no v1 signature matches"):
+        verify_webhook(BODY, headers, SECRET, now=NOW)
+
+
 def test_verify_refuses_the_wrong_secret() -> None:
     with pytest.raises(WebhookVerificationError, match="no v1 signature matches"):
-        verify_webhook(BODY, signed(), "another-secret", now=NOW)
+        verify_webhook(BODY, signed(), new_webhook_secret(), now=NOW)
 
 
 def test_verify_refuses_a_stale_signature() -> None:
@@ -638,55 +737,55 @@ def test_verify_refuses_a_signature_from_the_future() -> None:
 
 
 def test_verify_accepts_any_of_several_secrets_during_rotation() -> None:
-    header = signed(secret="new-secret")
-    payload = verify_webhook(BODY, header, ["old-secret", "new-secret"], now=NOW)
+    old, new = new_webhook_secret(), new_webhook_secret()
+    payload = verify_webhook(BODY, signed(secret=new), [old, new], now=NOW)
     assert payload["attempt"] == 1
 
 
 def test_verify_accepts_a_header_with_several_signatures() -> None:
-    old = signed(secret="old-secret").split(",")[1]
-    header = f"{signed(secret='new-secret')},{old},v0=ignored"
-    assert verify_webhook(BODY, header, "old-secret", now=NOW)
-    assert verify_webhook(BODY, header, "new-secret", now=NOW)
+    old, new = new_webhook_secret(), new_webhook_secret()
+    old_signature = signed(secret=old)["webhook-signature"]
+    headers = signed(secret=new)
+    headers["webhook-signature"] += f" {old_signature} v1a,ignored"
+    assert verify_webhook(BODY, headers, old, now=NOW)
+    assert verify_webhook(BODY, headers, new, now=NOW)
 
 
 def test_verify_uses_the_current_time_by_default() -> None:
     fresh = signed(stamp=int(time.time()))
-    assert verify_webhook(BODY, fresh, SECRET)["id"] == "n-0123456789abcdef"
+    assert verify_webhook(BODY, fresh, SECRET)["id"] == ID
     with pytest.raises(WebhookVerificationError, match="old"):
         verify_webhook(BODY, signed(), SECRET)
 
 
 @pytest.mark.parametrize(
-    ("header", "reason"),
+    ("changes", "reason"),
     [
-        ("", "missing"),
-        ("v1=" + "a" * 64, "exactly one t="),
-        (f"t={STAMP},t={STAMP},v1=" + "a" * 64, "exactly one t="),
-        (f"t={STAMP}", "no v1= signature"),
-        (f"t=yesterday,v1={'a' * 64}", "whole Unix seconds"),
-        (f"t={STAMP},v1=xyz", "64 hex digits"),
-        (f"t={STAMP};v1={'a' * 64}", "whole Unix seconds"),
-        (f"t={STAMP},garbage", "element 2 is not name=value"),
-        ("t=" + "1" * 5000, "too long"),
+        ({"webhook-id": ""}, "webhook-id header is missing"),
+        ({"webhook-timestamp": None}, "webhook-timestamp header is missing"),
+        ({"webhook-signature": " "}, "webhook-signature header is missing"),
+        ({"webhook-timestamp": "yesterday"}, "whole Unix seconds"),
+        ({"webhook-timestamp": "1e9"}, "whole Unix seconds"),
+        ({"webhook-signature": "v1a,abc v0,def"}, "no v1,<base64> signature"),
+        ({"webhook-signature": "v1," + "a" * 5000}, "too long"),
     ],
     ids=[
-        "empty",
+        "empty-id",
         "no-timestamp",
-        "two-timestamps",
-        "no-signature",
+        "blank-signature",
         "word-timestamp",
-        "short-signature",
-        "semicolons",
-        "bare-element",
+        "float-timestamp",
+        "other-versions",
         "too-long",
     ],
 )
-def test_verify_refuses_a_malformed_header_with_a_reason(
-    header: str, reason: str
+def test_verify_refuses_malformed_headers_with_a_reason(
+    changes: dict[str, str | None], reason: str
 ) -> None:
+    headers = {**signed(), **changes}
+    present = {name: value for name, value in headers.items() if value is not None}
     with pytest.raises(WebhookVerificationError, match=reason):
-        verify_webhook(BODY, header, SECRET, now=NOW)
+        verify_webhook(BODY, present, SECRET, now=NOW)
 
 
 def test_verify_refuses_a_signed_body_that_is_not_a_json_object() -> None:
@@ -696,20 +795,27 @@ def test_verify_refuses_a_signed_body_that_is_not_a_json_object() -> None:
 
 
 def test_verify_errors_never_show_the_secret_or_expected_signature() -> None:
-    expected = signed().split("v1=")[1]
-    bad = f"t={STAMP},v1={'0' * 64}"
+    expected = signed()["webhook-signature"].removeprefix("v1,")
+    bad = {
+        **signed(),
+        "webhook-signature": "v1," + base64.b64encode(bytes(32)).decode(),
+    }
     with pytest.raises(WebhookVerificationError) as raised:
         verify_webhook(BODY, bad, SECRET, now=NOW)
     text = "".join(traceback.format_exception(raised.value))
-    assert SECRET not in text
+    assert leaked(text) == []
     assert expected not in text
 
 
-def test_verify_needs_raw_bytes_and_a_secret() -> None:
+def test_verify_needs_raw_bytes_headers_and_a_secret() -> None:
     with pytest.raises(ValidationError, match="raw request body"):
         verify_webhook(BODY.decode(), signed(), SECRET, now=NOW)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="request's headers"):
+        verify_webhook(BODY, "v1,abc", SECRET, now=NOW)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="at least one"):
         verify_webhook(BODY, signed(), [], now=NOW)
+    with pytest.raises(ValidationError, match="whsec_"):
+        verify_webhook(BODY, signed(), "plain-secret", now=NOW)
     with pytest.raises(ValidationError, match="naive"):
         verify_webhook(BODY, signed(), SECRET, now=NOW.replace(tzinfo=None))
 
@@ -777,7 +883,7 @@ def test_calsync_run_builds_the_webhook_with_the_fetch_allow_list(
     config = tmp_path / "calsync.toml"
     config.write_text(
         '[handler]\nkind = "webhook"\nurl = "http://127.0.0.1:9/hook"\n'
-        'secret = "s3cret"\n',
+        f'secret = "{SECRET}"\n',
         encoding="utf-8",
     )
     with pytest.raises(ValidationError, match=r"refused to connect to 127\.0\.0\.1"):

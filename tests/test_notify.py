@@ -1,9 +1,10 @@
-"""notifications_due: start - lead <= now < start + late_grace, with `now` passed in."""
+"""The reminder rules: due when start - lead <= now < start + grace; missed; leads."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,6 +12,8 @@ from hypothesis import strategies as st
 from calsync import Notification, Occurrence, ValidationError
 from calsync import notifications_due as due
 from calsync.core import OccurrenceKey
+from calsync.core.model import EventStatus
+from calsync.core.notify import leads_for, missed, next_fire_after
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TEN_MINUTES = timedelta(minutes=10)
@@ -309,3 +312,54 @@ def test_a_single_check_returns_each_triple_at_most_once_in_fire_at_order(
         n.fire_at for n in notifications
     )
     assert set(identities) == windows_hit(occurrences, leads, grace, [now])
+
+
+# The other pure rules: leads with VALARMs, missed reminders, cancellation
+
+
+@attrs.frozen
+class Leads:
+    leads: tuple[timedelta, ...]
+    use_alarms: bool = False
+
+
+def test_leads_are_the_calendars_unless_alarms_are_used() -> None:
+    with_alarm = attrs.evolve(occurrence(), alarms=(timedelta(hours=1),))
+    plain = Leads((TEN_MINUTES,))
+    assert leads_for(plain, with_alarm, timedelta(days=1)) == (TEN_MINUTES,)
+    alarms = Leads((TEN_MINUTES,), use_alarms=True)
+    assert leads_for(alarms, with_alarm, timedelta(days=1)) == (
+        TEN_MINUTES,
+        timedelta(hours=1),
+    )
+    assert leads_for(alarms, with_alarm, timedelta(minutes=59)) == (TEN_MINUTES,)
+
+
+def test_missed_reminders_are_those_whose_whole_span_lay_between_checks() -> None:
+    grace = timedelta(minutes=5)
+    leads = (TEN_MINUTES, timedelta(hours=2))
+    previous = START - timedelta(hours=1)
+    after_grace = START + grace
+    assert missed(occurrence(), leads, previous, after_grace, grace) == [
+        Notification(key=OccurrenceKey("standup"), lead=TEN_MINUTES, start=START)
+    ]
+    assert missed(occurrence(), leads, previous, after_grace - SECOND, grace) == []
+    cancelled = occurrence(status="cancelled")
+    assert missed(cancelled, leads, previous, after_grace, grace) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "cancelled"),
+    [("CANCELLED", True), ("Cancelled", True), ("TENTATIVE", False), ("", False)],
+)
+def test_an_occurrence_is_cancelled_by_its_status_in_any_case(
+    status: str, cancelled: bool
+) -> None:
+    assert occurrence(status=status).cancelled is cancelled
+    assert (
+        next_fire_after(
+            occurrence(status=status), [TEN_MINUTES], START - 2 * TEN_MINUTES
+        )
+        is None
+    ) is cancelled
+    assert EventStatus.CANCELLED == "CANCELLED"

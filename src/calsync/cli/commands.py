@@ -51,7 +51,7 @@ T = TypeVar("T")
 
 DEFAULT_CONFIG = Path("calsync.toml")
 _NON_TTY_WIDTH = 160
-_MANY = 100_000
+_REQUEUE_BATCH = 1000
 
 
 @attrs.define
@@ -727,11 +727,7 @@ def upcoming(app: _App, days: float, owner: str | None) -> None:
         )
         reminders = Text()
         if not item.fires:
-            reminders.append(
-                "none (cancelled)"
-                if occurrence.status.upper() == "CANCELLED"
-                else "none"
-            )
+            reminders.append("none (cancelled)" if occurrence.cancelled else "none")
         for position, (lead, fire_at, state) in enumerate(item.fires):
             if position:
                 reminders.append("\n")
@@ -784,13 +780,22 @@ def requeue(app: _App, notification_ids: tuple[str, ...], all_failed: bool) -> N
         raise click.UsageError("give notification ids or --all-failed (not both)")
 
     async def work(engine: Engine) -> int:
-        ids: Iterable[str] = notification_ids
-        if all_failed:
-            failed = await engine.store.list_notifications(
-                status=NotificationStatus.FAILED, limit=_MANY
-            )
-            ids = [record.id for record in failed]
-        return await engine.requeue(ids)
+        if not all_failed:
+            return await engine.requeue(notification_ids)
+        # In batches; an id seen before failed again meanwhile and is left as it is.
+        total, seen = 0, set[str]()
+        while (
+            fresh := {
+                record.id
+                for record in await engine.notifications(
+                    status=NotificationStatus.FAILED, limit=_REQUEUE_BATCH
+                )
+            }
+            - seen
+        ):
+            seen |= fresh
+            total += await engine.requeue(fresh)
+        return total
 
     count = _run(_with_engine(app, work))
     _console().print(f"Requeued {count} notification(s).")

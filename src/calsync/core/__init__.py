@@ -35,6 +35,7 @@ from calsync.core.incremental import (
 )
 from calsync.core.model import (
     ChangeSet,
+    EventStatus,
     Notification,
     Occurrence,
     OccurrenceKey,
@@ -62,6 +63,7 @@ __all__ = [
     "Circuit",
     "CircuitBreaker",
     "CircuitState",
+    "EventStatus",
     "HostCircuits",
     "LeaseLost",
     "Notification",

@@ -1,4 +1,4 @@
-"""The mass-deletion guard (DESIGN §3): a feed that drops most events is held back."""
+"""The mass-deletion guard: a feed that suddenly drops most events is held back."""
 
 from __future__ import annotations
 

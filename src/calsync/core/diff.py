@@ -23,7 +23,7 @@ def diff(
     ``removed``. ``updated`` means same key, different content hash or alarms.
     Events whose UID is in ``unreadable`` (the feed carries them but they could
     not be read) keep their stored versions: none is removed or updated, and
-    ``current``'s occurrences of them are ignored (DESIGN §6).
+    ``current``'s occurrences of them are ignored.
     """
     before = {occurrence.key: occurrence for occurrence in previous}
     added: list[Occurrence] = []

@@ -28,6 +28,7 @@ from recurring_ical_events.selection.name import ComponentsWithName
 
 from calsync.core.errors import ParseError, TimezoneError, ValidationError
 from calsync.core.model import (
+    EventStatus,
     Occurrence,
     OccurrenceKey,
     ParsedCalendar,
@@ -69,7 +70,6 @@ _MARGIN = timedelta(days=1)
 # and per calendar (about 4 microseconds an instance here).
 _SERIES_INSTANCE_BUDGET = 200_000
 CALENDAR_INSTANCE_BUDGET = 2_000_000
-_CANCELLED = "CANCELLED"
 # Unreadable properties a series can do without, and what is lost without them.
 _DROPPABLE = {
     "EXDATE": "instances it meant to exclude may appear",
@@ -700,7 +700,7 @@ class Expander:
         description: _Description,
         recurring: bool,
     ) -> Occurrence | None:
-        if description.status == _CANCELLED:
+        if description.status == EventStatus.CANCELLED:
             return None
         all_day = not isinstance(instance.start, datetime) and not isinstance(
             instance.end, datetime

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 
 import attrs
 
@@ -12,6 +13,7 @@ from calsync.core.errors import ValidationError
 
 __all__ = [
     "ChangeSet",
+    "EventStatus",
     "Notification",
     "Occurrence",
     "OccurrenceKey",
@@ -21,6 +23,14 @@ __all__ = [
     "as_aware_utc",
     "optional_aware_utc",
 ]
+
+
+class EventStatus(StrEnum):
+    """The iCalendar STATUS values of an event; a cancelled one gets no reminders."""
+
+    TENTATIVE = "TENTATIVE"
+    CONFIRMED = "CONFIRMED"
+    CANCELLED = "CANCELLED"
 
 
 def as_aware_utc(value: datetime) -> datetime:
@@ -56,7 +66,7 @@ class Window:
 
     @classmethod
     def around(cls, now: datetime, *, past: timedelta, horizon: timedelta) -> Window:
-        """Return the window [now - past, now + horizon) that DESIGN §3 slides along."""
+        """Return the window [now - past, now + horizon): the span a sync expands."""
         return cls(now - past, now + horizon)
 
     def overlaps(self, start: datetime, end: datetime) -> bool:
@@ -143,6 +153,11 @@ class Occurrence:
         """How long the occurrence lasts."""
         return self.end - self.start
 
+    @property
+    def cancelled(self) -> bool:
+        """Whether the event says ``STATUS:CANCELLED`` (in any case): no reminders."""
+        return self.status.upper() == EventStatus.CANCELLED
+
 
 @attrs.frozen
 class Problem:
@@ -172,7 +187,8 @@ class ParsedCalendar:
     """The result of `parse_ics`: occurrences in the window plus what went wrong.
 
     ``unreadable_uids`` names the events the feed still carries but that could
-    not be read this time: a sync keeps what it stored of them (DESIGN §6).
+    not be read this time: a sync keeps what it stored of them, rather than
+    removing them (and cancelling their reminders) over one bad edit.
     """
 
     occurrences: tuple[Occurrence, ...]

@@ -28,6 +28,7 @@ not fire during the second pass of a repeated hour.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -41,7 +42,7 @@ from calsync.core.errors import ScheduleError, TimezoneError, ValidationError
 from calsync.core.model import as_aware_utc
 from calsync.core.zones import resolve_zone, zone_name
 
-__all__ = ["Schedule", "schedule_or_interval"]
+__all__ = ["Schedule", "schedule_of", "schedule_or_interval"]
 
 _FORMS = (
     "'every 15m', 'cron */5 * * * *', 'daily 07:30', 'weekdays 08:00' "
@@ -395,3 +396,9 @@ def schedule_or_interval(text: str, tz: str | tzinfo = "UTC") -> Schedule:
         )
     unit, size = next((u, s) for u, s in _INTERVAL_UNITS if seconds % s == 0)
     return Schedule.parse(f"every {seconds // size}{unit}", tz)
+
+
+@functools.lru_cache(maxsize=1024)
+def schedule_of(text: str, tz: str | None) -> Schedule:
+    """Return a calendar's parsed schedule (cached: every sync and status needs it)."""
+    return Schedule.parse(text, tz or "UTC")

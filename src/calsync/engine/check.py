@@ -11,21 +11,25 @@ import attrs
 
 from calsync.core.errors import CalendarNotFound, StoreUnavailable
 from calsync.core.model import Notification, Occurrence
-from calsync.core.notify import next_fire_after, notifications_due
+from calsync.core.notify import (
+    leads_for,
+    missed,
+    next_fire_after,
+    notifications_due,
+)
 from calsync.core.redact import redact_text
 from calsync.core.settings import Settings
 from calsync.engine.results import CheckResult
-from calsync.engine.sync import leads_for, setting_problem
+from calsync.engine.sync import setting_problem
 from calsync.stores.records import Calendar, NotificationStatus
 from calsync.stores.store import Store
 
-__all__ = ["check", "missed"]
+__all__ = ["check"]
 
 # How far past the longest lead a check looks, so it can tell the next fire time.
 _LOOKAHEAD = timedelta(minutes=2)
 # How far back a restart looks for reminders that could not fire while calsync was down.
 MISSED_LOOKBACK = timedelta(days=7)
-_CANCELLED = "CANCELLED"
 _MAX_ERROR = 500
 
 logger = logging.getLogger("calsync.check")
@@ -216,22 +220,3 @@ def _plan_calendar(
         if (fire_at := next_fire_after(occurrence, leads, now)) is not None:
             fire_times.append(fire_at)
     return due, missed_now, min(fire_times, default=None)
-
-
-def missed(
-    occurrence: Occurrence,
-    leads: Iterable[timedelta],
-    previous_check: datetime,
-    now: datetime,
-    late_grace: timedelta,
-) -> list[Notification]:
-    """Reminders of ``occurrence`` whose whole firing span lay between two checks."""
-    if occurrence.status.upper() == _CANCELLED:
-        return []
-    if occurrence.start + late_grace > now:
-        return []
-    return [
-        Notification(key=occurrence.key, lead=lead, start=occurrence.start)
-        for lead in leads
-        if occurrence.start - lead > previous_check
-    ]

@@ -1,8 +1,8 @@
 """What will fire and why: `upcoming` and `explain`, read from the store only.
 
 Both are read-only views for people (``calsync upcoming``, ``calsync explain``):
-they apply the same rule as `check_notifications` (DESIGN §3) to what is stored
-and never write.
+they apply the same rule as `check_notifications` (a reminder fires from start -
+lead until start + late grace) to what is stored and never write.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import attrs
 from calsync.core.durations import format_duration
 from calsync.core.errors import CalendarNotFound, ValidationError
 from calsync.core.model import Occurrence, OccurrenceKey, Window, as_aware_utc
+from calsync.core.notify import leads_for
 from calsync.core.redact import redact
 from calsync.core.zones import resolve_zone
-from calsync.engine.sync import leads_for
 from calsync.stores.records import Calendar, NotificationRecord, NotificationStatus
 from calsync.stores.store import Store
 
@@ -35,7 +35,6 @@ FireState = str
 """A reminder's state: ``scheduled`` or a `NotificationStatus` value."""
 
 SCHEDULED = "scheduled"
-_CANCELLED = "CANCELLED"
 _ALARM_LOOKAHEAD = timedelta(days=7)
 _EXPLAINED_OCCURRENCES = 5
 _MANY = 100_000
@@ -127,7 +126,7 @@ def _fires(
     records: Mapping[str, Mapping[_Identity, NotificationRecord]],
     alarm_lookahead: timedelta,
 ) -> tuple[tuple[timedelta, datetime, FireState], ...]:
-    if occurrence.status.upper() == _CANCELLED:
+    if occurrence.cancelled:
         return ()
     stored = records.get(calendar.id, {})
     fires = []
@@ -350,7 +349,7 @@ class _Explainer:
     def _blocked(self, calendar: Calendar, occurrence: Occurrence) -> list[str]:
         """Why none of the occurrence's reminders can be created, if so."""
         reasons = []
-        if occurrence.status.upper() == _CANCELLED:
+        if occurrence.cancelled:
             reasons.append(
                 "the event is cancelled (STATUS:CANCELLED): it gets no reminders"
             )

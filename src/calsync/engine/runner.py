@@ -43,7 +43,7 @@ def _schedule(instance: Triggers, attribute: attrs.Attribute[str], value: str) -
 
 @attrs.frozen
 class Triggers:
-    """When the runner runs each job (`Schedule` texts, read in ``tz``); DESIGN §5."""
+    """When the runner runs each job: `Schedule` texts, read in ``tz``."""
 
     JOBS: ClassVar[tuple[str, ...]] = (
         "sync_due",

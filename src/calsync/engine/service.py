@@ -21,7 +21,7 @@ from calsync.core.durations import as_duration
 from calsync.core.errors import LeaseLost, ValidationError
 from calsync.core.model import as_aware_utc
 from calsync.core.redact import redact_text
-from calsync.core.schedule import schedule_or_interval
+from calsync.core.schedule import schedule_of, schedule_or_interval
 from calsync.core.settings import Settings
 from calsync.core.zones import resolve_zone
 from calsync.engine.check import check
@@ -38,7 +38,7 @@ from calsync.engine.results import (
     SyncOutcome,
     SyncResult,
 )
-from calsync.engine.sync import Syncer, schedule_of, setting_problem
+from calsync.engine.sync import Syncer, setting_problem
 from calsync.fetch.fetcher import Fetcher
 from calsync.fetch.http import HttpFetcher
 from calsync.handlers.delivery import Handler
@@ -47,6 +47,7 @@ from calsync.stores.records import (
     JobOutcome,
     JobRun,
     Lease,
+    NotificationRecord,
     NotificationStatus,
     SyncWrite,
 )
@@ -475,7 +476,7 @@ class Engine:
         return await self._recorded("sync_due", job, lambda result: result.counts)
 
     async def check_notifications(self) -> CheckResult:
-        """Create the pending notifications whose fire time has come (DESIGN §3).
+        """Create the pending notifications whose fire time has come (start - lead).
 
         Reminders that could not fire because nothing ran during their whole
         window (downtime past the late grace) are recorded as missed.
@@ -598,6 +599,19 @@ class Engine:
             missed=counts[NotificationStatus.MISSED],
             jobs=tuple(jobs),
             checked_at=now,
+        )
+
+    async def notifications(
+        self,
+        *,
+        calendar_id: str | None = None,
+        status: NotificationStatus | None = None,
+        uid: str | None = None,
+        limit: int = 1000,
+    ) -> list[NotificationRecord]:
+        """Return up to ``limit`` notifications, filtered, earliest fire time first."""
+        return await self._store.list_notifications(
+            calendar_id=calendar_id, status=status, uid=uid, limit=limit
         )
 
     def _stale(self, calendar: Calendar, now: datetime) -> bool:

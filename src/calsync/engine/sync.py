@@ -29,11 +29,11 @@ from calsync.core.model import (
     Problem,
     Window,
 )
-from calsync.core.notify import next_fire_after, notifications_due
+from calsync.core.notify import leads_for, next_fire_after, notifications_due
 from calsync.core.parse import parse_ics
 from calsync.core.redact import redact_text
 from calsync.core.retry import next_sync_at
-from calsync.core.schedule import Schedule
+from calsync.core.schedule import schedule_of
 from calsync.core.settings import Settings
 from calsync.engine.parsepool import (
     ParseCrashed,
@@ -61,7 +61,7 @@ from calsync.stores.records import (
 )
 from calsync.stores.store import Store
 
-__all__ = ["Syncer", "expansion_inputs", "leads_for", "schedule_of", "setting_problem"]
+__all__ = ["Syncer", "expansion_inputs", "setting_problem"]
 
 logger = logging.getLogger("calsync.sync")
 
@@ -71,27 +71,11 @@ Clock = Callable[[], datetime]
 _PENDING_SCAN_LIMIT = 100_000
 
 
-@functools.lru_cache(maxsize=1024)
-def schedule_of(text: str, tz: str | None) -> Schedule:
-    """Return a calendar's parsed schedule (cached: every sync needs it)."""
-    return Schedule.parse(text, tz or "UTC")
-
-
-def leads_for(
-    calendar: Calendar, occurrence: Occurrence, lookahead: timedelta
-) -> tuple[timedelta, ...]:
-    """Return an occurrence's leads: the calendar's, and its VALARMs if asked."""
-    if not calendar.use_alarms or not occurrence.alarms:
-        return calendar.leads
-    alarms = (lead for lead in occurrence.alarms if lead <= lookahead)
-    return tuple(sorted({*calendar.leads, *alarms}))
-
-
 def expansion_inputs(calendar: Calendar, settings: Settings) -> str:
     """Return a digest of all an expansion depends on besides the body.
 
     Zone, window, leads, alarms and the occurrence cap: when one changes, the
-    next sync fetches afresh and expands again (DESIGN §6). It is kept after a
+    next sync fetches afresh and expands again. It is kept after a
     colon in `SyncState.body_hash`, so no schema change is needed.
     """
     fields = (

@@ -88,7 +88,7 @@ class FetchResult:
 
 
 class Fetcher(Protocol):
-    """Gets a calendar feed's bytes; calsync's only network edge (DESIGN.md §4)."""
+    """Gets a calendar feed's bytes; calsync's only network edge for feeds."""
 
     async def fetch(
         self,

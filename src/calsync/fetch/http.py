@@ -1,6 +1,6 @@
 """`HttpFetcher`: feeds over http, https and webcal on one shared aiohttp session.
 
-Every URL is treated as hostile (DESIGN.md §4): the SSRF guard judges each hop
+Every URL is treated as hostile (a tenant may set it): the SSRF guard judges each hop
 before connecting and every resolved address at connect time, redirects are
 followed by hand so each target is re-checked, and the body is capped while it
 streams, after aiohttp has undone any Content-Encoding.

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from calsync.handlers.delivery import (
-    Delivery,
-    DeliveryError,
-    Handler,
-    LoggingHandler,
+from calsync.handlers.delivery import Delivery, DeliveryError, Handler
+from calsync.handlers.logging_handler import LoggingHandler
+from calsync.handlers.webhook import (
     WebhookHandler,
     WebhookVerificationError,
+    new_webhook_secret,
     sign_webhook,
     verify_webhook,
 )
@@ -20,6 +19,7 @@ __all__ = [
     "LoggingHandler",
     "WebhookHandler",
     "WebhookVerificationError",
+    "new_webhook_secret",
     "sign_webhook",
     "verify_webhook",
 ]

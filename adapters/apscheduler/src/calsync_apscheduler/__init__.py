@@ -1,6 +1,6 @@
 """Run calsync's jobs on the APScheduler 3 ``AsyncIOScheduler`` a host app already has.
 
-`install` adds the four periodic jobs of DESIGN §5 (``calsync.sync_due``,
+`install` adds the four periodic jobs (``calsync.sync_due``,
 ``calsync.check_notifications``, ``calsync.dispatch_notifications``,
 ``calsync.cleanup``) and `uninstall` takes them out again. The adapter only
 translates: each job is one Engine call, its trigger is a `calsync.Schedule`, and

@@ -2,7 +2,7 @@
 
 `install` registers the tasks on your Celery app and merges their beat entries.
 Each worker process opens one `calsync.Engine` on one event loop of its own;
-the tasks only translate a trigger into an Engine call (DESIGN §1).
+the tasks only translate a trigger into an Engine call.
 """
 
 from __future__ import annotations
