@@ -411,7 +411,8 @@ class _Zygote:
 # workers' memory.
 _ZYGOTE_CODE = """
 import os, sys, types
-for name, path in (("calsync", os.path.dirname({package!r})), ("calsync.engine", {package!r})):
+engine = {package!r}
+for name, path in (("calsync", os.path.dirname(engine)), ("calsync.engine", engine)):
     package = types.ModuleType(name)
     package.__path__ = [path]
     sys.modules[name] = package
