@@ -6,6 +6,7 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 
 from calsync import (
@@ -121,7 +122,7 @@ def test_a_full_file_is_read_into_typed_values(tmp_path: Path) -> None:
     assert config.engine.late_grace == timedelta(minutes=5)
     assert config.engine.sync_concurrency == 4
     assert config.engine.per_host_rate == 0.5
-    assert config.engine.lease_ttl is None
+    assert config.engine.lease_ttl == Settings().lease_ttl
     assert config.runner.sync_due == "every 1m"
     assert config.runner.cleanup == "daily 04:30"
     assert config.fetch.allow == ("127.0.0.1", "*.corp.example")
@@ -134,7 +135,7 @@ def test_a_full_file_is_read_into_typed_values(tmp_path: Path) -> None:
     assert (team.name, team.leads, team.every, team.owner) == (
         "Team",
         (timedelta(minutes=15),),
-        None,
+        "every 30m",
         "default",
     )
     assert (holidays.every, holidays.tz) == ("daily 06:00", "America/New_York")
@@ -197,7 +198,10 @@ def test_variables_of_other_calsync_tools_are_left_alone() -> None:
             "CALSYNC_CRASH_ROWS": "20",
         },
     )
-    assert config == load_config(None, env={})
+    worker = {"engine": attrs.evolve(config.engine, worker="w")}
+    assert attrs.evolve(config, **worker) == attrs.evolve(
+        load_config(None, env={}), **worker
+    )
 
 
 def test_legacy_variables_map_onto_their_keys() -> None:
@@ -459,9 +463,8 @@ def test_settings_take_engine_keys_and_keep_other_defaults(tmp_path: Path) -> No
 
 
 def test_settings_that_do_not_fit_together_are_a_config_error(tmp_path: Path) -> None:
-    config = load(tmp_path, '[engine]\nlease_ttl = "1m"\nparse_timeout = "2m"\n')
     with pytest.raises(ConfigError, match=r"\[engine\].*parse_timeout") as caught:
-        build_settings(config)
+        load(tmp_path, '[engine]\nlease_ttl = "1m"\nparse_timeout = "2m"\n')
     assert caught.value.key == "engine"
 
 

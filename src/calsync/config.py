@@ -1,7 +1,14 @@
-"""`calsync.toml` and ``CALSYNC_*`` variables: one validated `Config` and its builders.
+"""`calsync.toml` and ``CALSYNC_*`` variables, read into `Settings`, `Triggers` and more.
 
-Values are read from the TOML file, then from the legacy variables
-``SYNC_INTERVAL_MINUTES``, ``NOTIFY_INTERVAL_SECONDS`` and ``NOTIFY_BEFORE_MINUTES``,
+The sections are attrs classes and `cattrs` structures each table into its class:
+a field's type says how its value is written, its attrs validator says which
+values fit (asked first, for the error line), and ``metadata={"kind": ...}``
+names a special reading (a schedule, a zone, a URL). So the keys of a section,
+its ``CALSYNC_<SECTION>_<KEY>`` variables and their checks all come from the
+class: a new `Settings` field is a new ``[engine]`` key with no edit here. A field
+holding an attrs class (``retry``) is read as flat keys (``retry_cap``).
+
+Values are read from the TOML file, then from the older variables in `ALIASES`,
 then from ``CALSYNC_<SECTION>_<KEY>``; a later source wins. Every bad or unknown
 key raises `ConfigError` naming the key, where it came from and what is expected.
 """
@@ -14,6 +21,8 @@ import math
 import os
 import re
 import tomllib
+import types
+import typing
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -21,38 +30,36 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
+import cattrs
+from cattrs.errors import AttributeValidationNote
+from cattrs.gen import make_dict_structure_fn, override
 
 from calsync.core.durations import DurationTooLong, Span, parse_duration
 from calsync.core.errors import ValidationError
 from calsync.core.redact import is_conninfo, redact
 from calsync.core.schedule import schedule_or_interval
-from calsync.core.settings import (
-    SETTINGS_COUNTS,
-    SETTINGS_SPANS,
-    fraction_problem,
-    rate_problem,
-)
+from calsync.core.settings import Checked, Count, Settings, span_problem
 from calsync.core.zones import resolve_zone
+from calsync.engine.runner import Triggers
 from calsync.fetch.ssrf import host_problem
-from calsync.stores.records import CALENDAR_SPANS
+from calsync.stores.records import CALENDAR_SPANS, Calendar
 
 if TYPE_CHECKING:
-    from calsync.core.settings import Settings
     from calsync.engine.service import Engine
     from calsync.fetch.http import HttpFetcher
     from calsync.handlers.delivery import Handler
     from calsync.stores.store import Store
 
 __all__ = [
+    "ALIASES",
+    "Alias",
     "CalendarConfig",
     "Config",
     "ConfigError",
     "DefaultsConfig",
-    "EngineConfig",
     "FetchConfig",
     "HandlerConfig",
     "LoggingConfig",
-    "RunnerConfig",
     "StoreConfig",
     "build_engine",
     "build_fetcher",
@@ -81,8 +88,16 @@ class ConfigError(ValidationError):
         self.source = source
 
 
-class _Invalid(Exception):
+class _Invalid(ValidationError):
     """A value does not fit its key; the loader adds the key and the source."""
+
+
+class _PartInvalid(ValidationError):
+    """A part of a nested value (``cap`` of ``retry``) does not fit."""
+
+    def __init__(self, message: str, part: str) -> None:
+        super().__init__(message)
+        self.part = part
 
 
 class _EnvText(str):
@@ -117,29 +132,19 @@ def _duration(value: object) -> timedelta:
         ) from error
 
 
-def _positive_duration(value: object) -> timedelta:
-    duration = _duration(value)
-    if duration <= timedelta(0):
-        raise _Invalid("expected a duration greater than zero, like '10m'")
-    return duration
-
-
 _QUOTED_NUMBER = "expected a number, written without quotes"
 
 
-def _integer(minimum: int) -> Parser:
-    def parse(value: object) -> int:
-        if isinstance(value, _EnvText) and re.fullmatch(
-            r"\s*[+-]?[0-9]{1,18}\s*", value, re.ASCII
-        ):
-            value = int(value)
-        if isinstance(value, str) and not isinstance(value, _EnvText):
-            raise _Invalid(f"{_QUOTED_NUMBER}, like max_attempts = 8")
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise _Invalid(f"expected a whole number >= {minimum}")
-        return value
-
-    return parse
+def _integer(value: object) -> int:
+    if isinstance(value, _EnvText) and re.fullmatch(
+        r"\s*[+-]?[0-9]{1,18}\s*", value, re.ASCII
+    ):
+        value = int(value)
+    if isinstance(value, str) and not isinstance(value, _EnvText):
+        raise _Invalid(f"{_QUOTED_NUMBER}, like max_attempts = 8")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid("expected a whole number")
+    return value
 
 
 def _number(value: object) -> float:
@@ -154,20 +159,6 @@ def _number(value: object) -> float:
     if not math.isfinite(value):
         raise _Invalid("expected a finite number")
     return float(value)
-
-
-def _fraction(value: object) -> float:
-    number = _number(value)
-    if not 0 < number <= 1:
-        raise _Invalid("expected a number greater than 0 and at most 1, like 0.5")
-    return number
-
-
-def _rate(value: object) -> float:
-    number = _number(value)
-    if number < 0:
-        raise _Invalid("expected requests per second >= 0 (0 turns the limit off)")
-    return number
 
 
 def _items(value: object) -> list[object]:
@@ -318,45 +309,120 @@ def _env_name(value: object) -> str:
     return text
 
 
+# -- how each type and kind is read --------------------------------------------
+
+_KINDS: dict[str, Parser] = {"schedule": _schedule, "zone": _zone}
+"""Readings a model outside this module names in ``metadata={"kind": ...}``."""
+
+_converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+for _type, _parse in (
+    (str, _text),
+    (int, _integer),
+    (float, _number),
+    (bool, _boolean),
+    (timedelta, _duration),
+):
+    _converter.register_structure_hook(_type, lambda raw, cls, parse=_parse: parse(raw))
+for _items_of, _parse in ((str, _text_list), (timedelta, _leads)):
+    _converter.register_structure_hook_func(
+        lambda cls, of=_items_of: cls == tuple[of, ...],
+        lambda raw, cls, parse=_parse: parse(raw),
+    )
+
+
+def _optional_number(cls: object) -> bool:
+    """Whether *cls* is ``int | None`` or ``float | None``: TOML writes None as 0."""
+    options = typing.get_args(cls) if isinstance(cls, types.UnionType) else ()
+    return type(None) in options and bool({int, float} & set(options))
+
+
+def _field_hook(field: attrs.Attribute[Any]) -> Callable[[object, Any], Any]:
+    """Return how one field is read: its type or kind, then its validator's rule."""
+    if attrs.has(field.type):
+        return _nested_hook(field)
+    kind = field.metadata.get("kind")
+    parse: Parser | None = _KINDS[kind] if isinstance(kind, str) else kind
+    rule = getattr(field.validator, "problem", None)
+    none_as_zero = _optional_number(field.type)
+
+    def hook(raw: object, cls: Any) -> Any:
+        value = _converter.structure(raw, cls) if parse is None else parse(raw)
+        if none_as_zero and value == 0:
+            value = None
+        problem = None if rule is None else rule(field.name, value)
+        if problem is not None:
+            raise _Invalid(problem + (" (0 turns it off)" if none_as_zero else ""))
+        return value
+
+    return hook
+
+
+def _nested_hook(field: attrs.Attribute[Any]) -> Callable[[object, Any], Any]:
+    """Read a nested policy's parts into a copy of the field's default."""
+    default = field.default
+    rule = getattr(field.validator, "problem", None)
+
+    def hook(raw: Mapping[str, object], cls: Any) -> Any:
+        changes = {}
+        for part in attrs.fields(attrs.resolve_types(cls)):
+            if part.name not in raw:
+                continue
+            try:
+                value = _converter.structure(raw[part.name], part.type)
+            except ValidationError as error:
+                raise _PartInvalid(str(error), part.name) from None
+            problem = None if rule is None else rule(f"{field.name}.{part.name}", value)
+            if problem is not None:
+                raise _PartInvalid(problem, part.name)
+            changes[part.name] = value
+        start = default.factory() if isinstance(default, attrs.Factory) else default  # type: ignore[arg-type]
+        return attrs.evolve(start, **changes)
+
+    return hook
+
+
+def _class_hook(cls: type[Any]) -> Callable[[Mapping[str, Any], Any], Any]:
+    fields = attrs.fields(attrs.resolve_types(cls))
+    hooks = {f.name: override(struct_hook=_field_hook(f)) for f in fields if f.init}
+    return make_dict_structure_fn(cls, _converter, **hooks)  # type: ignore[arg-type]
+
+
+_converter.register_structure_hook_factory(attrs.has, _class_hook)
+
+
+def keys_of(cls: type[Any]) -> dict[str, tuple[str, ...]]:
+    """Return each key a section of *cls* accepts and the field path it sets.
+
+    A field holding an attrs class gives one flat key per part (``retry_cap``).
+    """
+    keys: dict[str, tuple[str, ...]] = {}
+    for field in attrs.fields(attrs.resolve_types(cls)):
+        if not field.init:
+            continue
+        if attrs.has(field.type):
+            for part in attrs.fields(attrs.resolve_types(field.type)):
+                keys[f"{field.name}_{part.name}"] = (field.name, part.name)
+        else:
+            keys[field.name] = (field.name,)
+    return keys
+
+
 # -- sections -----------------------------------------------------------------
 
 
-Check = Callable[[Any], "str | None"]
+def _kind(parse: Parser, *, secret: bool = False, url: bool = False) -> dict[str, Any]:
+    """Return a config-only field's metadata: its reading and how it is shown."""
+    return {"kind": parse, "secret": secret, "url": url}
 
 
-def _key(
-    parse: Parser,
-    *,
-    secret: bool = False,
-    url: bool = False,
-    check: Check | None = None,
-) -> dict[str, Any]:
-    """Return a config key's metadata: its parser, its range check, how it is shown.
-
-    *check* takes the parsed value and says why it is out of range (or None);
-    the ranges are the tables the attrs validators use, so API and config agree.
-    """
-    return {"parse": parse, "secret": secret, "url": url, "check": check}
-
-
-def _setting(name: str) -> Check:
-    """Return the range check of the `Settings` value *name* (``retry.cap``)."""
-    if name in SETTINGS_SPANS:
-        return SETTINGS_SPANS[name].problem
-    return SETTINGS_COUNTS[name].problem
-
-
-def _leads_check(leads: tuple[timedelta, ...] | None) -> str | None:
+def _leads_problem(name: str, leads: tuple[timedelta, ...]) -> str | None:
     span = CALENDAR_SPANS["leads"]
-    problems = (span.problem(lead) for lead in leads or ())
+    problems = (span.problem(lead) for lead in leads)
     return next((f"each lead {p}" for p in problems if p is not None), None)
 
 
-def _rate_check(rate: float) -> str | None:
-    return None if rate == 0 else rate_problem(rate)
-
-
 _TIMEOUT = Span(timedelta(hours=1), zero_ok=False)
+_BODY = Count(1, 2**53)
 
 
 def _hide(value: object) -> str:
@@ -373,163 +439,64 @@ class StoreConfig:
 
     url: str = attrs.field(
         default="sqlite:///calsync.db",
-        metadata=_key(_store_url, url=True),
+        metadata=_kind(_store_url, url=True),
         repr=_redact_optional,
     )
-    schema: str = attrs.field(default="calsync", metadata=_key(_text))
+    schema: str = "calsync"
     secret_keys: tuple[str, ...] = attrs.field(
-        default=(), metadata=_key(_text_list, secret=True), repr=_hide
+        default=(), metadata={"secret": True}, repr=_hide
     )
+
+
+_CALENDAR = attrs.fields(Calendar)
 
 
 @attrs.frozen
 class DefaultsConfig:
-    """``[defaults]``: settings of calendars added without their own."""
+    """``[defaults]``: settings of calendars added without their own (`Calendar`'s)."""
 
-    every: str = attrs.field(default="every 15m", metadata=_key(_schedule))
+    every: str = attrs.field(
+        default=_CALENDAR.schedule.default, metadata={"kind": "schedule"}
+    )
     leads: tuple[timedelta, ...] = attrs.field(
-        default=(timedelta(minutes=10),), metadata=_key(_leads, check=_leads_check)
+        default=_CALENDAR.leads.default, validator=Checked(_leads_problem)
     )
-    tz: str = attrs.field(default="UTC", metadata=_key(_zone))
+    tz: str = attrs.field(default="UTC", metadata={"kind": "zone"})
 
 
 @attrs.frozen
-class EngineConfig:
-    """``[engine]``: `Settings` of the Engine; a key left out keeps its default."""
+class CalendarConfig(DefaultsConfig):
+    """One ``[[calendars]]`` entry: a calendar `calsync run` makes sure exists.
 
-    worker: str | None = attrs.field(default=None, metadata=_key(_text))
-    sync_concurrency: int | None = attrs.field(
-        default=None, metadata=_key(_integer(1), check=_setting("sync_concurrency"))
+    Keys left out take the ``[defaults]``.
+    """
+
+    url: str = attrs.field(
+        kw_only=True, metadata=_kind(_feed_url, url=True), repr=_redact_optional
     )
-    per_host_concurrency: int | None = attrs.field(
-        default=None, metadata=_key(_integer(1), check=_setting("per_host_concurrency"))
-    )
-    per_host_rate: float | None = attrs.field(
-        default=None, metadata=_key(_rate, check=_rate_check)
-    )
-    lease_ttl: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration, check=_setting("lease_ttl"))
-    )
-    parse_timeout: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration, check=_setting("parse_timeout"))
-    )
-    max_occurrences: int | None = attrs.field(
-        default=None, metadata=_key(_integer(1), check=_setting("max_occurrences"))
-    )
-    reparse_after: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration, check=_setting("reparse_after"))
-    )
-    late_grace: timedelta | None = attrs.field(
-        default=None, metadata=_key(_duration, check=_setting("late_grace"))
-    )
-    alarm_lookahead: timedelta | None = attrs.field(
-        default=None,
-        metadata=_key(_positive_duration, check=_setting("alarm_lookahead")),
-    )
-    mass_deletion_min: int | None = attrs.field(
-        default=None, metadata=_key(_integer(1), check=_setting("mass_deletion_min"))
-    )
-    mass_deletion_fraction: float | None = attrs.field(
-        default=None, metadata=_key(_fraction, check=fraction_problem)
-    )
-    retry_base: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration, check=_setting("retry.base"))
-    )
-    retry_cap: timedelta | None = attrs.field(
-        default=None, metadata=_key(_positive_duration, check=_setting("retry.cap"))
-    )
-    retry_max_after: timedelta | None = attrs.field(
-        default=None,
-        metadata=_key(_positive_duration, check=_setting("retry.max_retry_after")),
-    )
-    breaker_threshold: int | None = attrs.field(
-        default=None,
-        metadata=_key(_integer(1), check=_setting("breaker.failure_threshold")),
-    )
-    breaker_cool_down: timedelta | None = attrs.field(
-        default=None,
-        metadata=_key(_positive_duration, check=_setting("breaker.cool_down")),
-    )
-    breaker_probe_timeout: timedelta | None = attrs.field(
-        default=None,
-        metadata=_key(_positive_duration, check=_setting("breaker.probe_timeout")),
-    )
-    dispatch_batch: int | None = attrs.field(
-        default=None, metadata=_key(_integer(1), check=_setting("dispatch_batch"))
-    )
-    dispatch_concurrency: int | None = attrs.field(
-        default=None, metadata=_key(_integer(1), check=_setting("dispatch_concurrency"))
-    )
-    handler_timeout: timedelta | None = attrs.field(
-        default=None,
-        metadata=_key(_positive_duration, check=_setting("handler_timeout")),
-    )
-    max_attempts: int | None = attrs.field(
-        default=None, metadata=_key(_integer(1), check=_setting("max_attempts"))
-    )
-    delivery_retry_base: timedelta | None = attrs.field(
-        default=None,
-        metadata=_key(_positive_duration, check=_setting("delivery_retry.base")),
-    )
-    delivery_retry_cap: timedelta | None = attrs.field(
-        default=None,
-        metadata=_key(_positive_duration, check=_setting("delivery_retry.cap")),
-    )
-    keep_expired_occurrences: timedelta | None = attrs.field(
-        default=None,
-        metadata=_key(_duration, check=_setting("keep_expired_occurrences")),
-    )
-    keep_notifications: timedelta | None = attrs.field(
-        default=None, metadata=_key(_duration, check=_setting("keep_notifications"))
-    )
-    keep_job_runs: timedelta | None = attrs.field(
-        default=None, metadata=_key(_duration, check=_setting("keep_job_runs"))
-    )
-    stale_factor: int | None = attrs.field(
-        default=None, metadata=_key(_integer(1), check=_setting("stale_factor"))
-    )
-    parse_cache_size: int | None = attrs.field(
-        default=None, metadata=_key(_integer(0), check=_setting("parse_cache_size"))
-    )
-    parse_concurrency: int | None = attrs.field(
-        default=None, metadata=_key(_integer(1), check=_setting("parse_concurrency"))
-    )
-    parse_memory_limit: int | None = attrs.field(
-        default=None, metadata=_key(_integer(0))
-    )
-    parse_isolation: bool | None = attrs.field(default=None, metadata=_key(_boolean))
+    name: str | None = attrs.field(default=None, kw_only=True)
+    owner: str = attrs.field(default=_CALENDAR.owner.default, kw_only=True)
 
 
-@attrs.frozen
-class RunnerConfig:
-    """``[runner]``: when `calsync run` runs each job; ``tz`` for wall-clock times."""
-
-    sync_due: str = attrs.field(default="every 30s", metadata=_key(_schedule))
-    check_notifications: str = attrs.field(
-        default="every 60s", metadata=_key(_schedule)
-    )
-    dispatch_notifications: str = attrs.field(
-        default="every 10s", metadata=_key(_schedule)
-    )
-    cleanup: str = attrs.field(default="daily 03:00", metadata=_key(_schedule))
-    tz: str = attrs.field(default="UTC", metadata=_key(_zone))
+def _timeout(name: str, value: object) -> str | None:
+    return span_problem(_TIMEOUT, value)
 
 
 @attrs.frozen
 class FetchConfig:
     """``[fetch]``: the HTTP fetcher's allow-list, timeouts and size cap."""
 
-    allow: tuple[str, ...] = attrs.field(default=(), metadata=_key(_text_list))
+    allow: tuple[str, ...] = ()
     timeout: timedelta = attrs.field(
-        default=timedelta(seconds=60),
-        metadata=_key(_positive_duration, check=_TIMEOUT.problem),
+        default=timedelta(seconds=60), validator=Checked(_timeout)
     )
     connect_timeout: timedelta = attrs.field(
-        default=timedelta(seconds=10),
-        metadata=_key(_positive_duration, check=_TIMEOUT.problem),
+        default=timedelta(seconds=10), validator=Checked(_timeout)
     )
-    max_body_bytes: int = attrs.field(default=20 * _MB, metadata=_key(_integer(1)))
-    user_agent: str | None = attrs.field(default=None, metadata=_key(_text))
+    max_body_bytes: int = attrs.field(
+        default=20 * _MB, validator=Checked(lambda name, value: _BODY.problem(value))
+    )
+    user_agent: str | None = None
 
 
 @attrs.frozen
@@ -537,71 +504,78 @@ class HandlerConfig:
     """``[handler]``: what `calsync run` does with a due notification."""
 
     kind: str = attrs.field(
-        default="log", metadata=_key(_choice("log", "webhook", "python"))
+        default="log", metadata=_kind(_choice("log", "webhook", "python"))
     )
     url: str | None = attrs.field(
-        default=None, metadata=_key(_webhook_url, url=True), repr=_redact_optional
+        default=None, metadata=_kind(_webhook_url, url=True), repr=_redact_optional
     )
     secret: str | None = attrs.field(
-        default=None, metadata=_key(_text, secret=True), repr=_hide
+        default=None, metadata={"secret": True}, repr=_hide
     )
-    secret_env: str | None = attrs.field(default=None, metadata=_key(_env_name))
-    target: str | None = attrs.field(default=None, metadata=_key(_target))
+    secret_env: str | None = attrs.field(default=None, metadata=_kind(_env_name))
+    target: str | None = attrs.field(default=None, metadata=_kind(_target))
 
 
 @attrs.frozen
 class LoggingConfig:
     """``[logging]``: the level and format of `calsync run`'s log lines."""
 
-    level: str = attrs.field(default="INFO", metadata=_key(_log_level))
-    format: str = attrs.field(default="text", metadata=_key(_choice("text", "json")))
-
-
-@attrs.frozen
-class CalendarConfig:
-    """One ``[[calendars]]`` entry: a calendar `calsync run` makes sure exists.
-
-    Keys left out take the ``[defaults]``.
-    """
-
-    url: str = attrs.field(metadata=_key(_feed_url, url=True), repr=_redact_optional)
-    name: str | None = attrs.field(default=None, metadata=_key(_text))
-    owner: str = attrs.field(default="default", metadata=_key(_text))
-    every: str | None = attrs.field(default=None, metadata=_key(_schedule))
-    leads: tuple[timedelta, ...] | None = attrs.field(
-        default=None, metadata=_key(_leads, check=_leads_check)
-    )
-    tz: str | None = attrs.field(default=None, metadata=_key(_zone))
-
-
-_SECTIONS: dict[str, type[Any]] = {
-    "store": StoreConfig,
-    "defaults": DefaultsConfig,
-    "engine": EngineConfig,
-    "runner": RunnerConfig,
-    "fetch": FetchConfig,
-    "handler": HandlerConfig,
-    "logging": LoggingConfig,
-}
+    level: str = attrs.field(default="INFO", metadata=_kind(_log_level))
+    format: str = attrs.field(default="text", metadata=_kind(_choice("text", "json")))
 
 
 @attrs.frozen
 class Config:
     """Everything `calsync` reads from ``calsync.toml`` and the environment.
 
+    ``engine`` is the Engine's `Settings` and ``runner`` the runner's `Triggers`.
     ``source`` is the file it was read from (None: defaults and environment only).
     Secrets (the webhook secret, passwords in URLs) never appear in `repr`.
     """
 
-    store: StoreConfig = StoreConfig()
-    defaults: DefaultsConfig = DefaultsConfig()
-    engine: EngineConfig = EngineConfig()
-    runner: RunnerConfig = RunnerConfig()
-    fetch: FetchConfig = FetchConfig()
-    handler: HandlerConfig = HandlerConfig()
-    logging: LoggingConfig = LoggingConfig()
+    store: StoreConfig = attrs.field(factory=StoreConfig)
+    defaults: DefaultsConfig = attrs.field(factory=DefaultsConfig)
+    engine: Settings = attrs.field(factory=Settings)
+    runner: Triggers = attrs.field(factory=Triggers)
+    fetch: FetchConfig = attrs.field(factory=FetchConfig)
+    handler: HandlerConfig = attrs.field(factory=HandlerConfig)
+    logging: LoggingConfig = attrs.field(factory=LoggingConfig)
     calendars: tuple[CalendarConfig, ...] = ()
     source: Path | None = None
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    field.name: field.type
+    for field in attrs.fields(attrs.resolve_types(Config))
+    if attrs.has(field.type)
+}
+
+
+@attrs.frozen
+class Alias:
+    """Another name for config keys: an older variable, or an older key's spelling.
+
+    A variable with a ``form`` holds whole numbers, each written into ``form``
+    (``"every {}m"``); ``several`` allows a comma-separated list of them.
+    """
+
+    keys: tuple[str, ...]
+    form: str | None = None
+    several: bool = False
+
+
+ALIASES: dict[str, Alias] = {
+    # Variables older deployments of such services set.
+    "SYNC_INTERVAL_MINUTES": Alias(("defaults.every",), "every {}m"),
+    "NOTIFY_INTERVAL_SECONDS": Alias(
+        ("runner.dispatch_notifications", "runner.check_notifications"), "every {}s"
+    ),
+    "NOTIFY_BEFORE_MINUTES": Alias(("defaults.leads",), "{}m", several=True),
+    # [engine] keys as spelled before they were named after the Settings fields.
+    "engine.retry_max_after": Alias(("engine.retry_max_retry_after",)),
+    "engine.breaker_threshold": Alias(("engine.breaker_failure_threshold",)),
+}
+"""Every other name calsync reads, and the keys it stands for; a later source wins."""
 
 
 # -- loading ------------------------------------------------------------------
@@ -616,6 +590,9 @@ class _Value:
     source: str
 
 
+Values = dict[str, _Value]
+
+
 def load_config(
     path: str | os.PathLike[str] | None,
     *,
@@ -628,38 +605,109 @@ def load_config(
     env = os.environ if env is None else env
     source = None if path is None else Path(path)
     document = {} if source is None else _read_toml(source)
-    file_label = str(source) if source is not None else "config"
-    values: dict[str, dict[str, _Value]] = {name: {} for name in _SECTIONS}
-    calendars_raw: object = []
+    label = str(source) if source is not None else "config"
+    values, calendars_raw = _collect(document, env, label, _SECTIONS)
+    sections = {
+        name: _structure(name, cls, values[name], label)
+        for name, cls in _SECTIONS.items()
+    }
+    handler = _resolve_handler(sections["handler"], values["handler"], env, label)
+    calendars = _build_calendars(calendars_raw, label, values["defaults"])
+    return Config(
+        **{**sections, "handler": handler}, calendars=calendars, source=source
+    )
+
+
+def _collect(
+    document: Mapping[str, object],
+    env: Mapping[str, str],
+    label: str,
+    sections: Mapping[str, type[Any]],
+) -> tuple[dict[str, Values], object]:
+    """Gather each section's raw values from the file and the variables, by key."""
+    values: dict[str, Values] = {name: {} for name in sections}
+    calendars: object = []
     for section, table in document.items():
         if section == "calendars":
-            calendars_raw = table
+            calendars = table
             continue
-        place = _Value(table, file_label, file_label)
-        _check_known(section, _SECTIONS, place, "section", section)
+        _check_known(section, sections, _Value(table, label, label), "section", section)
         if not isinstance(table, dict):
             raise ConfigError(
-                f"{file_label}: [{section}] must be a table, like '[{section}]' "
+                f"{label}: [{section}] must be a table, like '[{section}]' "
                 "followed by key = value lines",
                 key=section,
-                source=file_label,
+                source=label,
             )
         for key, raw in table.items():
-            values[section][key] = _Value(
-                raw, f"{file_label}: [{section}] {key}", file_label
-            )
-    _apply_legacy_env(values, env)
-    _apply_env(values, env)
-    sections = {
-        name: _build_section(name, cls, values[name]) for name, cls in _SECTIONS.items()
-    }
-    handler = _resolve_handler(sections["handler"], values["handler"], env, file_label)
-    calendars = _build_calendars(calendars_raw, file_label)
-    return Config(
-        **{**sections, "handler": handler},
-        calendars=calendars,
-        source=source,
+            where = _Value(raw, f"{label}: [{section}] {key}", label)
+            _put(values, section, sections[section], key, where)
+    _apply_aliased_variables(values, env)
+    _apply_env(values, env, sections)
+    return values, calendars
+
+
+def _put(
+    values: dict[str, Values], section: str, cls: type[Any], key: str, value: _Value
+) -> None:
+    """Set *key* of *section*, or the keys its alias names; refuse unknown keys."""
+    alias = ALIASES.get(f"{section}.{key}")
+    for target in alias.keys if alias else (f"{section}.{key}",):
+        name = target.partition(".")[2]
+        _check_known(name, keys_of(cls), value, "key", f"{section}.{name}")
+        values[section][name] = value
+
+
+def _structure(section: str, cls: type[Any], values: Values, label: str) -> Any:
+    """Read one section's values into *cls* with cattrs; a bad value is one line."""
+    keys = keys_of(cls)
+    document: dict[str, Any] = {}
+    for key, value in values.items():
+        field, *part = keys[key]
+        if part:
+            document.setdefault(field, {})[part[0]] = value.raw
+        else:
+            document[field] = value.raw
+    try:
+        return _converter.structure(document, cls)
+    except Exception as error:  # cattrs groups the problems; the first is shown
+        raise _config_error(section, cls, values, label, error) from None
+
+
+def _config_error(
+    section: str, cls: type[Any], values: Values, label: str, error: BaseException
+) -> ConfigError:
+    """Name the key of the first problem cattrs found, where it came from, and why."""
+    path: list[str] = []
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+        notes = getattr(error, "__notes__", ())
+        path += [n.name for n in notes if isinstance(n, AttributeValidationNote)][:1]
+    if isinstance(error, _PartInvalid):
+        path.append(error.part)
+    value = values.get("_".join(path))
+    if value is None:  # the values do not fit together
+        return ConfigError(
+            f"{label}: [{section}] settings do not fit together: {error}",
+            key=section,
+            source=label,
+        )
+    problem = str(error) if isinstance(error, ValidationError) else "cannot be read"
+    metadata = attrs.fields_dict(cls)[path[0]].metadata
+    return ConfigError(
+        f"{value.origin}: {problem}, got {_shown(metadata, value.raw)}",
+        key=f"{section}.{'_'.join(path)}",
+        source=value.source,
     )
+
+
+def _shown(metadata: Mapping[str, Any], raw: object) -> str:
+    """How an error message may show a bad value: never a secret in full."""
+    if metadata.get("secret"):
+        return "a value (hidden)"
+    if metadata.get("url") and isinstance(raw, str):
+        return repr(redact(raw))
+    return repr(raw)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -710,43 +758,9 @@ def _check_known(
     )
 
 
-def _build_section(name: str, cls: type[Any], values: Mapping[str, _Value]) -> Any:
-    """Parse one table's values into its section class, refusing unknown keys."""
-    fields = {field.name: field for field in attrs.fields(cls)}
-    parsed: dict[str, Any] = {}
-    for key, value in values.items():
-        _check_known(key, fields, value, "key", f"{name}.{key}")
-        parsed[key] = _parse(fields[key], f"{name}.{key}", value)
-    return cls(**parsed)
-
-
-def _parse(field: attrs.Attribute[Any], key: str, value: _Value) -> Any:
-    parse: Parser = field.metadata["parse"]
-    check: Check | None = field.metadata["check"]
-    try:
-        parsed = parse(value.raw)
-        problem = None if check is None else check(parsed)
-    except _Invalid as error:
-        problem = str(error)
-    if problem is not None:
-        raise ConfigError(
-            f"{value.origin}: {problem}, got {_shown(field, value.raw)}",
-            key=key,
-            source=value.source,
-        )
-    return parsed
-
-
-def _shown(field: attrs.Attribute[Any], raw: object) -> str:
-    """How an error message may show a bad value: never a secret in full."""
-    if field.metadata.get("secret"):
-        return "a value (hidden)"
-    if field.metadata.get("url") and isinstance(raw, str):
-        return repr(redact(raw))
-    return repr(raw)
-
-
-def _apply_env(values: dict[str, dict[str, _Value]], env: Mapping[str, str]) -> None:
+def _apply_env(
+    values: dict[str, Values], env: Mapping[str, str], sections: Mapping[str, type[Any]]
+) -> None:
     """Apply ``CALSYNC_<SECTION>_<KEY>``; variables of other sections are left alone."""
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX):
@@ -759,53 +773,34 @@ def _apply_env(values: dict[str, dict[str, _Value]], env: Mapping[str, str]) -> 
                 key="calendars",
                 source=name,
             )
-        if section not in _SECTIONS or not key:
-            continue
-        values[section][key] = _Value(
-            _EnvText(raw), f"environment variable {name}", name
-        )
+        if section in sections and key:
+            where = _Value(_EnvText(raw), f"environment variable {name}", name)
+            _put(values, section, sections[section], key, where)
 
 
-_LEGACY = {
-    "SYNC_INTERVAL_MINUTES": (("defaults", "every"),),
-    "NOTIFY_INTERVAL_SECONDS": (
-        ("runner", "dispatch_notifications"),
-        ("runner", "check_notifications"),
-    ),
-    "NOTIFY_BEFORE_MINUTES": (("defaults", "leads"),),
-}
-_LEGACY_FORMS = {
-    "SYNC_INTERVAL_MINUTES": "every {}m",
-    "NOTIFY_INTERVAL_SECONDS": "every {}s",
-    "NOTIFY_BEFORE_MINUTES": "{}m",
-}
-
-
-def _apply_legacy_env(
-    values: dict[str, dict[str, _Value]], env: Mapping[str, str]
-) -> None:
-    """Map the variables older deployments of such services set onto config keys."""
-    for name, targets in _LEGACY.items():
+def _apply_aliased_variables(values: dict[str, Values], env: Mapping[str, str]) -> None:
+    """Map the variables in `ALIASES` (whole numbers) onto their config keys."""
+    for name, alias in ALIASES.items():
         raw = env.get(name)
-        if raw is None:
+        if raw is None or alias.form is None:
             continue
         numbers = [part.strip() for part in raw.split(",")]
-        single = name != "NOTIFY_BEFORE_MINUTES"
-        if (single and len(numbers) != 1) or not all(
+        if (not alias.several and len(numbers) != 1) or not all(
             re.fullmatch(r"\d+", number) and int(number) > 0 for number in numbers
         ):
-            expected = "a whole number > 0" if single else "whole numbers > 0 (10,30)"
+            expected = (
+                "whole numbers > 0 (10,30)" if alias.several else "a whole number > 0"
+            )
             raise ConfigError(
                 f"environment variable {name}: expected {expected}, got {raw!r}",
                 key=name,
                 source=name,
             )
-        form = _LEGACY_FORMS[name]
-        text = ",".join(form.format(int(number)) for number in numbers)
-        for section, key in targets:
-            values[section][key] = _Value(
-                _EnvText(text), f"environment variable {name}", name
-            )
+        text = ",".join(alias.form.format(int(number)) for number in numbers)
+        for target in alias.keys:
+            section, _, key = target.partition(".")
+            origin = f"environment variable {name}"
+            values[section][key] = _Value(_EnvText(text), origin, name)
 
 
 def _resolve_handler(
@@ -849,7 +844,10 @@ def _resolve_handler(
     return handler
 
 
-def _build_calendars(raw: object, origin: str) -> tuple[CalendarConfig, ...]:
+def _build_calendars(
+    raw: object, origin: str, defaults: Values
+) -> tuple[CalendarConfig, ...]:
+    """Read each ``[[calendars]]`` table; a key it leaves out takes ``[defaults]``."""
     if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
         raise ConfigError(
             f"{origin}: calendars must be an array of tables, written "
@@ -861,22 +859,24 @@ def _build_calendars(raw: object, origin: str) -> tuple[CalendarConfig, ...]:
     seen: set[tuple[str, str]] = set()
     for position, table in enumerate(raw, start=1):
         where = f"{origin}: [[calendars]] #{position}"
+        section = f"calendars[{position}]"
         if "url" not in table:
             raise ConfigError(
                 f'{where}: url is required, like url = "https://example.com/cal.ics"',
-                key=f"calendars[{position}].url",
+                key=f"{section}.url",
                 source=origin,
             )
-        values = {
-            key: _Value(value, f"{where} {key}", origin) for key, value in table.items()
-        }
-        calendar = _build_section(f"calendars[{position}]", CalendarConfig, values)
+        values = {section: dict(defaults)}
+        for key, value in table.items():
+            place = _Value(value, f"{where} {key}", origin)
+            _put(values, section, CalendarConfig, key, place)
+        calendar = _structure(section, CalendarConfig, values[section], origin)
         identity = (calendar.owner, calendar.url)
         if identity in seen:
             raise ConfigError(
                 f"{where}: url {redact(calendar.url)!r} is declared twice for owner "
                 f"{calendar.owner!r}: remove one of them",
-                key=f"calendars[{position}].url",
+                key=f"{section}.url",
                 source=origin,
             )
         seen.add(identity)
@@ -921,82 +921,9 @@ def build_fetcher(config: Config) -> HttpFetcher:
     )
 
 
-_SETTINGS_KEYS = (
-    "worker",
-    "sync_concurrency",
-    "per_host_concurrency",
-    "per_host_rate",
-    "lease_ttl",
-    "parse_timeout",
-    "max_occurrences",
-    "reparse_after",
-    "late_grace",
-    "alarm_lookahead",
-    "mass_deletion_min",
-    "mass_deletion_fraction",
-    "dispatch_batch",
-    "dispatch_concurrency",
-    "handler_timeout",
-    "max_attempts",
-    "keep_expired_occurrences",
-    "keep_notifications",
-    "keep_job_runs",
-    "stale_factor",
-    "parse_cache_size",
-    "parse_concurrency",
-    "parse_isolation",
-)
-
-
 def build_settings(config: Config) -> Settings:
-    """Return the Engine `Settings` of ``[engine]``; keys left out keep the defaults.
-
-    Raises `ConfigError` when the values do not fit together (a parse timeout
-    longer than the lease, say).
-    """
-    from calsync.core.settings import Settings
-
-    engine = config.engine
-    defaults = Settings()
-    changes: dict[str, Any] = {
-        key: getattr(engine, key)
-        for key in _SETTINGS_KEYS
-        if getattr(engine, key) is not None
-    }
-    if engine.per_host_rate == 0:
-        changes["per_host_rate"] = None
-    if engine.parse_memory_limit is not None:
-        changes["parse_memory_limit"] = engine.parse_memory_limit or None
-    retry = _changed(
-        base=engine.retry_base,
-        cap=engine.retry_cap,
-        max_retry_after=engine.retry_max_after,
-    )
-    if retry:
-        changes["retry"] = attrs.evolve(defaults.retry, **retry)
-    breaker = _changed(
-        failure_threshold=engine.breaker_threshold,
-        cool_down=engine.breaker_cool_down,
-        probe_timeout=engine.breaker_probe_timeout,
-    )
-    if breaker:
-        changes["breaker"] = attrs.evolve(defaults.breaker, **breaker)
-    delivery = _changed(base=engine.delivery_retry_base, cap=engine.delivery_retry_cap)
-    if delivery:
-        changes["delivery_retry"] = attrs.evolve(defaults.delivery_retry, **delivery)
-    try:
-        return attrs.evolve(defaults, **changes)
-    except ValidationError as error:
-        origin = str(config.source) if config.source is not None else "config"
-        raise ConfigError(
-            f"{origin}: [engine] settings do not fit together: {error}",
-            key="engine",
-            source=origin,
-        ) from None
-
-
-def _changed(**values: Any) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if value is not None}
+    """Return the Engine `Settings` of ``[engine]`` (read and checked when loaded)."""
+    return config.engine
 
 
 def build_handler(config: Config) -> Handler:

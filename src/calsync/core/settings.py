@@ -6,16 +6,26 @@ import math
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import attrs
 
 from calsync.core.breaker import CircuitBreaker
-from calsync.core.durations import LONGEST, Span
+from calsync.core.durations import LONGEST, Span, format_duration
 from calsync.core.errors import ValidationError
 from calsync.core.retry import RetryPolicy
 
-__all__ = ["SETTINGS_COUNTS", "SETTINGS_SPANS", "Count", "Settings", "default_worker"]
+__all__ = [
+    "SETTINGS_COUNTS",
+    "SETTINGS_SPANS",
+    "Checked",
+    "Count",
+    "Settings",
+    "default_worker",
+    "span_problem",
+]
 
 
 def default_worker() -> str:
@@ -62,7 +72,9 @@ class Count:
         """Why *value* is not a fitting whole number, or None when it is one."""
         if isinstance(value, bool) or not isinstance(value, int):
             return "must be a whole number"
-        if not self.minimum <= value <= self.maximum:
+        if value < self.minimum:
+            return f"must be a whole number >= {self.minimum}"
+        if value > self.maximum:
             return f"must be from {self.minimum} to {self.maximum:,}"
         return None
 
@@ -106,54 +118,78 @@ def fraction_problem(value: object) -> str | None:
     return None
 
 
-def _span(
-    instance: object, attribute: attrs.Attribute[timedelta], value: object
-) -> None:
-    SETTINGS_SPANS[attribute.name].check(attribute.name, value)
+@attrs.frozen
+class Checked:
+    """An attrs validator over a rule ``problem(name, value)`` (None: the value fits).
+
+    A config reader asks `problem` before it builds the object, so code and config
+    refuse the same values in the same words; ``name`` is the field, or
+    ``field.part`` for a part of a nested policy (``retry.cap``).
+    """
+
+    problem: Callable[[str, Any], str | None]
+
+    def __call__(
+        self, instance: object, attribute: attrs.Attribute[Any], value: object
+    ) -> None:
+        """Raise `ValidationError` naming the field when its value is out of range."""
+        problem = self.problem(attribute.name, value)
+        if problem is not None:
+            raise ValidationError(f"{attribute.name} {problem}, got {_shown(value)!r}")
 
 
-def _count(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
-    problem = SETTINGS_COUNTS[attribute.name].problem(value)
-    if problem is not None:
-        raise ValidationError(f"{attribute.name} {problem}, got {value!r}")
+def _shown(value: object) -> object:
+    return format_duration(value) if isinstance(value, timedelta) else value
 
 
-def _fraction(
-    instance: object, attribute: attrs.Attribute[float], value: object
-) -> None:
-    problem = fraction_problem(value)
-    if problem is not None:
-        raise ValidationError(f"{attribute.name} {problem}, got {value!r}")
+def span_problem(span: Span, value: object) -> str | None:
+    """Why *value* is not in *span*; a duration that must be positive says so plainly."""
+    if isinstance(value, timedelta) and not span.zero_ok and value <= span.minimum:
+        return "must be a duration greater than zero, like '10m'"
+    return span.problem(value)
 
 
-def _rate(instance: object, attribute: attrs.Attribute[float], value: object) -> None:
-    problem = None if value is None else rate_problem(value)
-    if problem is not None:
-        raise ValidationError(f"{attribute.name} {problem} (or None), got {value!r}")
+def _in_table(name: str, value: object) -> str | None:
+    rule = SETTINGS_SPANS.get(name) or SETTINGS_COUNTS[name]
+    if isinstance(rule, Span):
+        return span_problem(rule, value)
+    return rule.problem(value)
 
 
-def _check_nested(settings: Settings) -> None:
-    """Range-check the durations of the retry policies and the circuit breaker."""
-    for name, span in SETTINGS_SPANS.items():
-        owner, dot, field = name.partition(".")
-        if dot:
-            span.check(name, getattr(getattr(settings, owner), field))
-    threshold = settings.breaker.failure_threshold
-    problem = SETTINGS_COUNTS["breaker.failure_threshold"].problem(threshold)
-    if problem is not None:
-        raise ValidationError(f"breaker.failure_threshold {problem}, got {threshold!r}")
+_span = _count = Checked(_in_table)
 
 
-def _memory_limit(
-    instance: object, attribute: attrs.Attribute[int], value: int
-) -> None:
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int) or value < 64 * 2**20
-    ):
-        raise ValidationError(
-            f"{attribute.name} must be None or a number of bytes >= 64 MiB, "
-            f"got {value!r}"
-        )
+@attrs.frozen
+class _Parts(Checked):
+    """Range-check each part of a retry policy or circuit breaker by its dotted name."""
+
+    def __call__(
+        self, instance: object, attribute: attrs.Attribute[Any], value: object
+    ) -> None:
+        """Raise `ValidationError` naming ``field.part`` for a part out of range."""
+        for part in attrs.fields(type(value)):
+            name = f"{attribute.name}.{part.name}"
+            if name in SETTINGS_SPANS or name in SETTINGS_COUNTS:
+                found = getattr(value, part.name)
+                problem = self.problem(name, found)
+                if problem is not None:
+                    raise ValidationError(f"{name} {problem}, got {_shown(found)!r}")
+
+
+_nested = _Parts(_in_table)
+_fraction = Checked(lambda name, value: fraction_problem(value))
+_rate = Checked(lambda name, value: None if value is None else rate_problem(value))
+
+
+def _memory_problem(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 64 * 2**20:
+        return "must be a number of bytes >= 64 MiB (or None: no limit)"
+    return None
+
+
+_memory_limit = Checked(_memory_problem)
 
 
 @attrs.frozen
@@ -181,8 +217,8 @@ class Settings:
     alarm_lookahead: timedelta = attrs.field(default=timedelta(days=7), validator=_span)
     mass_deletion_min: int = attrs.field(default=20, validator=_count)
     mass_deletion_fraction: float = attrs.field(default=0.5, validator=_fraction)
-    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
-    breaker: CircuitBreaker = attrs.field(factory=CircuitBreaker)
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy, validator=_nested)
+    breaker: CircuitBreaker = attrs.field(factory=CircuitBreaker, validator=_nested)
     dispatch_batch: int = attrs.field(default=100, validator=_count)
     dispatch_concurrency: int = attrs.field(default=10, validator=_count)
     handler_timeout: timedelta = attrs.field(
@@ -190,7 +226,8 @@ class Settings:
     )
     max_attempts: int = attrs.field(default=8, validator=_count)
     delivery_retry: RetryPolicy = attrs.field(
-        factory=lambda: RetryPolicy(base=timedelta(seconds=30), cap=timedelta(hours=1))
+        factory=lambda: RetryPolicy(base=timedelta(seconds=30), cap=timedelta(hours=1)),
+        validator=_nested,
     )
     keep_expired_occurrences: timedelta = attrs.field(
         default=timedelta(days=7), validator=_span
@@ -212,7 +249,6 @@ class Settings:
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.worker, str) or not self.worker.strip():
             raise ValidationError("worker must name this process")
-        _check_nested(self)
         if self.parse_timeout >= self.lease_ttl:
             raise ValidationError(
                 "parse_timeout must be shorter than lease_ttl, or a lease could expire "

@@ -41,6 +41,10 @@ def _schedule(instance: Triggers, attribute: attrs.Attribute[str], value: str) -
     Schedule.parse(value, instance.tz)
 
 
+# How `calsync.config` reads a trigger: a schedule text, or a bare interval.
+_TEXT = {"kind": "schedule"}
+
+
 @attrs.frozen
 class Triggers:
     """When the runner runs each job: `Schedule` texts, read in ``tz``."""
@@ -53,11 +57,15 @@ class Triggers:
     )
     """The periodic jobs, by name: a runtime schedules each on its trigger."""
 
-    sync_due: str = attrs.field(default="every 30s", validator=_schedule)
-    check_notifications: str = attrs.field(default="every 60s", validator=_schedule)
-    dispatch_notifications: str = attrs.field(default="every 10s", validator=_schedule)
-    cleanup: str = attrs.field(default="daily 03:00", validator=_schedule)
-    tz: str = attrs.field(default="UTC", kw_only=True)
+    sync_due: str = attrs.field(default="every 30s", validator=_schedule, metadata=_TEXT)
+    check_notifications: str = attrs.field(
+        default="every 60s", validator=_schedule, metadata=_TEXT
+    )
+    dispatch_notifications: str = attrs.field(
+        default="every 10s", validator=_schedule, metadata=_TEXT
+    )
+    cleanup: str = attrs.field(default="daily 03:00", validator=_schedule, metadata=_TEXT)
+    tz: str = attrs.field(default="UTC", kw_only=True, metadata={"kind": "zone"})
 
     def schedule(self, job: str) -> Schedule:
         """Return the parsed schedule of one job."""
