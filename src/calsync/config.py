@@ -1,4 +1,4 @@
-"""`calsync.toml` and ``CALSYNC_*`` variables, read into `Settings`, `Triggers` and more.
+"""`calsync.toml` and ``CALSYNC_*`` variables, read into `Settings`, `Triggers` and co.
 
 The sections are attrs classes and `cattrs` structures each table into its class:
 a field's type says how its value is written, its attrs validator says which
@@ -314,20 +314,26 @@ def _env_name(value: object) -> str:
 _KINDS: dict[str, Parser] = {"schedule": _schedule, "zone": _zone}
 """Readings a model outside this module names in ``metadata={"kind": ...}``."""
 
+_READERS: dict[object, Parser] = {
+    str: _text,
+    int: _integer,
+    float: _number,
+    bool: _boolean,
+    timedelta: _duration,
+    tuple[str, ...]: _text_list,
+    tuple[timedelta, ...]: _leads,
+}
+"""How a value of each type is written in TOML or a variable."""
+
+
+def _read(raw: object, cls: object) -> Any:
+    return _READERS[cls](raw)
+
+
 _converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-for _type, _parse in (
-    (str, _text),
-    (int, _integer),
-    (float, _number),
-    (bool, _boolean),
-    (timedelta, _duration),
-):
-    _converter.register_structure_hook(_type, lambda raw, cls, parse=_parse: parse(raw))
-for _items_of, _parse in ((str, _text_list), (timedelta, _leads)):
-    _converter.register_structure_hook_func(
-        lambda cls, of=_items_of: cls == tuple[of, ...],
-        lambda raw, cls, parse=_parse: parse(raw),
-    )
+for _type in (str, int, float, bool, timedelta):  # ahead of cattrs' own
+    _converter.register_structure_hook(_type, _read)
+_converter.register_structure_hook_func(lambda cls: cls in _READERS, _read)
 
 
 def _optional_number(cls: object) -> bool:
@@ -336,9 +342,9 @@ def _optional_number(cls: object) -> bool:
     return type(None) in options and bool({int, float} & set(options))
 
 
-def _field_hook(field: attrs.Attribute[Any]) -> Callable[[object, Any], Any]:
+def _field_hook(field: attrs.Attribute[Any]) -> Callable[[Any, Any], Any]:
     """Return how one field is read: its type or kind, then its validator's rule."""
-    if attrs.has(field.type):
+    if _nested(field):
         return _nested_hook(field)
     kind = field.metadata.get("kind")
     parse: Parser | None = _KINDS[kind] if isinstance(kind, str) else kind
@@ -357,9 +363,13 @@ def _field_hook(field: attrs.Attribute[Any]) -> Callable[[object, Any], Any]:
     return hook
 
 
-def _nested_hook(field: attrs.Attribute[Any]) -> Callable[[object, Any], Any]:
+def _nested(field: attrs.Attribute[Any]) -> bool:
+    return field.type is not None and attrs.has(field.type)
+
+
+def _nested_hook(field: attrs.Attribute[Any]) -> Callable[[Any, Any], Any]:
     """Read a nested policy's parts into a copy of the field's default."""
-    default = field.default
+    default: Any = field.default
     rule = getattr(field.validator, "problem", None)
 
     def hook(raw: Mapping[str, object], cls: Any) -> Any:
@@ -375,7 +385,7 @@ def _nested_hook(field: attrs.Attribute[Any]) -> Callable[[object, Any], Any]:
             if problem is not None:
                 raise _PartInvalid(problem, part.name)
             changes[part.name] = value
-        start = default.factory() if isinstance(default, attrs.Factory) else default  # type: ignore[arg-type]
+        start = default.factory() if hasattr(default, "factory") else default
         return attrs.evolve(start, **changes)
 
     return hook
@@ -399,7 +409,7 @@ def keys_of(cls: type[Any]) -> dict[str, tuple[str, ...]]:
     for field in attrs.fields(attrs.resolve_types(cls)):
         if not field.init:
             continue
-        if attrs.has(field.type):
+        if _nested(field):
             for part in attrs.fields(attrs.resolve_types(field.type)):
                 keys[f"{field.name}_{part.name}"] = (field.name, part.name)
         else:
@@ -544,10 +554,10 @@ class Config:
     source: Path | None = None
 
 
-_SECTIONS: dict[str, type[Any]] = {
+_SECTIONS: dict[str, Any] = {
     field.name: field.type
     for field in attrs.fields(attrs.resolve_types(Config))
-    if attrs.has(field.type)
+    if _nested(field)
 }
 
 

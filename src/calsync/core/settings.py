@@ -143,7 +143,7 @@ def _shown(value: object) -> object:
 
 
 def span_problem(span: Span, value: object) -> str | None:
-    """Why *value* is not in *span*; a duration that must be positive says so plainly."""
+    """Why *value* is not in *span*; a duration that must be positive says so."""
     if isinstance(value, timedelta) and not span.zero_ok and value <= span.minimum:
         return "must be a duration greater than zero, like '10m'"
     return span.problem(value)
@@ -167,10 +167,10 @@ class _Parts(Checked):
         self, instance: object, attribute: attrs.Attribute[Any], value: object
     ) -> None:
         """Raise `ValidationError` naming ``field.part`` for a part out of range."""
-        for part in attrs.fields(type(value)):
-            name = f"{attribute.name}.{part.name}"
-            if name in SETTINGS_SPANS or name in SETTINGS_COUNTS:
-                found = getattr(value, part.name)
+        for name in (*SETTINGS_SPANS, *SETTINGS_COUNTS):
+            owner, _, part = name.partition(".")
+            if owner == attribute.name:
+                found = getattr(value, part)
                 problem = self.problem(name, found)
                 if problem is not None:
                     raise ValidationError(f"{name} {problem}, got {_shown(found)!r}")

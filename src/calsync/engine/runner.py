@@ -57,14 +57,18 @@ class Triggers:
     )
     """The periodic jobs, by name: a runtime schedules each on its trigger."""
 
-    sync_due: str = attrs.field(default="every 30s", validator=_schedule, metadata=_TEXT)
+    sync_due: str = attrs.field(
+        default="every 30s", validator=_schedule, metadata=_TEXT
+    )
     check_notifications: str = attrs.field(
         default="every 60s", validator=_schedule, metadata=_TEXT
     )
     dispatch_notifications: str = attrs.field(
         default="every 10s", validator=_schedule, metadata=_TEXT
     )
-    cleanup: str = attrs.field(default="daily 03:00", validator=_schedule, metadata=_TEXT)
+    cleanup: str = attrs.field(
+        default="daily 03:00", validator=_schedule, metadata=_TEXT
+    )
     tz: str = attrs.field(default="UTC", kw_only=True, metadata={"kind": "zone"})
 
     def schedule(self, job: str) -> Schedule:
