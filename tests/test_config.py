@@ -9,6 +9,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+import calsync.config as config_module
 from calsync import (
     Calendar,
     HttpFetcher,
@@ -18,18 +19,22 @@ from calsync import (
     SQLiteStore,
 )
 from calsync.config import (
+    ALIASES,
     Config,
     ConfigError,
     build_engine,
     build_fetcher,
     build_handler,
     build_settings,
+    keys_of,
     load_config,
     open_store,
 )
 from calsync.core import CircuitBreaker, RetryPolicy
-from calsync.core.durations import parse_duration
+from calsync.core.durations import format_duration, parse_duration
 from calsync.core.errors import CalsyncError, ValidationError
+from calsync.core.settings import Checked, Count
+from calsync.engine.runner import Triggers
 from calsync.engine.service import Engine
 from calsync.handlers import LoggingHandler, WebhookHandler
 
@@ -719,3 +724,101 @@ def test_parse_duration_refuses_with_a_validation_error_not_a_crash(
     with pytest.raises(ValidationError) as raised:
         parse_duration(text)
     assert len(str(raised.value)) < 200
+
+
+# -- one model: keys, variables and checks come from the attrs classes ----------
+
+
+def _written(value: object) -> str:
+    """How a variable writes *value*, the way a user would."""
+    if value is None:
+        return "0"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    return str(value)
+
+
+def test_every_settings_field_is_an_engine_key_and_a_variable() -> None:
+    defaults = Settings(worker="w")
+    keys = keys_of(Settings)
+    for field in attrs.fields(Settings):
+        nested = attrs.has(type(getattr(defaults, field.name)))
+        assert nested or field.name in keys
+    env = {}
+    for key, (name, *part) in keys.items():
+        value = getattr(defaults, name)
+        env[f"CALSYNC_ENGINE_{key.upper()}"] = _written(
+            getattr(value, part[0]) if part else value
+        )
+    assert load_config(None, env=env).engine == defaults
+    assert "CALSYNC_ENGINE_DELIVERY_RETRY_MAX_RETRY_AFTER" in env
+
+
+def test_a_new_field_needs_no_edit_of_the_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @attrs.frozen
+    class Grown(Settings):
+        parse_max_lines: int = attrs.field(
+            default=5,
+            validator=Checked(lambda name, value: Count(1, 10).problem(value)),
+        )
+        backoff: RetryPolicy = attrs.field(factory=RetryPolicy)
+
+    monkeypatch.setitem(config_module._SECTIONS, "engine", Grown)
+    text = '[engine]\nparse_max_lines = 7\nbackoff_cap = "2h"\n'
+    config = load(tmp_path, text)
+    assert isinstance(config.engine, Grown)
+    assert (config.engine.parse_max_lines, config.engine.backoff.cap) == (
+        7,
+        timedelta(hours=2),
+    )
+    assert (
+        load(tmp_path, text, CALSYNC_ENGINE_PARSE_MAX_LINES="9").engine.parse_max_lines
+        == 9
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text, CALSYNC_ENGINE_PARSE_MAX_LINES="11")
+    assert str(caught.value) == (
+        "environment variable CALSYNC_ENGINE_PARSE_MAX_LINES: "
+        "must be from 1 to 10, got '11'"
+    )
+    with pytest.raises(ConfigError, match="did you mean 'parse_max_lines'") as caught:
+        load(tmp_path, "[engine]\nparse_max_line = 3\n")
+    assert caught.value.key == "engine.parse_max_line"
+
+
+def test_the_runner_section_is_the_runners_triggers() -> None:
+    config = load_config(None, env={"CALSYNC_RUNNER_SYNC_DUE": "45s"})
+    assert config.runner == Triggers(sync_due="every 45s")
+
+
+def test_older_key_spellings_are_aliases(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        '[engine]\nretry_max_after = "2h"\nbreaker_threshold = 2\n',
+        CALSYNC_ENGINE_DELIVERY_RETRY_MAX_RETRY_AFTER="3h",
+    )
+    assert config.engine.retry.max_retry_after == timedelta(hours=2)
+    assert config.engine.breaker.failure_threshold == 2
+    assert config.engine.delivery_retry.max_retry_after == timedelta(hours=3)
+    assert config.engine.delivery_retry.cap == timedelta(hours=1)
+
+
+def test_a_bad_nested_value_names_the_key_as_written(tmp_path: Path) -> None:
+    path = write(tmp_path, "[engine]\nbreaker_threshold = 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert str(caught.value) == (
+        f"{path}: [engine] breaker_threshold: must be a whole number >= 1, got 0"
+    )
+    assert caught.value.key == "engine.breaker_failure_threshold"
+
+
+def test_every_alias_is_documented_in_one_table() -> None:
+    page = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    table = page[page.index("## Aliases") :].split("\n## ")[0]
+    for name in ALIASES:
+        assert f"`{name.partition('.')[2] or name}" in table

@@ -65,6 +65,7 @@ __all__ = [
     "build_fetcher",
     "build_handler",
     "build_settings",
+    "keys_of",
     "load_config",
     "open_store",
     "parse_duration",
