@@ -195,19 +195,11 @@ def run(ctx: click.Context, app: _App) -> None:
 
 
 async def _serve(config: Config) -> None:
-    from calsync.engine.runner import Runner, Triggers
+    from calsync.engine.runner import Runner
 
     if config.handler.kind == "python" and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: the project's own modules
     handler = build_handler(config)
-    runner_config = config.runner
-    triggers = Triggers(
-        sync_due=runner_config.sync_due,
-        check_notifications=runner_config.check_notifications,
-        dispatch_notifications=runner_config.dispatch_notifications,
-        cleanup=runner_config.cleanup,
-        tz=runner_config.tz,
-    )
     # A signal while the store opens (a migration, say) stops the service once
     # it is open, instead of killing it halfway; the runner then takes over.
     early_stop = asyncio.Event()
@@ -219,7 +211,7 @@ async def _serve(config: Config) -> None:
             await ensure_calendars(engine, config)
             if early_stop.is_set():
                 return
-            runner = Runner(engine, handler, triggers=triggers)
+            runner = Runner(engine, handler, triggers=config.runner)
             await runner.run(install_signal_handlers=True)
     finally:
         close = getattr(handler, "aclose", None)
