@@ -737,6 +737,8 @@ def _written(value: object) -> str:
         return str(value).lower()
     if isinstance(value, timedelta):
         return format_duration(value)
+    if isinstance(value, tuple):
+        return ",".join(_written(item) for item in value)
     return str(value)
 
 

@@ -374,20 +374,20 @@ def _nested_hook(field: attrs.Attribute[Any]) -> Callable[[Any, Any], Any]:
     rule = getattr(field.validator, "problem", None)
 
     def hook(raw: Mapping[str, object], cls: Any) -> Any:
-        changes = {}
+        nested = default.factory() if hasattr(default, "factory") else default
         for part in attrs.fields(attrs.resolve_types(cls)):
             if part.name not in raw:
                 continue
             try:
                 value = _converter.structure(raw[part.name], part.type)
+                name = f"{field.name}.{part.name}"
+                problem = None if rule is None else rule(name, value)
+                if problem is not None:
+                    raise _Invalid(problem)
+                nested = attrs.evolve(nested, **{part.name: value})
             except ValidationError as error:
                 raise _PartInvalid(str(error), part.name) from None
-            problem = None if rule is None else rule(f"{field.name}.{part.name}", value)
-            if problem is not None:
-                raise _PartInvalid(problem, part.name)
-            changes[part.name] = value
-        start = default.factory() if hasattr(default, "factory") else default
-        return attrs.evolve(start, **changes)
+        return nested
 
     return hook
 

@@ -185,7 +185,7 @@ def _memory_problem(name: str, value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 64 * 2**20:
-        return "must be a number of bytes >= 64 MiB (or None: no limit)"
+        return "must be a number of bytes >= 64 MiB (67108864)"
     return None
 
 
