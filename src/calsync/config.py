@@ -464,7 +464,10 @@ _CALENDAR = attrs.fields(Calendar)
 
 @attrs.frozen
 class DefaultsConfig:
-    """``[defaults]``: settings of calendars added without their own (`Calendar`'s)."""
+    """``[defaults]``: settings of calendars added without their own.
+
+    Left out, each is the `Calendar` default (``tz`` UTC).
+    """
 
     every: str = attrs.field(
         default=_CALENDAR.schedule.default, metadata={"kind": "schedule"}
@@ -696,14 +699,14 @@ def _config_error(
         path += [n.name for n in notes if isinstance(n, AttributeValidationNote)][:1]
     if isinstance(error, _PartInvalid):
         path.append(error.part)
+    problem = str(error) if isinstance(error, ValidationError) else "cannot be read"
     value = values.get("_".join(path))
     if value is None:  # the values do not fit together
         return ConfigError(
-            f"{label}: [{section}] settings do not fit together: {error}",
+            f"{label}: [{section}] settings do not fit together: {problem}",
             key=section,
             source=label,
         )
-    problem = str(error) if isinstance(error, ValidationError) else "cannot be read"
     metadata = attrs.fields_dict(cls)[path[0]].metadata
     return ConfigError(
         f"{value.origin}: {problem}, got {_shown(metadata, value.raw)}",
