@@ -425,6 +425,16 @@ def test_a_bad_secret_value_is_not_shown_in_the_error(tmp_path: Path) -> None:
     assert "hidden" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "url", ["sqlite://x password=s3cr3t-pw", "mysql host=db password=s3cr3t-pw"]
+)
+def test_a_bad_store_url_never_shows_its_password(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={"CALSYNC_STORE_URL": url})
+    assert "s3cr3t-pw" not in str(caught.value)
+    assert caught.value.key == "store.url"
+
+
 def test_a_bad_url_is_shown_redacted(tmp_path: Path) -> None:
     path = write(
         tmp_path, '[handler]\nurl = "ftp://user:pa55w0rd@h.example/x?token=t0k3n"\n'

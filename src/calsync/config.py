@@ -720,7 +720,10 @@ def _shown(metadata: Mapping[str, Any], raw: object) -> str:
     if metadata.get("secret"):
         return "a value (hidden)"
     if metadata.get("url") and isinstance(raw, str):
-        return repr(redact(raw))
+        shown = redact(raw)
+        if re.search(r"password\s*=\s*(?!\*\*\*)", shown, re.IGNORECASE):
+            return "a value (hidden: it names a password)"
+        return repr(shown)
     return repr(raw)
 
 
