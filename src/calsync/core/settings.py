@@ -201,6 +201,10 @@ class Settings:
     ``parse_concurrency`` worker processes of at most ``parse_memory_limit``
     bytes each (None: no limit); ``parse_isolation=False`` parses in threads of
     this process instead, where a parse past its limit cannot be stopped.
+
+    Each field is also an ``[engine]`` key of ``calsync.toml`` and a
+    ``CALSYNC_ENGINE_<KEY>`` variable, read by its type and checked by its
+    validator's rule (`Checked`), with no other edit.
     """
 
     worker: str = attrs.field(factory=default_worker)
