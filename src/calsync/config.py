@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import math
 import os
 import re
@@ -41,12 +42,12 @@ from calsync.core.schedule import schedule_or_interval
 from calsync.core.settings import Checked, Count, Settings, span_problem
 from calsync.core.zones import resolve_zone
 from calsync.engine.runner import Triggers
+from calsync.fetch.http import HttpFetcher
 from calsync.fetch.ssrf import host_problem
 from calsync.stores.records import CALENDAR_SPANS, Calendar
 
 if TYPE_CHECKING:
     from calsync.engine.service import Engine
-    from calsync.fetch.http import HttpFetcher
     from calsync.handlers.delivery import Handler
     from calsync.stores.store import Store
 
@@ -492,23 +493,30 @@ class CalendarConfig(DefaultsConfig):
     owner: str = attrs.field(default=_CALENDAR.owner.default, kw_only=True)
 
 
+_FETCHER = inspect.signature(HttpFetcher).parameters
+
+
 def _timeout(name: str, value: object) -> str | None:
     return span_problem(_TIMEOUT, value)
 
 
 @attrs.frozen
 class FetchConfig:
-    """``[fetch]``: the HTTP fetcher's allow-list, timeouts and size cap."""
+    """``[fetch]``: the HTTP fetcher's allow-list, timeouts and size cap.
+
+    Left out, each is the `HttpFetcher` default.
+    """
 
     allow: tuple[str, ...] = ()
     timeout: timedelta = attrs.field(
-        default=timedelta(seconds=60), validator=Checked(_timeout)
+        default=_FETCHER["total_timeout"].default, validator=Checked(_timeout)
     )
     connect_timeout: timedelta = attrs.field(
-        default=timedelta(seconds=10), validator=Checked(_timeout)
+        default=_FETCHER["connect_timeout"].default, validator=Checked(_timeout)
     )
     max_body_bytes: int = attrs.field(
-        default=20 * _MB, validator=Checked(lambda name, value: _BODY.problem(value))
+        default=_FETCHER["max_body_bytes"].default,
+        validator=Checked(lambda name, value: _BODY.problem(value)),
     )
     user_agent: str | None = None
 
@@ -925,8 +933,6 @@ def open_store(config: Config) -> Store:
 
 def build_fetcher(config: Config) -> HttpFetcher:
     """Return the HTTP fetcher ``[fetch]`` describes."""
-    from calsync.fetch.http import HttpFetcher
-
     fetch = config.fetch
     return HttpFetcher(
         allow=fetch.allow,
