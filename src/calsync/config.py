@@ -244,36 +244,30 @@ def _log_level(value: object) -> str:
     return str(_LEVEL(value)).upper()
 
 
-def _feed_url(value: object) -> str:
-    text = _text(value)
+def _url(text: str, schemes: set[str], expected: str) -> str:
+    """Check a URL's scheme, that it has a host, and that the SSRF guard allows it."""
     try:
         parts = urlsplit(text)
-        host = parts.hostname
+        host, scheme = parts.hostname, parts.scheme.lower()
     except ValueError:  # a broken [IPv6] host or port
-        raise _Invalid("expected a URL like https://example.com/cal.ics") from None
-    if parts.scheme.lower() not in {"http", "https", "webcal", "webcals", "file"}:
-        raise _Invalid("expected an http://, https:// or webcal:// URL")
-    if parts.scheme.lower() != "file" and not host:
-        raise _Invalid("expected a URL with a host, like https://example.com/cal.ics")
+        raise _Invalid(expected) from None
+    if scheme not in schemes:
+        raise _Invalid(expected)
+    if scheme != "file" and not host:
+        raise _Invalid(f"{expected}, with a host")
     problem = None if host is None else host_problem(host)
     if problem is not None:
         raise _Invalid(f"the host {problem}")
     return text
 
 
+def _feed_url(value: object) -> str:
+    schemes = {"http", "https", "webcal", "webcals", "file"}
+    return _url(_text(value), schemes, "expected an http://, https:// or webcal:// URL")
+
+
 def _webhook_url(value: object) -> str:
-    text = _text(value)
-    try:
-        parts = urlsplit(text)
-        host, scheme = parts.hostname, parts.scheme.lower()
-    except ValueError:
-        raise _Invalid("expected an http:// or https:// URL") from None
-    if scheme not in {"http", "https"} or not host:
-        raise _Invalid("expected an http:// or https:// URL")
-    problem = host_problem(host)
-    if problem is not None:
-        raise _Invalid(f"the host {problem}")
-    return text
+    return _url(_text(value), {"http", "https"}, "expected an http:// or https:// URL")
 
 
 def _store_url(value: object) -> str:
