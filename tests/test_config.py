@@ -778,6 +778,7 @@ def test_a_new_field_needs_no_edit_of_the_loader(
             validator=Checked(lambda name, value: Count(1, 10).problem(value)),
         )
         backoff: RetryPolicy = attrs.field(factory=RetryPolicy)
+        parse_max_depth: int = attrs.field(default=3, validator=attrs.validators.ge(1))
 
     monkeypatch.setitem(config_module._SECTIONS, "engine", Grown)
     text = '[engine]\nparse_max_lines = 7\nbackoff_cap = "2h"\n'
@@ -800,6 +801,12 @@ def test_a_new_field_needs_no_edit_of_the_loader(
     with pytest.raises(ConfigError, match="did you mean 'parse_max_lines'") as caught:
         load(tmp_path, "[engine]\nparse_max_line = 3\n")
     assert caught.value.key == "engine.parse_max_line"
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, "[engine]\nparse_max_depth = 0\n")
+    assert str(caught.value).startswith(
+        f"{tmp_path / 'calsync.toml'}: [engine] parse_max_depth: "
+    )
+    assert caught.value.key == "engine.parse_max_depth"
 
 
 def test_the_runner_section_is_the_runners_triggers() -> None:

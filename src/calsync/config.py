@@ -94,6 +94,10 @@ class _Invalid(ValidationError):
     """A value does not fit its key; the loader adds the key and the source."""
 
 
+class _Said(ValidationError):
+    """A field's own validator refused a value, in words that already show it."""
+
+
 class _PartInvalid(ValidationError):
     """A part of a nested value (``cap`` of ``retry``) does not fit."""
 
@@ -351,12 +355,25 @@ def _field_hook(field: attrs.Attribute[Any]) -> Callable[[Any, Any], Any]:
         value = _converter.structure(raw, cls) if parse is None else parse(raw)
         if none_as_zero and value == 0:
             value = None
-        problem = None if rule is None else rule(field.name, value)
-        if problem is not None:
+        if rule is None:
+            _validate(field, value)
+        elif (problem := rule(field.name, value)) is not None:
             raise _Invalid(problem + (" (0 turns it off)" if none_as_zero else ""))
         return value
 
     return hook
+
+
+def _validate(field: attrs.Attribute[Any], value: object) -> None:
+    """Run a validator without a `Checked` rule now, so its error names the key."""
+    if field.validator is None or field.metadata.get("secret"):
+        return
+    try:
+        field.validator(None, field, value)
+    except (ValidationError, ValueError, TypeError) as error:
+        raise _Said(str(error)) from None
+    except Exception:  # it reads other fields: checked when the object is built
+        return
 
 
 def _nested(field: attrs.Attribute[Any]) -> bool:
@@ -710,8 +727,9 @@ def _config_error(
             source=label,
         )
     metadata = attrs.fields_dict(cls)[path[0]].metadata
+    got = "" if isinstance(error, _Said) else f", got {_shown(metadata, value.raw)}"
     return ConfigError(
-        f"{value.origin}: {problem}, got {_shown(metadata, value.raw)}",
+        f"{value.origin}: {problem}{got}",
         key=f"{section}.{'_'.join(path)}",
         source=value.source,
     )
