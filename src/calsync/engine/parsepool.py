@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import logging
 import math
+import operator
 import os
 import pickle
 import resource
@@ -29,10 +30,11 @@ import sys
 import threading
 import time
 import traceback
+import typing
 import weakref
 import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, tzinfo
 from multiprocessing.connection import Connection
 from typing import Any
@@ -56,6 +58,8 @@ __all__ = [
 logger = logging.getLogger("calsync.parsepool")
 
 _PROTOCOL = 5
+RESULT_BYTES = 64 * 2**20
+"""How many bytes of last results a pool keeps by default (estimated)."""
 _JOIN_SECONDS = 5.0
 
 
@@ -86,13 +90,15 @@ class ParseCrashed(ParseStopped):
 class ParsePoolStats:
     """What a pool did so far, for metrics and tests.
 
-    ``warm`` counts parses that found their calendar's `ParseCache` in the worker.
+    ``warm`` counts parses that found their calendar's `ParseCache` in the worker,
+    ``partial`` those answered with only the UID groups that changed.
     """
 
     started: int = 0
     stopped: int = 0
     parses: int = 0
     warm: int = 0
+    partial: int = 0
 
 
 class _Worker:
@@ -137,16 +143,24 @@ class _Worker:
 class ParsePool:
     """At most ``workers`` parse processes, each under ``memory_limit`` bytes.
 
-    ``cache_size`` calendars' `ParseCache`s are kept across the workers (0: none).
+    ``cache_size`` calendars' `ParseCache`s are kept across the workers (0: none),
+    and the last result of calendars parsed with one, up to ``result_bytes``
+    (estimated), in this process: a worker then sends only what changed.
     Safe to share between event loops; `close` ends every worker.
     """
 
     def __init__(
-        self, *, workers: int, memory_limit: int | None, cache_size: int
+        self,
+        *,
+        workers: int,
+        memory_limit: int | None,
+        cache_size: int,
+        result_bytes: int = RESULT_BYTES,
     ) -> None:
         self._size = workers
         self._memory_limit = memory_limit
         self._cache_size = math.ceil(cache_size / workers) if cache_size else 0
+        self._results = _Results(result_bytes if cache_size else 0)
         self._workers: list[_Worker | None] = [None] * workers
         self._idle = set(range(workers))
         self._guard = threading.Lock()
@@ -169,6 +183,11 @@ class ParsePool:
         """Counts of workers started and stopped, parses and warm parses."""
         return self._stats
 
+    @property
+    def results_size(self) -> int:
+        """Estimated bytes of the last results kept to rebuild the next ones."""
+        return self._results.size
+
     def pids(self) -> list[int]:
         """Process ids of the running workers."""
         with self._guard:
@@ -190,14 +209,22 @@ class ParsePool:
         Raises what `parse_ics` raises on purpose (`ParseError`, ...), or a
         `ParseStopped` after ending the worker.
         """
+        base = self._results.get(calendar_id)
+        token = None if base is None else base.token
         request = pickle.dumps(
-            (calendar_id, window, default_tz, max_occurrences, self._cache_size),
+            (calendar_id, token, window, default_tz, max_occurrences, self._cache_size),
             protocol=_PROTOCOL,
         )
         async with self._slot(calendar_id) as index:
             worker = await self._worker(index)
             reply = await self._ask(index, worker, request, body, timeout)
-        return self._answer(reply)
+        try:
+            result = self._answer(reply, base)
+        except BaseException:
+            self._results.put(calendar_id, None)
+            raise
+        self._results.put(calendar_id, result)
+        return result.parsed
 
     @contextlib.asynccontextmanager
     async def _slot(self, calendar_id: str) -> AsyncIterator[int]:
@@ -264,16 +291,20 @@ class ParsePool:
             raise ParseCrashed(
                 "its worker process died mid-parse (killed, or out of memory)"
             ) from None
-        self._count(warm=reply[0] == "ok" and reply[2])
+        ok = reply[0] == "ok"
+        self._count(warm=ok and reply[2], partial=ok and reply[1][1] is not None)
         if reply[0] in ("memory", "crashed"):
             await self._end(index, worker)  # its heap is in an unknown state
         return reply
 
-    def _count(self, *, warm: bool) -> None:
+    def _count(self, *, warm: bool, partial: bool) -> None:
         with self._guard:
             stats = self._stats
             self._stats = attrs.evolve(
-                stats, parses=stats.parses + 1, warm=stats.warm + warm
+                stats,
+                parses=stats.parses + 1,
+                warm=stats.warm + warm,
+                partial=stats.partial + partial,
             )
 
     async def _end(
@@ -291,10 +322,10 @@ class ParsePool:
                 asking.exception()
         await asyncio.to_thread(worker.end)
 
-    def _answer(self, reply: tuple[Any, ...]) -> ParsedCalendar:
+    def _answer(self, reply: tuple[Any, ...], base: _Result | None) -> _Result:
         kind = reply[0]
         if kind == "ok":
-            return _restored(reply[1])
+            return _assembled(reply[1], base)
         if kind == "error":
             error: BaseException = reply[1]
             raise error
@@ -307,6 +338,7 @@ class ParsePool:
         """End every worker and refuse new parses; waits until they are reaped."""
         with self._guard:
             self._closed = True
+        self._results.clear()
         await asyncio.to_thread(_end_all, self._workers)
 
 
@@ -411,7 +443,8 @@ class _Zygote:
 # workers' memory.
 _ZYGOTE_CODE = """
 import os, sys, types
-for name, path in (("calsync", os.path.dirname({package!r})), ("calsync.engine", {package!r})):
+engine = {package!r}
+for name, path in (("calsync", os.path.dirname(engine)), ("calsync.engine", engine)):
     package = types.ModuleType(name)
     package.__path__ = [path]
     sys.modules[name] = package
@@ -478,122 +511,196 @@ def _zygote(fd: int) -> None:
 
 
 # -- the compact form a parse crosses the pipe in -------------------------------
-# Occurrences travel as tuples, their UTC datetimes as the bytes datetime's own
-# pickling uses: a third of the cost of pickling the attrs instances.
+# Occurrences travel as tuples of their attrs fields (the key's fields first):
+# a third of the cost of pickling the attrs instances. Rebuilt without the
+# validation the worker already did; slots are set through their descriptors,
+# the classes being frozen.
 
-_Compact = tuple[Any, ...]
-_from_state: Any = datetime  # datetime(state bytes, tzinfo): unpickling's fast path
-_FIELDS = (
-    "key",
-    "start",
-    "end",
-    "all_day",
-    "summary",
-    "location",
-    "description",
-    "status",
-    "sequence",
-    "tzid",
-    "start_date",
-    "end_date",
-    "alarms",
+_Row = tuple[Any, ...]
+_KEY_FIELDS = tuple(field.name for field in attrs.fields(OccurrenceKey))
+_FIELDS = tuple(field.name for field in attrs.fields(Occurrence) if field.name != "key")
+_TAIL = tuple(
+    field.name for field in attrs.fields(ParsedCalendar) if field.name != "occurrences"
 )
+_key_values = operator.attrgetter(*(f"key.{name}" for name in _KEY_FIELDS))
+_values = operator.attrgetter(*_FIELDS)
+_tail = operator.attrgetter(*_TAIL)
+_KEY_SETTERS = tuple(OccurrenceKey.__dict__[name].__set__ for name in _KEY_FIELDS)
+_SETTERS = tuple(Occurrence.__dict__[name].__set__ for name in _FIELDS)
+_set_key = Occurrence.__dict__["key"].__set__
+_ROW_TEXTS = tuple(
+    index
+    for index, name in enumerate((*_KEY_FIELDS, *_FIELDS))
+    if name in _KEY_FIELDS or typing.get_type_hints(Occurrence)[name] is str
+)
+# What one restored occurrence costs the parent besides its texts (measured).
+_OCCURRENCE_BYTES = 600
 
 
-def _compact(parsed: ParsedCalendar) -> _Compact:
-    """Return a ParsedCalendar as plain tuples, cheap to pickle."""
-    rows = [
-        (
-            o.key.uid,
-            o.key.recurrence_id,
-            o.start.__reduce_ex__(4)[1][0],
-            o.end.__reduce_ex__(4)[1][0],
-            o.all_day,
-            o.summary,
-            o.location,
-            o.description,
-            o.status,
-            o.sequence,
-            o.tzid,
-            o.start_date,
-            o.end_date,
-            o.alarms,
-        )
-        for o in parsed.occurrences
-    ]
-    return (
-        rows,
-        parsed.problems,
-        parsed.name,
-        parsed.timezone,
-        parsed.refresh_interval,
-        parsed.unreadable_uids,
-    )
+def _rows(occurrences: Iterable[Occurrence]) -> list[_Row]:
+    """Return occurrences as plain tuples, cheap to pickle."""
+    return [_key_values(o) + _values(o) for o in occurrences]
 
 
-def _restored(compact: _Compact) -> ParsedCalendar:
-    """Rebuild a ParsedCalendar from `_compact`, skipping validation the worker did.
-
-    Slots are set through their descriptors: the classes are frozen.
-    """
-    rows, problems, name, timezone, refresh_interval, unreadable = compact
-    set_uid, set_recurrence_id = (
-        OccurrenceKey.__dict__[field].__set__ for field in ("uid", "recurrence_id")
-    )
-    (
-        set_key,
-        set_start,
-        set_end,
-        set_all_day,
-        set_summary,
-        set_location,
-        set_description,
-        set_status,
-        set_sequence,
-        set_tzid,
-        set_start_date,
-        set_end_date,
-        set_alarms,
-    ) = (Occurrence.__dict__[field].__set__ for field in _FIELDS)
+def _restored(rows: list[_Row]) -> tuple[list[Occurrence], dict[str, int]]:
+    """Rebuild the occurrences of `_rows`; with the bytes they hold, by UID."""
     new_key, new_occurrence = OccurrenceKey.__new__, Occurrence.__new__
+    split = len(_KEY_FIELDS)
     occurrences = []
-    for (
-        uid,
-        recurrence_id,
-        start,
-        end,
-        all_day,
-        summary,
-        location,
-        description,
-        status,
-        sequence,
-        tzid,
-        start_date,
-        end_date,
-        alarms,
-    ) in rows:
+    sizes: dict[str, int] = {}
+    for row in rows:
         key = new_key(OccurrenceKey)
-        set_uid(key, uid)
-        set_recurrence_id(key, recurrence_id)
+        for set_field, value in zip(_KEY_SETTERS, row, strict=False):
+            set_field(key, value)
         occurrence = new_occurrence(Occurrence)
-        set_key(occurrence, key)
-        set_start(occurrence, _from_state(start, UTC))
-        set_end(occurrence, _from_state(end, UTC))
-        set_all_day(occurrence, all_day)
-        set_summary(occurrence, summary)
-        set_location(occurrence, location)
-        set_description(occurrence, description)
-        set_status(occurrence, status)
-        set_sequence(occurrence, sequence)
-        set_tzid(occurrence, tzid)
-        set_start_date(occurrence, start_date)
-        set_end_date(occurrence, end_date)
-        set_alarms(occurrence, alarms)
+        _set_key(occurrence, key)
+        for set_field, value in zip(_SETTERS, row[split:], strict=True):
+            set_field(occurrence, value)
         occurrences.append(occurrence)
-    return ParsedCalendar(
-        tuple(occurrences), problems, name, timezone, refresh_interval, unreadable
-    )
+        uid = row[0]
+        size = _OCCURRENCE_BYTES + sum([len(row[index]) for index in _ROW_TEXTS])
+        sizes[uid] = sizes.get(uid, 0) + size
+    return occurrences, sizes
+
+
+# -- sending only what changed ----------------------------------------------------
+# A worker remembers, per calendar, what it last sent this parent: a token and
+# the occurrences of each UID group. The parent asks with the token of the
+# result it kept; only if the worker last sent exactly that token does it answer
+# with the groups that changed and the UIDs of those that did not. A new
+# worker, a dropped cache on either side or any other token means a whole
+# result. Tokens are random, so a token names one result wherever it is seen.
+
+
+@attrs.frozen
+class _Sent:
+    """What a worker last sent of one calendar (worker side)."""
+
+    token: int
+    groups: dict[str, list[Occurrence]]
+    tail: tuple[Any, ...]
+
+
+@attrs.define
+class _Kept:
+    """One calendar's state in a worker: its ParseCache and what was last sent."""
+
+    cache: ParseCache
+    sent: _Sent | None = None
+
+
+@attrs.frozen
+class _Result:
+    """The last result of one calendar, kept by the parent to rebuild the next."""
+
+    token: int
+    parsed: ParsedCalendar
+    sizes: dict[str, int]  # estimated bytes of each UID group's occurrences
+    size: int
+
+
+# token, the token it builds on (None: whole), rows, unchanged UIDs, tail or None
+_Payload = tuple[int, int | None, list[_Row], list[str], tuple[Any, ...] | None]
+
+
+def _delta(parsed: ParsedCalendar, sent: _Sent | None) -> tuple[_Payload, _Sent]:
+    """Return what to send of ``parsed`` given what the parent holds (worker side)."""
+    groups: dict[str, list[Occurrence]] = {}
+    for occurrence in parsed.occurrences:
+        groups.setdefault(occurrence.key.uid, []).append(occurrence)
+    tail = _tail(parsed)
+    now_sent = _Sent(int.from_bytes(os.urandom(8), "big"), groups, tail)
+    if sent is None:
+        return (now_sent.token, None, _rows(parsed.occurrences), [], tail), now_sent
+    old = sent.groups
+    unchanged = [uid for uid, group in groups.items() if old.get(uid) == group]
+    rows = []
+    if len(unchanged) < len(groups):
+        same = set(unchanged)
+        rows = _rows(o for o in parsed.occurrences if o.key.uid not in same)
+    same_tail = None if tail == sent.tail else tail
+    return (now_sent.token, sent.token, rows, unchanged, same_tail), now_sent
+
+
+def _assembled(payload: _Payload, base: _Result | None) -> _Result:
+    """Rebuild the worker's result from ``payload`` and the kept ``base`` (parent side).
+
+    Raises `ParseCrashed` if the payload builds on a result other than ``base``.
+    """
+    token, builds_on, rows, unchanged, tail = payload
+    occurrences, sizes = _restored(rows)
+    if builds_on is None:
+        assert tail is not None
+        parsed = ParsedCalendar(tuple(occurrences), *tail)
+        return _Result(token, parsed, sizes, sum(sizes.values()))
+    if base is None or base.token != builds_on:
+        raise ParseCrashed("the parse worker answered for another result")
+    kept = base.sizes
+    dropped = kept.keys() - unchanged
+    if len(kept) - len(dropped) != len(unchanged):
+        raise ParseCrashed("the parse worker kept UID groups the parent does not have")
+    if tail is None:
+        tail = _tail(base.parsed)
+    if dropped or occurrences:
+        merged = [o for o in base.parsed.occurrences if o.key.uid not in dropped]
+        merged += occurrences
+        merged.sort(key=_order)
+        parsed = ParsedCalendar(tuple(merged), *tail)
+    else:
+        parsed = ParsedCalendar(base.parsed.occurrences, *tail)
+    size = base.size - sum(kept[uid] for uid in dropped) + sum(sizes.values())
+    if dropped:
+        kept = {uid: kept[uid] for uid in unchanged}
+    return _Result(token, parsed, kept | sizes if sizes else kept, size)
+
+
+def _order(occurrence: Occurrence) -> tuple[datetime, OccurrenceKey]:
+    """Return the sort key of a ParsedCalendar's occurrences: start, then key."""
+    return (occurrence.start, occurrence.key)
+
+
+class _Results:
+    """The parent's last result per calendar, at most ``budget`` bytes (LRU)."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._results: OrderedDict[str, _Result] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        """Estimated bytes held."""
+        return self._size
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def get(self, calendar_id: str) -> _Result | None:
+        with self._lock:
+            result = self._results.get(calendar_id)
+            if result is not None:
+                self._results.move_to_end(calendar_id)
+            return result
+
+    def put(self, calendar_id: str, result: _Result | None) -> None:
+        """Keep ``result`` for the calendar (None: forget it), evicting the oldest."""
+        with self._lock:
+            old = self._results.pop(calendar_id, None)
+            if old is not None:
+                self._size -= old.size
+            if result is None or result.size > self._budget:
+                return
+            self._results[calendar_id] = result
+            self._size += result.size
+            while self._size > self._budget:
+                _, evicted = self._results.popitem(last=False)
+                self._size -= evicted.size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._results.clear()
+            self._size = 0
 
 
 # -- the worker process ---------------------------------------------------------
@@ -606,7 +713,7 @@ def _serve(conn: Connection, memory_limit: int | None) -> None:
     if memory_limit is not None:
         ceiling = _address_space() + memory_limit
         resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
-    caches: OrderedDict[str, ParseCache] = OrderedDict()
+    caches: OrderedDict[str, _Kept] = OrderedDict()
     while True:
         try:
             request = conn.recv_bytes()
@@ -622,20 +729,24 @@ def _serve(conn: Connection, memory_limit: int | None) -> None:
 
 
 def _handle(
-    request: tuple[Any, ...], body: bytes, caches: OrderedDict[str, ParseCache]
+    request: tuple[Any, ...], body: bytes, caches: OrderedDict[str, _Kept]
 ) -> bytes:
-    calendar_id, window, default_tz, max_occurrences, cache_size = request
-    cache = caches.pop(calendar_id, None)
-    warm = cache is not None
+    calendar_id, token, window, default_tz, max_occurrences, cache_size = request
+    kept = caches.pop(calendar_id, None)
+    warm = kept is not None
     try:
-        if cache_size:
-            cache = cache or ParseCache()
+        if kept is None and cache_size:
+            kept = _Kept(ParseCache())
+        cache = None if kept is None else kept.cache
         parsed = _parse(body, window, default_tz, max_occurrences, cache, caches)
-        if cache is not None:
-            caches[calendar_id] = cache
+        sent = None if kept is None else kept.sent
+        payload, now_sent = _delta(parsed, sent if _known(sent, token) else None)
+        if kept is not None:
+            kept.sent = now_sent
+            caches[calendar_id] = kept
             while len(caches) > cache_size:
                 caches.popitem(last=False)
-        return pickle.dumps(("ok", _compact(parsed), warm), protocol=_PROTOCOL)
+        return pickle.dumps(("ok", payload, warm), protocol=_PROTOCOL)
     except CalsyncError as error:
         return pickle.dumps(("error", error, warm), protocol=_PROTOCOL)
     except MemoryError:
@@ -647,13 +758,18 @@ def _handle(
         return pickle.dumps(("crashed", type(error).__name__, text), protocol=_PROTOCOL)
 
 
+def _known(sent: _Sent | None, token: int | None) -> bool:
+    """Whether the parent holds what this worker last sent (it asks with its token)."""
+    return sent is not None and token is not None and sent.token == token
+
+
 def _parse(
     body: bytes,
     window: Window,
     default_tz: str | tzinfo,
     max_occurrences: int,
     cache: ParseCache | None,
-    caches: OrderedDict[str, ParseCache],
+    caches: OrderedDict[str, _Kept],
 ) -> ParsedCalendar:
     """Parse; out of memory with other calendars' caches held, drop them and retry."""
 
