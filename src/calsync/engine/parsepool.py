@@ -13,6 +13,7 @@ there are never more parses alive than workers (DESIGN §6).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import ctypes
 import logging
@@ -528,10 +529,9 @@ _tail = operator.attrgetter(*_TAIL)
 _KEY_SETTERS = tuple(OccurrenceKey.__dict__[name].__set__ for name in _KEY_FIELDS)
 _SETTERS = tuple(Occurrence.__dict__[name].__set__ for name in _FIELDS)
 _set_key = Occurrence.__dict__["key"].__set__
-_ROW_TEXTS = tuple(
-    index
-    for index, name in enumerate((*_KEY_FIELDS, *_FIELDS))
-    if name in _KEY_FIELDS or typing.get_type_hints(Occurrence)[name] is str
+_TEXTS = (
+    *(f"key.{name}" for name in _KEY_FIELDS),
+    *(name for name in _FIELDS if typing.get_type_hints(Occurrence)[name] is str),
 )
 # What one restored occurrence costs the parent besides its texts (measured).
 _OCCURRENCE_BYTES = 600
@@ -542,12 +542,11 @@ def _rows(occurrences: Iterable[Occurrence]) -> list[_Row]:
     return [_key_values(o) + _values(o) for o in occurrences]
 
 
-def _restored(rows: list[_Row]) -> tuple[list[Occurrence], dict[str, int]]:
-    """Rebuild the occurrences of `_rows`; with the bytes they hold, by UID."""
+def _restored(rows: list[_Row]) -> tuple[list[Occurrence], int]:
+    """Rebuild the occurrences of `_rows`; with the bytes they hold (estimated)."""
     new_key, new_occurrence = OccurrenceKey.__new__, Occurrence.__new__
     split = len(_KEY_FIELDS)
     occurrences = []
-    sizes: dict[str, int] = {}
     for row in rows:
         key = new_key(OccurrenceKey)
         for set_field, value in zip(_KEY_SETTERS, row, strict=False):
@@ -557,19 +556,30 @@ def _restored(rows: list[_Row]) -> tuple[list[Occurrence], dict[str, int]]:
         for set_field, value in zip(_SETTERS, row[split:], strict=True):
             set_field(occurrence, value)
         occurrences.append(occurrence)
-        uid = row[0]
-        size = _OCCURRENCE_BYTES + sum([len(row[index]) for index in _ROW_TEXTS])
-        sizes[uid] = sizes.get(uid, 0) + size
-    return occurrences, sizes
+    return occurrences, _size(occurrences)
+
+
+def _size(occurrences: Iterable[Occurrence]) -> int:
+    """Estimate the bytes the occurrences hold."""
+    texts = operator.attrgetter(*_TEXTS)
+    return sum(
+        _OCCURRENCE_BYTES + sum(map(len, texts(occurrence)))
+        for occurrence in occurrences
+    )
 
 
 # -- sending only what changed ----------------------------------------------------
-# A worker remembers, per calendar, what it last sent this parent: a token and
-# the occurrences of each UID group. The parent asks with the token of the
-# result it kept; only if the worker last sent exactly that token does it answer
-# with the groups that changed and the UIDs of those that did not. A new
+# A worker remembers, per calendar, the result it last sent this parent and a
+# token naming it; the parent keeps that result under the same token. The
+# parent asks with its token; only if the worker last sent exactly that token
+# does it answer with the UID groups that changed since (their occurrences, or
+# none for a group that is gone), every other group being unchanged. A new
 # worker, a dropped cache on either side or any other token means a whole
 # result. Tokens are random, so a token names one result wherever it is seen.
+#
+# A group is unchanged when its occurrences are the very objects sent last time
+# (the ParseCache hands back a reused group's objects): both results are alive
+# while they are compared, so an object's id cannot stand for another's.
 
 
 @attrs.frozen
@@ -577,7 +587,8 @@ class _Sent:
     """What a worker last sent of one calendar (worker side)."""
 
     token: int
-    groups: dict[str, list[Occurrence]]
+    occurrences: tuple[Occurrence, ...]
+    ids: frozenset[int]
     tail: tuple[Any, ...]
 
 
@@ -595,31 +606,36 @@ class _Result:
 
     token: int
     parsed: ParsedCalendar
-    sizes: dict[str, int]  # estimated bytes of each UID group's occurrences
-    size: int
+    size: int  # estimated bytes of its occurrences
 
 
-# token, the token it builds on (None: whole), rows, unchanged UIDs, tail or None
-_Payload = tuple[int, int | None, list[_Row], list[str], tuple[Any, ...] | None]
+# token, the token it builds on (None: whole), the UIDs of the groups replaced,
+# their occurrences' rows, the number of occurrences, the tail (None: as before)
+_Payload = tuple[int, int | None, list[str], list[_Row], int, tuple[Any, ...] | None]
 
 
 def _delta(parsed: ParsedCalendar, sent: _Sent | None) -> tuple[_Payload, _Sent]:
     """Return what to send of ``parsed`` given what the parent holds (worker side)."""
-    groups: dict[str, list[Occurrence]] = {}
-    for occurrence in parsed.occurrences:
-        groups.setdefault(occurrence.key.uid, []).append(occurrence)
+    occurrences = parsed.occurrences
+    ids = frozenset(map(id, occurrences))
     tail = _tail(parsed)
-    now_sent = _Sent(int.from_bytes(os.urandom(8), "big"), groups, tail)
+    now_sent = _Sent(int.from_bytes(os.urandom(8), "big"), occurrences, ids, tail)
+    count = len(occurrences)
     if sent is None:
-        return (now_sent.token, None, _rows(parsed.occurrences), [], tail), now_sent
-    old = sent.groups
-    unchanged = [uid for uid, group in groups.items() if old.get(uid) == group]
-    rows = []
-    if len(unchanged) < len(groups):
-        same = set(unchanged)
-        rows = _rows(o for o in parsed.occurrences if o.key.uid not in same)
+        return (now_sent.token, None, [], _rows(occurrences), count, tail), now_sent
+    changed = _uids_of(occurrences, ids - sent.ids)
+    changed |= _uids_of(sent.occurrences, sent.ids - ids)
+    rows = _rows(o for o in occurrences if o.key.uid in changed) if changed else []
     same_tail = None if tail == sent.tail else tail
-    return (now_sent.token, sent.token, rows, unchanged, same_tail), now_sent
+    payload = (now_sent.token, sent.token, list(changed), rows, count, same_tail)
+    return payload, now_sent
+
+
+def _uids_of(occurrences: tuple[Occurrence, ...], ids: frozenset[int]) -> set[str]:
+    """Return the UIDs of the occurrences whose ids are given."""
+    if not ids:
+        return set()
+    return {o.key.uid for o in occurrences if id(o) in ids}
 
 
 def _assembled(payload: _Payload, base: _Result | None) -> _Result:
@@ -627,36 +643,42 @@ def _assembled(payload: _Payload, base: _Result | None) -> _Result:
 
     Raises `ParseCrashed` if the payload builds on a result other than ``base``.
     """
-    token, builds_on, rows, unchanged, tail = payload
-    occurrences, sizes = _restored(rows)
+    token, builds_on, changed, rows, count, tail = payload
+    new, size = _restored(rows)
     if builds_on is None:
         assert tail is not None
-        parsed = ParsedCalendar(tuple(occurrences), *tail)
-        return _Result(token, parsed, sizes, sum(sizes.values()))
+        return _Result(token, ParsedCalendar(tuple(new), *tail), size)
     if base is None or base.token != builds_on:
         raise ParseCrashed("the parse worker answered for another result")
-    kept = base.sizes
-    dropped = kept.keys() - unchanged
-    if len(kept) - len(dropped) != len(unchanged):
-        raise ParseCrashed("the parse worker kept UID groups the parent does not have")
-    if tail is None:
-        tail = _tail(base.parsed)
-    if dropped or occurrences:
-        merged = [o for o in base.parsed.occurrences if o.key.uid not in dropped]
-        merged += occurrences
-        merged.sort(key=_order)
-        parsed = ParsedCalendar(tuple(merged), *tail)
+    occurrences = base.parsed.occurrences
+    if changed:
+        replaced = set(changed)
+        kept = [o for o in occurrences if o.key.uid not in replaced]
+        size += base.size - _size(o for o in occurrences if o.key.uid in replaced)
+        occurrences = tuple(_merged(kept, new))
     else:
-        parsed = ParsedCalendar(base.parsed.occurrences, *tail)
-    size = base.size - sum(kept[uid] for uid in dropped) + sum(sizes.values())
-    if dropped:
-        kept = {uid: kept[uid] for uid in unchanged}
-    return _Result(token, parsed, kept | sizes if sizes else kept, size)
+        size = base.size
+    if len(occurrences) != count:
+        raise ParseCrashed("the parse worker's result did not add up")
+    parsed = ParsedCalendar(occurrences, *(tail or _tail(base.parsed)))
+    return _Result(token, parsed, size)
 
 
-def _order(occurrence: Occurrence) -> tuple[datetime, OccurrenceKey]:
+def _merged(kept: list[Occurrence], new: list[Occurrence]) -> list[Occurrence]:
+    """Merge sorted ``new`` into sorted ``kept``, in a ParsedCalendar's order."""
+    if len(new) * 16 < len(kept):  # a few: find their places
+        for occurrence in new:
+            bisect.insort(kept, occurrence, key=_order)
+        return kept
+    kept += new
+    kept.sort(key=_order)
+    return kept
+
+
+def _order(occurrence: Occurrence) -> tuple[datetime, str, str]:
     """Return the sort key of a ParsedCalendar's occurrences: start, then key."""
-    return (occurrence.start, occurrence.key)
+    key = occurrence.key
+    return (occurrence.start, key.uid, key.recurrence_id)
 
 
 class _Results:
