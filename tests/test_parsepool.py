@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -228,6 +229,9 @@ async def test_a_killed_worker_answers_with_a_whole_result(pool: ParsePool) -> N
     await parses.check("a", team_feed())
     [worker] = pool.pids()
     os.kill(worker, signal.SIGKILL)
+    process = pool._workers[0]
+    while process is not None and process.alive():
+        await asyncio.sleep(0.01)
     await parses.check("a", team_feed(changed={3: "after the kill"}))
     assert parses.partial == 0
     await parses.check("a", team_feed(changed={4: "then a partial one"}))

@@ -587,8 +587,7 @@ class _Sent:
     """What a worker last sent of one calendar (worker side)."""
 
     token: int
-    occurrences: tuple[Occurrence, ...]
-    ids: frozenset[int]
+    occurrences: dict[int, Occurrence]  # by id
     tail: tuple[Any, ...]
 
 
@@ -617,25 +616,19 @@ _Payload = tuple[int, int | None, list[str], list[_Row], int, tuple[Any, ...] | 
 def _delta(parsed: ParsedCalendar, sent: _Sent | None) -> tuple[_Payload, _Sent]:
     """Return what to send of ``parsed`` given what the parent holds (worker side)."""
     occurrences = parsed.occurrences
-    ids = frozenset(map(id, occurrences))
+    by_id = dict(zip(map(id, occurrences), occurrences, strict=True))
     tail = _tail(parsed)
-    now_sent = _Sent(int.from_bytes(os.urandom(8), "big"), occurrences, ids, tail)
+    now_sent = _Sent(int.from_bytes(os.urandom(8), "big"), by_id, tail)
     count = len(occurrences)
     if sent is None:
         return (now_sent.token, None, [], _rows(occurrences), count, tail), now_sent
-    changed = _uids_of(occurrences, ids - sent.ids)
-    changed |= _uids_of(sent.occurrences, sent.ids - ids)
+    old = sent.occurrences
+    changed = {by_id[new].key.uid for new in by_id.keys() - old.keys()}
+    changed.update(old[gone].key.uid for gone in old.keys() - by_id.keys())
     rows = _rows(o for o in occurrences if o.key.uid in changed) if changed else []
     same_tail = None if tail == sent.tail else tail
     payload = (now_sent.token, sent.token, list(changed), rows, count, same_tail)
     return payload, now_sent
-
-
-def _uids_of(occurrences: tuple[Occurrence, ...], ids: frozenset[int]) -> set[str]:
-    """Return the UIDs of the occurrences whose ids are given."""
-    if not ids:
-        return set()
-    return {o.key.uid for o in occurrences if id(o) in ids}
 
 
 def _assembled(payload: _Payload, base: _Result | None) -> _Result:
