@@ -200,6 +200,8 @@ async def test_an_unchanged_feed_is_rebuilt_from_what_the_parent_kept(
         pytest.param(team_feed(41), id="one-added"),
         pytest.param(team_feed(header="X-WR-CALNAME:Renamed"), id="header-changed"),
         pytest.param(team_feed(4), id="most-removed"),
+        # A new zone for floating times: every group is expanded again.
+        pytest.param(team_feed(header="X-WR-TIMEZONE:Asia/Tokyo"), id="all-new"),
     ],
 )
 async def test_an_edited_feed_sends_only_what_changed_and_equals_a_whole_parse(
