@@ -512,10 +512,10 @@ def _zygote(fd: int) -> None:
 
 
 # -- the compact form a parse crosses the pipe in -------------------------------
-# Occurrences travel as tuples of their attrs fields (the key's fields first):
-# a third of the cost of pickling the attrs instances. Rebuilt without the
-# validation the worker already did; slots are set through their descriptors,
-# the classes being frozen.
+# Occurrences travel as tuples of their attrs fields (the key's fields first),
+# read off the classes: a fraction of the cost of pickling attrs instances.
+# Rebuilt without the validation the worker already did; slots are set through
+# their descriptors, the classes being frozen.
 
 _Row = tuple[Any, ...]
 _KEY_FIELDS = tuple(field.name for field in attrs.fields(OccurrenceKey))
@@ -607,6 +607,11 @@ class _Result:
     parsed: ParsedCalendar
     size: int  # estimated bytes of its occurrences
 
+    @property
+    def cost(self) -> int:
+        """Estimated bytes it holds: its occurrences, its problems, itself."""
+        return self.size + _OCCURRENCE_BYTES * (1 + len(self.parsed.problems))
+
 
 # token, the token it builds on (None: whole), the UIDs of the groups replaced,
 # their occurrences' rows, the number of occurrences, the tail (None: as before)
@@ -688,9 +693,6 @@ class _Results:
         """Estimated bytes held."""
         return self._size
 
-    def __len__(self) -> int:
-        return len(self._results)
-
     def get(self, calendar_id: str) -> _Result | None:
         with self._lock:
             result = self._results.get(calendar_id)
@@ -703,14 +705,14 @@ class _Results:
         with self._lock:
             old = self._results.pop(calendar_id, None)
             if old is not None:
-                self._size -= old.size
-            if result is None or result.size > self._budget:
+                self._size -= old.cost
+            if result is None or result.cost > self._budget:
                 return
             self._results[calendar_id] = result
-            self._size += result.size
+            self._size += result.cost
             while self._size > self._budget:
                 _, evicted = self._results.popitem(last=False)
-                self._size -= evicted.size
+                self._size -= evicted.cost
 
     def clear(self) -> None:
         with self._lock:
