@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -213,6 +214,30 @@ async def test_an_edited_feed_sends_only_what_changed_and_equals_a_whole_parse(
     assert parses.partial == 1
     await parses.check("a", team_feed())
     assert parses.partial == 2
+
+
+async def test_any_sequence_of_edits_is_rebuilt_as_a_whole_parse(
+    pool: ParsePool,
+) -> None:
+    parses = Parses(pool, max_occurrences=60)
+    rng = random.Random(16)
+    feeds = {"a": (40, {}, frozenset()), "b": (20, {}, frozenset())}
+    for step in range(24):
+        calendar_id = rng.choice("ab")
+        count, changed, removed = feeds[calendar_id]
+        n = rng.randrange(count + 1)
+        match rng.choice(("change", "remove", "add", "same")):
+            case "change":
+                changed = {**changed, n: f"edit {step}"}
+            case "remove":
+                removed = removed | {n}
+            case "add":
+                count += 1
+        feeds[calendar_id] = (count, changed, removed)
+        await parses.check(
+            calendar_id, team_feed(count, changed=changed, removed=removed)
+        )
+    assert parses.partial == 22
 
 
 async def test_a_capped_result_is_rebuilt_as_a_whole_parse_caps_it(

@@ -59,7 +59,7 @@ __all__ = [
 logger = logging.getLogger("calsync.parsepool")
 
 _PROTOCOL = 5
-RESULT_BYTES = 64 * 2**20
+RESULT_BYTES = 32 * 2**20
 """How many bytes of last results a pool keeps by default (estimated)."""
 _JOIN_SECONDS = 5.0
 
