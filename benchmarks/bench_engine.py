@@ -425,7 +425,7 @@ def reparse_table(timings: dict[str, list[float]]) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time of a single-threaded process in ns resolution (/proc/<pid>/schedstat)."""
+    """CPU seconds of a single-threaded process, in ns (/proc/<pid>/schedstat)."""
     with open(f"/proc/{pid}/schedstat") as schedstat:
         return int(schedstat.read().split()[0]) / 1e9
 
