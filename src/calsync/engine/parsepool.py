@@ -7,7 +7,9 @@ has a pipe of its own, a memory ceiling (``RLIMIT_AS``) and the `ParseCache`s
 of the calendars it parsed last; a calendar goes to the same worker whenever it
 is free. A parse that outlives its time limit, hits the memory ceiling or kills
 its worker ends that worker: it is killed, reaped, and replaced on next use, so
-there are never more parses alive than workers (DESIGN §6).
+there are never more parses alive than workers (DESIGN §6). The pool keeps the
+last result of each calendar, so a worker sends only the UID groups that
+changed since the result it last sent (see "sending only what changed").
 """
 
 from __future__ import annotations
