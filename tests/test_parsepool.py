@@ -160,17 +160,22 @@ class Parses:
         self.pool = pool
         self.max_occurrences = max_occurrences
 
-    async def check(self, calendar_id: str, body: bytes) -> ParsedCalendar:
+    async def check(
+        self, calendar_id: str, body: bytes, window: Window = WEEK
+    ) -> ParsedCalendar:
         parsed = await self.pool.parse(
             calendar_id,
             body,
-            WEEK,
+            window,
             default_tz="Europe/Berlin",
             max_occurrences=self.max_occurrences,
             timeout=120,
         )
         whole = parse_ics(
-            body, WEEK, default_tz="Europe/Berlin", max_occurrences=self.max_occurrences
+            body,
+            window,
+            default_tz="Europe/Berlin",
+            max_occurrences=self.max_occurrences,
         )
         assert parsed == whole
         assert parsed.occurrences  # the feeds here are never empty
@@ -180,15 +185,44 @@ class Parses:
     def partial(self) -> int:
         return self.pool.stats.partial
 
+    @property
+    def sent(self) -> int:
+        return self.pool.stats.occurrences_sent
+
 
 async def test_an_unchanged_feed_is_rebuilt_from_what_the_parent_kept(
     pool: ParsePool,
 ) -> None:
     parses = Parses(pool)
     first = await parses.check("a", team_feed())
+    assert parses.sent == len(first.occurrences)
     again = await parses.check("a", team_feed())
     assert parses.partial == 1
-    assert again.occurrences is first.occurrences  # nothing crossed the pipe
+    assert parses.sent == len(first.occurrences)  # nothing more crossed the pipe
+    assert again.occurrences is first.occurrences
+
+
+async def test_one_edited_event_sends_its_own_occurrences_only(
+    pool: ParsePool,
+) -> None:
+    parses = Parses(pool)
+    first = await parses.check("a", team_feed())
+    await parses.check("a", team_feed(changed={5: "series renamed"}))
+    assert parses.sent - len(first.occurrences) == 6  # the weekly series
+
+
+async def test_a_slid_window_sends_only_the_occurrences_that_changed(
+    pool: ParsePool,
+) -> None:
+    # The window moves: every group is expanded again into new objects.
+    parses = Parses(pool)
+    first = await parses.check("a", team_feed())
+    slid = Window(WEEK.start + timedelta(days=2), WEEK.end + timedelta(days=2))
+    after = await parses.check("a", team_feed(), slid)
+    assert parses.partial == 1
+    gone = set(first.occurrences) - set(after.occurrences)
+    assert gone  # the first days slid out of the window
+    assert parses.sent - len(first.occurrences) < len(after.occurrences) / 2
 
 
 @pytest.mark.parametrize(

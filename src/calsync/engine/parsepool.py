@@ -94,7 +94,8 @@ class ParsePoolStats:
     """What a pool did so far, for metrics and tests.
 
     ``warm`` counts parses that found their calendar's `ParseCache` in the worker,
-    ``partial`` those answered with only the UID groups that changed.
+    ``partial`` those answered with only the UID groups that changed, and
+    ``occurrences_sent`` the occurrences that crossed from the workers.
     """
 
     started: int = 0
@@ -102,6 +103,7 @@ class ParsePoolStats:
     parses: int = 0
     warm: int = 0
     partial: int = 0
+    occurrences_sent: int = 0
 
 
 class _Worker:
@@ -294,20 +296,22 @@ class ParsePool:
             raise ParseCrashed(
                 "its worker process died mid-parse (killed, or out of memory)"
             ) from None
-        ok = reply[0] == "ok"
-        self._count(warm=ok and reply[2], partial=ok and reply[1][1] is not None)
+        self._count(reply)
         if reply[0] in ("memory", "crashed"):
             await self._end(index, worker)  # its heap is in an unknown state
         return reply
 
-    def _count(self, *, warm: bool, partial: bool) -> None:
+    def _count(self, reply: tuple[Any, ...]) -> None:
+        ok = reply[0] == "ok"
+        sent = len(reply[1][3]) if ok else 0
         with self._guard:
             stats = self._stats
             self._stats = attrs.evolve(
                 stats,
                 parses=stats.parses + 1,
-                warm=stats.warm + warm,
-                partial=stats.partial + partial,
+                warm=stats.warm + (ok and reply[2]),
+                partial=stats.partial + (ok and reply[1][1] is not None),
+                occurrences_sent=stats.occurrences_sent + sent,
             )
 
     async def _end(
@@ -537,6 +541,8 @@ _TEXTS = (
 )
 # What one restored occurrence costs the parent besides its texts (measured).
 _OCCURRENCE_BYTES = 600
+# Up to this many groups with new objects are sent without comparing values.
+_FEW_GROUPS = 16
 
 
 def _rows(occurrences: Iterable[Occurrence]) -> list[_Row]:
@@ -581,7 +587,9 @@ def _size(occurrences: Iterable[Occurrence]) -> int:
 #
 # A group is unchanged when its occurrences are the very objects sent last time
 # (the ParseCache hands back a reused group's objects): both results are alive
-# while they are compared, so an object's id cannot stand for another's.
+# while they are compared, so an object's id cannot stand for another's. When
+# many groups have new objects (expanded again, as when the window slid), their
+# occurrences are compared by value, which costs less than sending them.
 
 
 @attrs.frozen
@@ -629,13 +637,37 @@ def _delta(parsed: ParsedCalendar, sent: _Sent | None) -> tuple[_Payload, _Sent]
     count = len(occurrences)
     if sent is None:
         return (now_sent.token, None, [], _rows(occurrences), count, tail), now_sent
-    old = sent.occurrences
-    changed = {by_id[new].key.uid for new in by_id.keys() - old.keys()}
-    changed.update(old[gone].key.uid for gone in old.keys() - by_id.keys())
+    changed = _changed(occurrences, by_id, sent.occurrences)
     rows = _rows(o for o in occurrences if o.key.uid in changed) if changed else []
     same_tail = None if tail == sent.tail else tail
     payload = (now_sent.token, sent.token, list(changed), rows, count, same_tail)
     return payload, now_sent
+
+
+def _changed(
+    occurrences: tuple[Occurrence, ...],
+    by_id: dict[int, Occurrence],
+    old: dict[int, Occurrence],
+) -> set[str]:
+    """Return the UIDs of the groups whose occurrences differ from the old ones."""
+    changed = {by_id[new].key.uid for new in by_id.keys() - old.keys()}
+    changed.update(old[gone].key.uid for gone in old.keys() - by_id.keys())
+    if len(changed) <= _FEW_GROUPS:
+        return changed
+    before, after = _grouped(old.values(), changed), _grouped(occurrences, changed)
+    return {uid for uid in changed if before.get(uid) != after.get(uid)}
+
+
+def _grouped(
+    occurrences: Iterable[Occurrence], uids: set[str]
+) -> dict[str, list[Occurrence]]:
+    """Return the occurrences of the given UIDs by UID, in their order."""
+    groups: dict[str, list[Occurrence]] = {}
+    for occurrence in occurrences:
+        uid = occurrence.key.uid
+        if uid in uids:
+            groups.setdefault(uid, []).append(occurrence)
+    return groups
 
 
 def _assembled(payload: _Payload, base: _Result | None) -> _Result:
