@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 
 from calsync import Occurrence, ParsedCalendar, ParseError, Problem, Window
 from calsync.config import ConfigError, build_settings, load_config
 from calsync.core import OccurrenceKey
 from calsync.core.parse import parse_ics
-from calsync.engine.parsepool import ParseCrashed, ParsePool, _assembled, _delta
+from calsync.engine.parsepool import ParsePool, _assembled, _delta, _Mismatch, _Result
 from conftest import ics
 
 WINDOW = Window(datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
@@ -373,7 +374,7 @@ def test_a_result_built_on_another_result_is_refused() -> None:
     base = _assembled(first, None)
     second, _ = _delta(parsed, sent)
     other, _ = _delta(parsed, None)
-    with pytest.raises(ParseCrashed):
+    with pytest.raises(_Mismatch):
         _assembled(second, _assembled(other, None))
     assert _assembled(second, base).parsed == parsed
 
@@ -395,3 +396,17 @@ def test_a_parse_setting_that_is_not_a_boolean_names_its_key() -> None:
     env = {"CALSYNC_ENGINE_PARSE_ISOLATION": "maybe"}
     with pytest.raises(ConfigError, match="CALSYNC_ENGINE_PARSE_ISOLATION"):
         load_config(None, env=env)
+
+
+async def test_a_kept_result_that_does_not_fit_the_answer_is_replaced_whole(
+    pool: ParsePool,
+) -> None:
+    parses = Parses(pool)
+    await parses.check("a", team_feed())
+    kept = pool._results.get("a")
+    assert kept is not None
+    damaged = attrs.evolve(kept.parsed, occurrences=kept.parsed.occurrences[1:])
+    pool._results.put("a", _Result(kept.token, damaged, kept.size))
+    await parses.check("a", team_feed())
+    assert pool.stats.parses == 3  # the partial answer, then a whole one
+    assert parses.partial == 1

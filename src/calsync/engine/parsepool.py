@@ -215,21 +215,26 @@ class ParsePool:
         `ParseStopped` after ending the worker.
         """
         base = self._results.get(calendar_id)
-        token = None if base is None else base.token
-        request = pickle.dumps(
-            (calendar_id, token, window, default_tz, max_occurrences, self._cache_size),
-            protocol=_PROTOCOL,
-        )
-        async with self._slot(calendar_id) as index:
-            worker = await self._worker(index)
-            reply = await self._ask(index, worker, request, body, timeout)
+        self._results.put(calendar_id, None)  # kept again once the answer is in
+        parse = (calendar_id, window, default_tz, max_occurrences, self._cache_size)
         try:
-            result = self._answer(reply, base)
-        except BaseException:
-            self._results.put(calendar_id, None)
-            raise
+            result = await self._parse(parse, base, body, timeout)
+        except _Mismatch:
+            logger.error("a parse worker answered for another result; asking again")
+            result = await self._parse(parse, None, body, timeout)
         self._results.put(calendar_id, result)
         return result.parsed
+
+    async def _parse(
+        self, parse: tuple[Any, ...], base: _Result | None, body: bytes, timeout: float
+    ) -> _Result:
+        """Ask a worker for a parse; the answer builds on ``base`` if it can."""
+        token = None if base is None else base.token
+        request = pickle.dumps((token, *parse), protocol=_PROTOCOL)
+        async with self._slot(parse[0]) as index:
+            worker = await self._worker(index)
+            reply = await self._ask(index, worker, request, body, timeout)
+        return self._answer(reply, base)
 
     @contextlib.asynccontextmanager
     async def _slot(self, calendar_id: str) -> AsyncIterator[int]:
@@ -592,6 +597,10 @@ def _size(occurrences: Iterable[Occurrence]) -> int:
 # occurrences are compared by value, which costs less than sending them.
 
 
+class _Mismatch(Exception):
+    """A worker's answer does not fit the result the parent kept."""
+
+
 @attrs.frozen
 class _Sent:
     """What a worker last sent of one calendar (worker side)."""
@@ -673,7 +682,7 @@ def _grouped(
 def _assembled(payload: _Payload, base: _Result | None) -> _Result:
     """Rebuild the worker's result from ``payload`` and the kept ``base`` (parent side).
 
-    Raises `ParseCrashed` if the payload builds on a result other than ``base``.
+    Raises `_Mismatch` if the payload does not build on ``base`` (never by design).
     """
     token, builds_on, changed, rows, count, tail = payload
     new, size = _restored(rows)
@@ -681,7 +690,7 @@ def _assembled(payload: _Payload, base: _Result | None) -> _Result:
         assert tail is not None
         return _Result(token, ParsedCalendar(tuple(new), *tail), size)
     if base is None or base.token != builds_on:
-        raise ParseCrashed("the parse worker answered for another result")
+        raise _Mismatch("the payload builds on another result")
     occurrences = base.parsed.occurrences
     if changed:
         replaced = set(changed)
@@ -691,7 +700,7 @@ def _assembled(payload: _Payload, base: _Result | None) -> _Result:
     else:
         size = base.size
     if len(occurrences) != count:
-        raise ParseCrashed("the parse worker's result did not add up")
+        raise _Mismatch("the rebuilt result does not add up")
     parsed = ParsedCalendar(occurrences, *(tail or _tail(base.parsed)))
     return _Result(token, parsed, size)
 
@@ -782,7 +791,7 @@ def _serve(conn: Connection, memory_limit: int | None) -> None:
 def _handle(
     request: tuple[Any, ...], body: bytes, caches: OrderedDict[str, _Kept]
 ) -> bytes:
-    calendar_id, token, window, default_tz, max_occurrences, cache_size = request
+    token, calendar_id, window, default_tz, max_occurrences, cache_size = request
     kept = caches.pop(calendar_id, None)
     warm = kept is not None
     try:
