@@ -1,4 +1,7 @@
-"""One `Engine.sync_due` cycle over 1,000 calendars on a local feed server.
+"""The Engine at work: a sync_due cycle over 1,000 calendars, and its re-parse.
+
+Section ``cycles``: one `Engine.sync_due` cycle over 1,000 calendars on a local
+feed server.
 
 Each feed holds ~100 generated events (95 single ones, 5 weekly series in
 Europe/Berlin). A third of the calendars answer 304 (ETag, unchanged), a third
@@ -16,8 +19,24 @@ RSS (``ru_maxrss`` of the fresh process after the cycle, and in brackets its
 growth during the cycle: after minus before). The ratio of forced to unchanged
 wall time has a target of >= 20x.
 
-    python benchmarks/bench_engine.py [--calendars 1000] [--runs 3]
-        [--postgres-url URL]
+Section ``reparse``: the Engine's parse step (what a sync runs between fetch and
+diff; parses isolated in worker processes) on the Google export (4,778 VEVENTs,
+5,500 occurrences in its window 2010-2020), against an in-process `parse_ics` of
+the same body and window, interleaved:
+
+  cold       a calendar parsed for the first time, against `parse_ics` with a
+             new `ParseCache`;
+  unchanged  the same body again, against `parse_ics` with that body's cache;
+  one event  one event's summary edited (bodies alternate), likewise;
+  window slid  the same body, the clock 15 minutes later each time, likewise.
+
+Reported: wall time, min / median / max of --reparse-runs (cold: a third of
+them), and the ratio of the medians, target <= 1.1x for each; and the median CPU
+time (the Engine's: its parse workers' plus its own process's), steadier than
+wall time on a loaded machine.
+
+    python benchmarks/bench_engine.py [--only cycles,reparse] [--calendars 1000]
+        [--runs 3] [--reparse-runs 15] [--postgres-url URL]
 
 PostgreSQL is measured when CALSYNC_TEST_POSTGRES_URL (or --postgres-url) is set.
 """
@@ -40,14 +59,24 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from calsync import Engine, HttpFetcher, PostgresStore, Settings, SQLiteStore, Store
-from calsync.testing import FeedServer
+from calsync.core.incremental import ParseCache
+from calsync.core.model import Window
+from calsync.core.parse import parse_ics
+from calsync.testing import FeedServer, ManualClock
 
 EVENTS = 100
 SERIES = 5
 CYCLES = ("mixed", "unchanged", "forced")
 KINDS = ("304", "same 200", "1 % changed")
 TARGET_RATIO = 20.0
+REPARSE_TARGET = 1.1
+GOOGLE = (
+    Path(__file__).resolve().parent.parent
+    / "tests/corpus/recurring-ical-events/benchmark-google-export-issue42.ics"
+)
 SPAWN = multiprocessing.get_context("spawn")
 # Cycles run in processes forked from a small server started before the load:
 # a child inherits its parent's RSS as ru_maxrss, so it must not be the loader.
@@ -297,14 +326,141 @@ async def drop_schema(url: str, schema: str) -> None:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+# -- the re-parse of one big feed ----------------------------------------------
+
+
+async def bench_reparse(runs: int) -> dict[str, list[float]]:
+    """Alternate the Engine's parse and an in-process parse_ics; seconds by name."""
+    body = GOOGLE.read_bytes()
+    marker = b"SUMMARY:"
+    at = body.index(marker) + len(marker)
+    edited = body[:at] + b"edited " + body[at:]
+    now = datetime(2011, 1, 1, tzinfo=UTC)
+    past, horizon = timedelta(days=366), timedelta(days=3650)
+    timings: dict[str, list[float]] = {}
+
+    def timed(name: str, started: float, cpu: float) -> None:
+        timings.setdefault(name, []).append(time.perf_counter() - started)
+        timings.setdefault(f"{name} cpu", []).append(cpu)
+
+    with tempfile.TemporaryDirectory() as directory:
+        store = SQLiteStore(str(Path(directory) / "reparse.db"))
+        fetcher = HttpFetcher(allow=["127.0.0.1"])
+        settings = Settings(worker="bench-reparse", parse_isolation=True)
+        engine = Engine(store, fetcher, settings=settings, clock=ManualClock(now))
+        async with FeedServer() as feeds, engine:
+            feeds.set("/google.ics", body)
+            url = feeds.url("/google.ics")
+            fetched = await fetcher.fetch(url)
+            bodies = [fetched, attrs.evolve(fetched, body=edited)]
+            syncer = engine._syncer
+            syncer.prepare()
+
+            def engine_cpu() -> float:
+                pool = syncer.parse_pool
+                assert pool is not None
+                workers = sum(cpu_seconds(pid) for pid in pool.pids())
+                return workers + time.process_time()
+
+            async def engine_parse(
+                name: str, calendar: Any, result: Any, at: datetime = now
+            ) -> None:
+                cpu = engine_cpu()
+                started = time.perf_counter()
+                parsed = await syncer._parse(calendar, result, at)
+                timed(name, started, engine_cpu() - cpu)
+                assert len(parsed.occurrences) > 5000, len(parsed.occurrences)
+
+            def in_process(
+                name: str, data: bytes, cache: ParseCache, at: datetime = now
+            ) -> None:
+                cpu = time.process_time()
+                started = time.perf_counter()
+                parse_ics(data, Window(at - past, at + horizon), cache=cache)
+                timed(name, started, time.process_time() - cpu)
+
+            async def calendar_named(name: str) -> Any:
+                return await engine.add_calendar(
+                    url, name=name, owner=name, window_past=past, horizon=horizon
+                )
+
+            steady = await calendar_named("steady")
+            cache = ParseCache()
+            for run in range(max(1, runs // 3)):
+                fresh = await calendar_named(f"cold {run}")
+                await engine_parse("cold engine", fresh, fetched)
+                in_process("cold in-process", body, ParseCache())
+            await engine_parse("warm-up", steady, fetched)  # also starts both workers
+            await engine_parse("warm-up", await calendar_named("other"), fetched)
+            in_process("warm-up", body, cache)
+            for _ in range(runs):
+                await engine_parse("unchanged engine", steady, fetched)
+                in_process("unchanged in-process", body, cache)
+            for run in range(runs):
+                index = (run + 1) % 2
+                await engine_parse("one event engine", steady, bodies[index])
+                in_process("one event in-process", bodies[index].body, cache)
+            for run in range(runs):
+                later = now + (run + 1) * timedelta(minutes=15)
+                await engine_parse("window slid engine", steady, fetched, later)
+                in_process("window slid in-process", body, cache, later)
+    return timings
+
+
+def reparse_table(timings: dict[str, list[float]]) -> None:
+    runs = len(timings["unchanged engine"])
+    print(
+        f"\nreparse: the Google export through the Engine (isolation on) against "
+        f"in-process parse_ics, ms (min / median / max of {runs}, cold "
+        f"{len(timings['cold engine'])})"
+    )
+    print(
+        f"{'case':<12}{'engine':>22}{'in-process':>22}{'ratio':>8}"
+        f"{'cpu engine':>12}{'in-process':>11}{'ratio':>8}  target (wall)"
+    )
+    for case in ("cold", "unchanged", "one event", "window slid"):
+        engine = timings[f"{case} engine"]
+        alone = timings[f"{case} in-process"]
+        ratio = statistics.median(engine) / statistics.median(alone)
+        cpu = statistics.median(timings[f"{case} engine cpu"])
+        cpu_alone = statistics.median(timings[f"{case} in-process cpu"])
+        verdict = "ok" if ratio <= REPARSE_TARGET else "ABOVE TARGET"
+        print(
+            f"{case:<12}{_spread(engine):>22}{_spread(alone):>22}{ratio:>7.2f}x"
+            f"{cpu * 1e3:>12.0f}{cpu_alone * 1e3:>11.0f}{cpu / cpu_alone:>7.2f}x"
+            f"  <= {REPARSE_TARGET:g}x {verdict}"
+        )
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds of a single-threaded process, in ns (/proc/<pid>/schedstat)."""
+    with open(f"/proc/{pid}/schedstat") as schedstat:
+        return int(schedstat.read().split()[0]) / 1e9
+
+
+def _spread(seconds: list[float]) -> str:
+    low, middle, high = min(seconds), statistics.median(seconds), max(seconds)
+    return f"{low * 1e3:.0f} / {middle * 1e3:.0f} / {high * 1e3:.0f}"
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="cycles,reparse")
     parser.add_argument("--calendars", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--reparse-runs", type=int, default=15)
     parser.add_argument(
         "--postgres-url", default=os.environ.get("CALSYNC_TEST_POSTGRES_URL")
     )
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    if "reparse" in only:
+        reparse_table(await bench_reparse(args.reparse_runs))
+    if "cycles" in only:
+        await bench_cycles(args)
+
+
+async def bench_cycles(args: argparse.Namespace) -> None:
     FRESH.set_forkserver_preload(["calsync"])
     multiprocessing.forkserver.ensure_running()
     base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from calsync import Engine, HttpFetcher, SQLiteStore
+from calsync import Engine, HttpFetcher, SQLiteStore, Window
+from calsync.core.parse import parse_ics
 from calsync.engine import SyncOutcome
 from calsync.engine.parsepool import _ZYGOTE, ParsePool
 from calsync.testing import FeedServer, ManualClock
@@ -28,6 +29,7 @@ from calsync.testing import FeedServer, ManualClock
 from .conftest import MINUTE, T0, event, ics, settings
 
 SECOND = timedelta(seconds=1)
+DAY = timedelta(days=1)
 
 # A VTIMEZONE whose standard time recurs every second since 1970: resolving a
 # time in it walks billions of transitions (it hangs for minutes unless stopped).
@@ -289,3 +291,45 @@ async def test_without_isolation_feeds_are_parsed_in_this_process(
         calendar = await engine.add_calendar(feeds.url("/a.ics"))
         assert (await engine.sync_calendar(calendar.id)).added == 1
         assert engine._syncer.parse_pool is None
+
+
+def team(*, edited: bool) -> str:
+    """Three events; edited: one moved, one gone, one new, the series as it was."""
+    series = event("daily", T0 + 3 * MINUTE, rrule="FREQ=DAILY;COUNT=5")
+    if not edited:
+        return ics(event("one", T0 + MINUTE), event("two", T0 + 2 * MINUTE), series)
+    moved = event("one", T0 + 4 * MINUTE, summary="moved")
+    return ics(moved, series, event("three", T0 + 5 * MINUTE))
+
+
+async def stored(engine: Engine) -> set[tuple[str, str, str]]:
+    """What the store holds ahead: key, start and summary of each occurrence."""
+    upcoming = await engine.upcoming(days=30)
+    return {
+        (str(u.occurrence.key), u.occurrence.start.isoformat(), u.occurrence.summary)
+        for u in upcoming
+    }
+
+
+@pytest.mark.parametrize("killed", [False, True], ids=["same-worker", "killed"])
+async def test_a_resync_stores_what_a_whole_parse_gives_whatever_the_worker_kept(
+    tmp_path: Path, feeds: FeedServer, clock: ManualClock, killed: bool
+) -> None:
+    engine = make_engine(tmp_path, clock, parse_concurrency=1)
+    async with engine:
+        feeds.set("/a.ics", team(edited=False))
+        calendar = await engine.add_calendar(feeds.url("/a.ics"))
+        assert (await engine.sync_calendar(calendar.id)).added == 7
+        if killed:  # between syncs: the new worker knows nothing of the calendar
+            [worker] = pool_of(engine).pids()
+            os.kill(worker, signal.SIGKILL)
+            while not gone(worker):
+                await asyncio.sleep(0.01)
+        feeds.set("/a.ics", team(edited=True))
+        result = await engine.sync_calendar(calendar.id)
+        assert (result.added, result.updated, result.removed) == (1, 1, 1)
+        assert pool_of(engine).stats.partial == (0 if killed else 1)
+        assert await stored(engine) == {
+            (str(o.key), o.start.isoformat(), o.summary)
+            for o in parse_ics(team(edited=True), Window(T0, T0 + 30 * DAY)).occurrences
+        }

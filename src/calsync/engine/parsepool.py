@@ -7,16 +7,20 @@ has a pipe of its own, a memory ceiling (``RLIMIT_AS``) and the `ParseCache`s
 of the calendars it parsed last; a calendar goes to the same worker whenever it
 is free. A parse that outlives its time limit, hits the memory ceiling or kills
 its worker ends that worker: it is killed, reaped, and replaced on next use, so
-there are never more parses alive than workers.
+there are never more parses alive than workers. The pool keeps the
+last result of each calendar, so a worker sends only the UID groups that
+changed since the result it last sent (see "sending only what changed").
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import ctypes
 import logging
 import math
+import operator
 import os
 import pickle
 import resource
@@ -29,10 +33,11 @@ import sys
 import threading
 import time
 import traceback
+import typing
 import weakref
 import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, tzinfo
 from multiprocessing.connection import Connection
 from typing import Any
@@ -56,6 +61,8 @@ __all__ = [
 logger = logging.getLogger("calsync.parsepool")
 
 _PROTOCOL = 5
+RESULT_BYTES = 32 * 2**20
+"""How many bytes of last results a pool keeps by default (estimated)."""
 _JOIN_SECONDS = 5.0
 
 
@@ -86,13 +93,17 @@ class ParseCrashed(ParseStopped):
 class ParsePoolStats:
     """What a pool did so far, for metrics and tests.
 
-    ``warm`` counts parses that found their calendar's `ParseCache` in the worker.
+    ``warm`` counts parses that found their calendar's `ParseCache` in the worker,
+    ``partial`` those answered with only the UID groups that changed, and
+    ``occurrences_sent`` the occurrences that crossed from the workers.
     """
 
     started: int = 0
     stopped: int = 0
     parses: int = 0
     warm: int = 0
+    partial: int = 0
+    occurrences_sent: int = 0
 
 
 class _Worker:
@@ -137,16 +148,24 @@ class _Worker:
 class ParsePool:
     """At most ``workers`` parse processes, each under ``memory_limit`` bytes.
 
-    ``cache_size`` calendars' `ParseCache`s are kept across the workers (0: none).
+    ``cache_size`` calendars' `ParseCache`s are kept across the workers (0: none),
+    and the last result of calendars parsed with one, up to ``result_bytes``
+    (estimated), in this process: a worker then sends only what changed.
     Safe to share between event loops; `close` ends every worker.
     """
 
     def __init__(
-        self, *, workers: int, memory_limit: int | None, cache_size: int
+        self,
+        *,
+        workers: int,
+        memory_limit: int | None,
+        cache_size: int,
+        result_bytes: int = RESULT_BYTES,
     ) -> None:
         self._size = workers
         self._memory_limit = memory_limit
         self._cache_size = math.ceil(cache_size / workers) if cache_size else 0
+        self._results = _Results(result_bytes if cache_size else 0)
         self._workers: list[_Worker | None] = [None] * workers
         self._idle = set(range(workers))
         self._guard = threading.Lock()
@@ -169,6 +188,11 @@ class ParsePool:
         """Counts of workers started and stopped, parses and warm parses."""
         return self._stats
 
+    @property
+    def results_size(self) -> int:
+        """Estimated bytes of the last results kept to rebuild the next ones."""
+        return self._results.size
+
     def pids(self) -> list[int]:
         """Process ids of the running workers."""
         with self._guard:
@@ -190,14 +214,27 @@ class ParsePool:
         Raises what `parse_ics` raises on purpose (`ParseError`, ...), or a
         `ParseStopped` after ending the worker.
         """
-        request = pickle.dumps(
-            (calendar_id, window, default_tz, max_occurrences, self._cache_size),
-            protocol=_PROTOCOL,
-        )
-        async with self._slot(calendar_id) as index:
+        base = self._results.get(calendar_id)
+        self._results.put(calendar_id, None)  # kept again once the answer is in
+        parse = (calendar_id, window, default_tz, max_occurrences, self._cache_size)
+        try:
+            result = await self._parse(parse, base, body, timeout)
+        except _Mismatch:
+            logger.error("a parse worker answered for another result; asking again")
+            result = await self._parse(parse, None, body, timeout)
+        self._results.put(calendar_id, result)
+        return result.parsed
+
+    async def _parse(
+        self, parse: tuple[Any, ...], base: _Result | None, body: bytes, timeout: float
+    ) -> _Result:
+        """Ask a worker for a parse; the answer builds on ``base`` if it can."""
+        token = None if base is None else base.token
+        request = pickle.dumps((token, *parse), protocol=_PROTOCOL)
+        async with self._slot(parse[0]) as index:
             worker = await self._worker(index)
             reply = await self._ask(index, worker, request, body, timeout)
-        return self._answer(reply)
+        return self._answer(reply, base)
 
     @contextlib.asynccontextmanager
     async def _slot(self, calendar_id: str) -> AsyncIterator[int]:
@@ -264,16 +301,22 @@ class ParsePool:
             raise ParseCrashed(
                 "its worker process died mid-parse (killed, or out of memory)"
             ) from None
-        self._count(warm=reply[0] == "ok" and reply[2])
+        self._count(reply)
         if reply[0] in ("memory", "crashed"):
             await self._end(index, worker)  # its heap is in an unknown state
         return reply
 
-    def _count(self, *, warm: bool) -> None:
+    def _count(self, reply: tuple[Any, ...]) -> None:
+        ok = reply[0] == "ok"
+        sent = len(reply[1][3]) if ok else 0
         with self._guard:
             stats = self._stats
             self._stats = attrs.evolve(
-                stats, parses=stats.parses + 1, warm=stats.warm + warm
+                stats,
+                parses=stats.parses + 1,
+                warm=stats.warm + (ok and reply[2]),
+                partial=stats.partial + (ok and reply[1][1] is not None),
+                occurrences_sent=stats.occurrences_sent + sent,
             )
 
     async def _end(
@@ -291,10 +334,10 @@ class ParsePool:
                 asking.exception()
         await asyncio.to_thread(worker.end)
 
-    def _answer(self, reply: tuple[Any, ...]) -> ParsedCalendar:
+    def _answer(self, reply: tuple[Any, ...], base: _Result | None) -> _Result:
         kind = reply[0]
         if kind == "ok":
-            return _restored(reply[1])
+            return _assembled(reply[1], base)
         if kind == "error":
             error: BaseException = reply[1]
             raise error
@@ -307,6 +350,7 @@ class ParsePool:
         """End every worker and refuse new parses; waits until they are reaped."""
         with self._guard:
             self._closed = True
+        self._results.clear()
         await asyncio.to_thread(_end_all, self._workers)
 
 
@@ -479,122 +523,244 @@ def _zygote(fd: int) -> None:
 
 
 # -- the compact form a parse crosses the pipe in -------------------------------
-# Occurrences travel as tuples, their UTC datetimes as the bytes datetime's own
-# pickling uses: a third of the cost of pickling the attrs instances.
+# Occurrences travel as tuples of their attrs fields (the key's fields first),
+# read off the classes: a fraction of the cost of pickling attrs instances.
+# Rebuilt without the validation the worker already did; slots are set through
+# their descriptors, the classes being frozen.
 
-_Compact = tuple[Any, ...]
-_from_state: Any = datetime  # datetime(state bytes, tzinfo): unpickling's fast path
-_FIELDS = (
-    "key",
-    "start",
-    "end",
-    "all_day",
-    "summary",
-    "location",
-    "description",
-    "status",
-    "sequence",
-    "tzid",
-    "start_date",
-    "end_date",
-    "alarms",
+_Row = tuple[Any, ...]
+_KEY_FIELDS = tuple(field.name for field in attrs.fields(OccurrenceKey))
+_FIELDS = tuple(field.name for field in attrs.fields(Occurrence) if field.name != "key")
+_TAIL = tuple(
+    field.name for field in attrs.fields(ParsedCalendar) if field.name != "occurrences"
 )
+_key_values = operator.attrgetter(*(f"key.{name}" for name in _KEY_FIELDS))
+_values = operator.attrgetter(*_FIELDS)
+_tail = operator.attrgetter(*_TAIL)
+_KEY_SETTERS = tuple(OccurrenceKey.__dict__[name].__set__ for name in _KEY_FIELDS)
+_SETTERS = tuple(Occurrence.__dict__[name].__set__ for name in _FIELDS)
+_set_key = Occurrence.__dict__["key"].__set__
+_TEXTS = (
+    *(f"key.{name}" for name in _KEY_FIELDS),
+    *(name for name in _FIELDS if typing.get_type_hints(Occurrence)[name] is str),
+)
+# What one restored occurrence costs the parent besides its texts (measured).
+_OCCURRENCE_BYTES = 600
+# Up to this many groups with new objects are sent without comparing values.
+_FEW_GROUPS = 16
 
 
-def _compact(parsed: ParsedCalendar) -> _Compact:
-    """Return a ParsedCalendar as plain tuples, cheap to pickle."""
-    rows = [
-        (
-            o.key.uid,
-            o.key.recurrence_id,
-            o.start.__reduce_ex__(4)[1][0],
-            o.end.__reduce_ex__(4)[1][0],
-            o.all_day,
-            o.summary,
-            o.location,
-            o.description,
-            o.status,
-            o.sequence,
-            o.tzid,
-            o.start_date,
-            o.end_date,
-            o.alarms,
-        )
-        for o in parsed.occurrences
-    ]
-    return (
-        rows,
-        parsed.problems,
-        parsed.name,
-        parsed.timezone,
-        parsed.refresh_interval,
-        parsed.unreadable_uids,
-    )
+def _rows(occurrences: Iterable[Occurrence]) -> list[_Row]:
+    """Return occurrences as plain tuples, cheap to pickle."""
+    return [_key_values(o) + _values(o) for o in occurrences]
 
 
-def _restored(compact: _Compact) -> ParsedCalendar:
-    """Rebuild a ParsedCalendar from `_compact`, skipping validation the worker did.
-
-    Slots are set through their descriptors: the classes are frozen.
-    """
-    rows, problems, name, timezone, refresh_interval, unreadable = compact
-    set_uid, set_recurrence_id = (
-        OccurrenceKey.__dict__[field].__set__ for field in ("uid", "recurrence_id")
-    )
-    (
-        set_key,
-        set_start,
-        set_end,
-        set_all_day,
-        set_summary,
-        set_location,
-        set_description,
-        set_status,
-        set_sequence,
-        set_tzid,
-        set_start_date,
-        set_end_date,
-        set_alarms,
-    ) = (Occurrence.__dict__[field].__set__ for field in _FIELDS)
+def _restored(rows: list[_Row]) -> tuple[list[Occurrence], int]:
+    """Rebuild the occurrences of `_rows`; with the bytes they hold (estimated)."""
     new_key, new_occurrence = OccurrenceKey.__new__, Occurrence.__new__
+    split = len(_KEY_FIELDS)
     occurrences = []
-    for (
-        uid,
-        recurrence_id,
-        start,
-        end,
-        all_day,
-        summary,
-        location,
-        description,
-        status,
-        sequence,
-        tzid,
-        start_date,
-        end_date,
-        alarms,
-    ) in rows:
+    for row in rows:
         key = new_key(OccurrenceKey)
-        set_uid(key, uid)
-        set_recurrence_id(key, recurrence_id)
+        for set_field, value in zip(_KEY_SETTERS, row, strict=False):
+            set_field(key, value)
         occurrence = new_occurrence(Occurrence)
-        set_key(occurrence, key)
-        set_start(occurrence, _from_state(start, UTC))
-        set_end(occurrence, _from_state(end, UTC))
-        set_all_day(occurrence, all_day)
-        set_summary(occurrence, summary)
-        set_location(occurrence, location)
-        set_description(occurrence, description)
-        set_status(occurrence, status)
-        set_sequence(occurrence, sequence)
-        set_tzid(occurrence, tzid)
-        set_start_date(occurrence, start_date)
-        set_end_date(occurrence, end_date)
-        set_alarms(occurrence, alarms)
+        _set_key(occurrence, key)
+        for set_field, value in zip(_SETTERS, row[split:], strict=True):
+            set_field(occurrence, value)
         occurrences.append(occurrence)
-    return ParsedCalendar(
-        tuple(occurrences), problems, name, timezone, refresh_interval, unreadable
+    return occurrences, _size(occurrences)
+
+
+def _size(occurrences: Iterable[Occurrence]) -> int:
+    """Estimate the bytes the occurrences hold."""
+    texts = operator.attrgetter(*_TEXTS)
+    return sum(
+        _OCCURRENCE_BYTES + sum(map(len, texts(occurrence)))
+        for occurrence in occurrences
     )
+
+
+# -- sending only what changed ----------------------------------------------------
+# A worker remembers, per calendar, the result it last sent this parent and a
+# token naming it; the parent keeps that result under the same token. The
+# parent asks with its token; only if the worker last sent exactly that token
+# does it answer with the UID groups that changed since (their occurrences, or
+# none for a group that is gone), every other group being unchanged. A new
+# worker, a dropped cache on either side or any other token means a whole
+# result. Tokens are random, so a token names one result wherever it is seen.
+#
+# A group is unchanged when its occurrences are the very objects sent last time
+# (the ParseCache hands back a reused group's objects): both results are alive
+# while they are compared, so an object's id cannot stand for another's. When
+# many groups have new objects (expanded again, as when the window slid), their
+# occurrences are compared by value, which costs less than sending them.
+
+
+class _Mismatch(Exception):
+    """A worker's answer does not fit the result the parent kept."""
+
+
+@attrs.frozen
+class _Sent:
+    """What a worker last sent of one calendar (worker side)."""
+
+    token: int
+    occurrences: dict[int, Occurrence]  # by id
+    tail: tuple[Any, ...]
+
+
+@attrs.define
+class _Kept:
+    """One calendar's state in a worker: its ParseCache and what was last sent."""
+
+    cache: ParseCache
+    sent: _Sent | None = None
+
+
+@attrs.frozen
+class _Result:
+    """The last result of one calendar, kept by the parent to rebuild the next."""
+
+    token: int
+    parsed: ParsedCalendar
+    size: int  # estimated bytes of its occurrences
+
+    @property
+    def cost(self) -> int:
+        """Estimated bytes it holds: its occurrences, its problems, itself."""
+        return self.size + _OCCURRENCE_BYTES * (1 + len(self.parsed.problems))
+
+
+# token, the token it builds on (None: whole), the UIDs of the groups replaced,
+# their occurrences' rows, the number of occurrences, the tail (None: as before)
+_Payload = tuple[int, int | None, list[str], list[_Row], int, tuple[Any, ...] | None]
+
+
+def _delta(parsed: ParsedCalendar, sent: _Sent | None) -> tuple[_Payload, _Sent]:
+    """Return what to send of ``parsed`` given what the parent holds (worker side)."""
+    occurrences = parsed.occurrences
+    by_id = dict(zip(map(id, occurrences), occurrences, strict=True))
+    tail = _tail(parsed)
+    now_sent = _Sent(int.from_bytes(os.urandom(8), "big"), by_id, tail)
+    count = len(occurrences)
+    if sent is None:
+        return (now_sent.token, None, [], _rows(occurrences), count, tail), now_sent
+    changed = _changed(occurrences, by_id, sent.occurrences)
+    rows = _rows(o for o in occurrences if o.key.uid in changed) if changed else []
+    same_tail = None if tail == sent.tail else tail
+    payload = (now_sent.token, sent.token, list(changed), rows, count, same_tail)
+    return payload, now_sent
+
+
+def _changed(
+    occurrences: tuple[Occurrence, ...],
+    by_id: dict[int, Occurrence],
+    old: dict[int, Occurrence],
+) -> set[str]:
+    """Return the UIDs of the groups whose occurrences differ from the old ones."""
+    changed = {by_id[new].key.uid for new in by_id.keys() - old.keys()}
+    changed.update(old[gone].key.uid for gone in old.keys() - by_id.keys())
+    if len(changed) <= _FEW_GROUPS:
+        return changed
+    before, after = _grouped(old.values(), changed), _grouped(occurrences, changed)
+    return {uid for uid in changed if before.get(uid) != after.get(uid)}
+
+
+def _grouped(
+    occurrences: Iterable[Occurrence], uids: set[str]
+) -> dict[str, list[Occurrence]]:
+    """Return the occurrences of the given UIDs by UID, in their order."""
+    groups: dict[str, list[Occurrence]] = {}
+    for occurrence in occurrences:
+        uid = occurrence.key.uid
+        if uid in uids:
+            groups.setdefault(uid, []).append(occurrence)
+    return groups
+
+
+def _assembled(payload: _Payload, base: _Result | None) -> _Result:
+    """Rebuild the worker's result from ``payload`` and the kept ``base`` (parent side).
+
+    Raises `_Mismatch` if the payload does not build on ``base`` (never by design).
+    """
+    token, builds_on, changed, rows, count, tail = payload
+    new, size = _restored(rows)
+    if builds_on is None:
+        assert tail is not None
+        return _Result(token, ParsedCalendar(tuple(new), *tail), size)
+    if base is None or base.token != builds_on:
+        raise _Mismatch("the payload builds on another result")
+    occurrences = base.parsed.occurrences
+    if changed:
+        replaced = set(changed)
+        kept = [o for o in occurrences if o.key.uid not in replaced]
+        size += base.size - _size(o for o in occurrences if o.key.uid in replaced)
+        occurrences = tuple(_merged(kept, new))
+    else:
+        size = base.size
+    if len(occurrences) != count:
+        raise _Mismatch("the rebuilt result does not add up")
+    parsed = ParsedCalendar(occurrences, *(tail or _tail(base.parsed)))
+    return _Result(token, parsed, size)
+
+
+def _merged(kept: list[Occurrence], new: list[Occurrence]) -> list[Occurrence]:
+    """Merge sorted ``new`` into sorted ``kept``, in a ParsedCalendar's order."""
+    if len(new) * 16 < len(kept):  # a few: find their places
+        for occurrence in new:
+            bisect.insort(kept, occurrence, key=_order)
+        return kept
+    kept += new
+    kept.sort(key=_order)
+    return kept
+
+
+def _order(occurrence: Occurrence) -> tuple[datetime, str, str]:
+    """Return the sort key of a ParsedCalendar's occurrences: start, then key."""
+    key = occurrence.key
+    return (occurrence.start, key.uid, key.recurrence_id)
+
+
+class _Results:
+    """The parent's last result per calendar, at most ``budget`` bytes (LRU)."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._results: OrderedDict[str, _Result] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        """Estimated bytes held."""
+        return self._size
+
+    def get(self, calendar_id: str) -> _Result | None:
+        with self._lock:
+            result = self._results.get(calendar_id)
+            if result is not None:
+                self._results.move_to_end(calendar_id)
+            return result
+
+    def put(self, calendar_id: str, result: _Result | None) -> None:
+        """Keep ``result`` for the calendar (None: forget it), evicting the oldest."""
+        with self._lock:
+            old = self._results.pop(calendar_id, None)
+            if old is not None:
+                self._size -= old.cost
+            if result is None or result.cost > self._budget:
+                return
+            self._results[calendar_id] = result
+            self._size += result.cost
+            while self._size > self._budget:
+                _, evicted = self._results.popitem(last=False)
+                self._size -= evicted.cost
+
+    def clear(self) -> None:
+        with self._lock:
+            self._results.clear()
+            self._size = 0
 
 
 # -- the worker process ---------------------------------------------------------
@@ -607,7 +773,7 @@ def _serve(conn: Connection, memory_limit: int | None) -> None:
     if memory_limit is not None:
         ceiling = _address_space() + memory_limit
         resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
-    caches: OrderedDict[str, ParseCache] = OrderedDict()
+    caches: OrderedDict[str, _Kept] = OrderedDict()
     while True:
         try:
             request = conn.recv_bytes()
@@ -623,20 +789,24 @@ def _serve(conn: Connection, memory_limit: int | None) -> None:
 
 
 def _handle(
-    request: tuple[Any, ...], body: bytes, caches: OrderedDict[str, ParseCache]
+    request: tuple[Any, ...], body: bytes, caches: OrderedDict[str, _Kept]
 ) -> bytes:
-    calendar_id, window, default_tz, max_occurrences, cache_size = request
-    cache = caches.pop(calendar_id, None)
-    warm = cache is not None
+    token, calendar_id, window, default_tz, max_occurrences, cache_size = request
+    kept = caches.pop(calendar_id, None)
+    warm = kept is not None
     try:
-        if cache_size:
-            cache = cache or ParseCache()
+        if kept is None and cache_size:
+            kept = _Kept(ParseCache())
+        cache = None if kept is None else kept.cache
         parsed = _parse(body, window, default_tz, max_occurrences, cache, caches)
-        if cache is not None:
-            caches[calendar_id] = cache
+        sent = None if kept is None else kept.sent
+        payload, now_sent = _delta(parsed, sent if _known(sent, token) else None)
+        if kept is not None:
+            kept.sent = now_sent
+            caches[calendar_id] = kept
             while len(caches) > cache_size:
                 caches.popitem(last=False)
-        return pickle.dumps(("ok", _compact(parsed), warm), protocol=_PROTOCOL)
+        return pickle.dumps(("ok", payload, warm), protocol=_PROTOCOL)
     except CalsyncError as error:
         return pickle.dumps(("error", error, warm), protocol=_PROTOCOL)
     except MemoryError:
@@ -648,13 +818,18 @@ def _handle(
         return pickle.dumps(("crashed", type(error).__name__, text), protocol=_PROTOCOL)
 
 
+def _known(sent: _Sent | None, token: int | None) -> bool:
+    """Whether the parent holds what this worker last sent (it asks with its token)."""
+    return sent is not None and token is not None and sent.token == token
+
+
 def _parse(
     body: bytes,
     window: Window,
     default_tz: str | tzinfo,
     max_occurrences: int,
     cache: ParseCache | None,
-    caches: OrderedDict[str, ParseCache],
+    caches: OrderedDict[str, _Kept],
 ) -> ParsedCalendar:
     """Parse; out of memory with other calendars' caches held, drop them and retry."""
 
