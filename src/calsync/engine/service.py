@@ -355,22 +355,26 @@ class Engine:
         handler: Handler | None = None,
         calendar_id: str | None = None,
         handoff: str | None = None,
+        force: bool = False,
     ) -> JobResult:
         """Run one job by name, as every runtime does; the result says what is next.
 
         `Job.DISPATCH_NOTIFICATIONS` needs the ``handler``; `Job.SYNC_CALENDAR`
         a ``calendar_id``, and the ``handoff`` of a lease `Job.CLAIM_DUE` gave
-        out, if any. Raises `ValidationError` for an unknown job.
+        out, if any; ``force`` is the syncs' (see `sync_calendar`). Raises
+        `ValidationError` for an unknown job or a missing argument.
         """
         match _job(job):
             case Job.SYNC_DUE:
-                return await self.sync_due()
+                return await self.sync_due(force=force)
             case Job.CLAIM_DUE:
                 return await self._claimed(None)
             case Job.SYNC_CALENDAR:
                 if calendar_id is None:
                     raise ValidationError("the sync_calendar job needs a calendar_id")
-                return await self.sync_calendar(calendar_id, handoff=handoff)
+                return await self.sync_calendar(
+                    calendar_id, force=force, handoff=handoff
+                )
             case Job.CHECK_NOTIFICATIONS:
                 return await self.check_notifications()
             case Job.DISPATCH_NOTIFICATIONS:

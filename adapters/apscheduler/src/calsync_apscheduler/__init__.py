@@ -1,10 +1,11 @@
 """Run calsync's jobs on the APScheduler 3 ``AsyncIOScheduler`` a host app already has.
 
-`install` adds the four periodic jobs of DESIGN §5 (``calsync.sync_due``,
+`install` adds the periodic jobs (``calsync.sync_due``,
 ``calsync.check_notifications``, ``calsync.dispatch_notifications``,
 ``calsync.cleanup``) and `uninstall` takes them out again. The adapter only
-translates: each job is one Engine call, its trigger is a `calsync.Schedule`, and
-the follow-ups an Engine result names are brought forward.
+translates: each run is one `calsync.Engine.run_job`, its trigger is a
+`calsync.Schedule`, and the follow-ups and wake-up a result names are brought
+forward.
 """
 
 from __future__ import annotations
@@ -28,18 +29,8 @@ __all__ = ["ALIAS", "JOBS", "ScheduleTrigger", "install", "uninstall"]
 ALIAS = "calsync"
 """The alias of the job store and the executor that calsync's jobs live in."""
 
-JOBS = calsync.Triggers.JOBS
+JOBS = calsync.Job.periodic()
 """The Engine jobs `install` schedules; job ids are ``calsync.<job>``."""
-
-# As the bundled Runner does: these run once at start, cleanup waits for its time.
-_AT_START = frozenset({"sync_due", "check_notifications", "dispatch_notifications"})
-
-_Result = (
-    calsync.engine.SyncDueResult
-    | calsync.CheckResult
-    | calsync.DispatchResult
-    | calsync.engine.CleanupResult
-)
 
 
 class ScheduleTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 is untyped
@@ -112,7 +103,7 @@ def install(
             max_instances=1,
             coalesce=True,
             misfire_grace_time=None,
-            next_run_time=now if job in _AT_START else undefined,
+            next_run_time=now if job.at_start else undefined,
         )
         for job in JOBS
     ]
@@ -156,25 +147,15 @@ class _Jobs:
         self._engine = engine
         self._handler = handler
 
-    async def run(self, job: str) -> _Result:
+    async def run(self, job: calsync.Job) -> calsync.engine.JobResult:
         """Run one Engine job; its result is the APScheduler event's ``retval``."""
-        result = await self._call(job)
-        if isinstance(result, calsync.engine.SyncDueResult | calsync.CheckResult):
-            now = datetime.now(self._scheduler.timezone)
-            for follow_up in result.follow_ups:
-                self._bring_forward(follow_up, now)
-        if isinstance(result, calsync.CheckResult) and result.wake_at:
-            self._bring_forward(job, result.wake_at)
+        result = await self._engine.run_job(job, handler=self._handler)
+        now = datetime.now(self._scheduler.timezone)
+        for follow_up in result.follow_ups:
+            self._bring_forward(follow_up, now)
+        if result.wake_at is not None:
+            self._bring_forward(calsync.Job.CHECK_NOTIFICATIONS, result.wake_at)
         return result
-
-    async def _call(self, job: str) -> _Result:
-        if job == "sync_due":
-            return await self._engine.sync_due()
-        if job == "check_notifications":
-            return await self._engine.check_notifications()
-        if job == "dispatch_notifications":
-            return await self._engine.dispatch_notifications(self._handler)
-        return await self._engine.cleanup()
 
     def _bring_forward(self, job: str, when: datetime) -> None:
         """Run ``job`` at ``when`` if that is before its next run (not if paused)."""
