@@ -108,7 +108,8 @@ class Runner:
         self._monotonic = time.monotonic if monotonic is None else monotonic
         self._stopping = asyncio.Event()
         self._wake = {job: asyncio.Event() for job in Job.periodic()}
-        self._due: dict[Job, datetime] = {}
+        self._next: dict[Job, datetime] = {}  # by trigger; replaced after each run
+        self._wakes: dict[Job, set[datetime]] = {job: set() for job in self._wake}
         self._running: dict[str, float] = {}
         self._warned: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -128,7 +129,9 @@ class Runner:
         if self._tasks:
             raise RuntimeError("the runner is already started")
         self._stopping.clear()
-        self._due.clear()
+        self._next.clear()
+        for wakes in self._wakes.values():
+            wakes.clear()
         for job in Job.periodic():
             self._tasks.append(
                 asyncio.create_task(self._loop(job), name=f"calsync.{job}")
@@ -224,27 +227,26 @@ class Runner:
     async def _loop(self, job: Job) -> None:
         schedule = self._triggers.schedule(job)
         if job.at_start:
-            self._bring_forward(job, self._engine.now())
+            self._next[job] = self._engine.now()
         else:
-            self._bring_forward(job, await self._first_run(job, schedule))
+            self._next[job] = await self._first_run(job, schedule)
         while await self._until_due(job):
             await self._run(job)
-            self._bring_forward(job, schedule.next_after(self._engine.now()))
+            self._next[job] = schedule.next_after(self._engine.now())
 
     def _bring_forward(self, job: Job, when: datetime) -> None:
-        """Run ``job`` at ``when`` unless it runs earlier anyway."""
-        due = self._due.get(job)
-        if due is None or when < due:
-            self._due[job] = when
-            self._wake[job].set()
+        """Run ``job`` at ``when`` too, besides its trigger (once, if it is past)."""
+        self._wakes[job].add(when)
+        self._wake[job].set()
 
     async def _until_due(self, job: Job) -> bool:
-        """Sleep until ``job`` is due (it may be brought forward); False on stop."""
-        wake = self._wake[job]
+        """Sleep until ``job``'s trigger or an earlier wake-up; False on stop."""
+        wake, wakes = self._wake[job], self._wakes[job]
         while not self._stopping.is_set():
-            seconds = (self._due[job] - self._engine.now()).total_seconds()
+            now = self._engine.now()
+            seconds = (min([self._next[job], *wakes]) - now).total_seconds()
             if seconds <= 0:
-                del self._due[job]
+                wakes.difference_update([when for when in wakes if when <= now])
                 return True
             wake.clear()
             await self._wait_event(wake, min(seconds, _LONGEST_SLEEP))
