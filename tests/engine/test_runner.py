@@ -97,6 +97,21 @@ class Results:
             pytest.fail(f"never happened: {what}; runs: {[n for n, _ in self.runs]}")
 
 
+def hourly_runner(
+    engine: Engine, clock: ManualClock
+) -> tuple[Runner, Results, list[datetime]]:
+    """A runner on hourly triggers, its results, and when each delivery came."""
+    delivered_at: list[datetime] = []
+
+    async def handler(delivery: Delivery) -> None:
+        delivered_at.append(clock.now)
+
+    results = Results()
+    runner = virtual_runner(engine, clock, handler, triggers=HOURLY)
+    runner.on_result(results)
+    return runner, results, delivered_at
+
+
 class HangingFeed:
     """A real HTTP server whose feed never answers; ``arrived`` is set on a request."""
 
@@ -144,15 +159,8 @@ async def test_runner_fires_a_reminder_at_its_fire_time_and_once(
     fire_at = start - lead
     feeds.set("/a.ics", ics(event("soon", start)))
     await live.add_calendar(feeds.url("/a.ics"), leads=[lead])
-    delivered_at: list[datetime] = []
-
-    async def handler(delivery: Delivery) -> None:
-        delivered_at.append(clock.now)
-
-    results = Results()
     # Hourly triggers: only the check's own wake-up can deliver at the fire time.
-    runner = virtual_runner(live, clock, handler, triggers=HOURLY)
-    runner.on_result(results)
+    runner, results, delivered_at = hourly_runner(live, clock)
 
     def knows_fire_time() -> bool:
         checks = results.of("check_notifications")
@@ -189,14 +197,7 @@ async def test_a_syncs_wake_at_brings_the_check_forward_to_a_far_reminder(
     fire_at = T0 + timedelta(minutes=20)
     feeds.set("/a.ics", ics(event("review", T0 + timedelta(minutes=30))))
     await live.add_calendar(feeds.url("/a.ics"), leads=["10m"])
-    delivered_at: list[datetime] = []
-
-    async def handler(delivery: Delivery) -> None:
-        delivered_at.append(clock.now)
-
-    results = Results()
-    runner = virtual_runner(live, clock, handler, triggers=HOURLY)
-    runner.on_result(results)
+    runner, results, delivered_at = hourly_runner(live, clock)
     async with runner:
         await results.wait("a sync", lambda: results.of(Job.SYNC_DUE))
         [synced] = results.of(Job.SYNC_DUE)

@@ -236,13 +236,8 @@ def install(
         return str(run(calsync.Job.CLEANUP).outcome)
 
     _connect(runtime)
-    tasks = {
-        "sync_due": sync_due,
-        "sync_calendar": sync_calendar,
-        "check_notifications": check_notifications,
-        "dispatch_notifications": dispatch_notifications,
-        "cleanup": cleanup,
-    }
+    every = (sync_due, sync_calendar, check_notifications, dispatch_notifications)
+    tasks = {task.name.removeprefix("calsync."): task for task in (*every, cleanup)}
     app.conf.beat_schedule = {**_beat_entries(triggers), **app.conf.beat_schedule}
     return tasks
 
