@@ -23,6 +23,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.util import undefined
 
 import calsync
+from calsync.engine import JobResult
 
 __all__ = ["ALIAS", "JOBS", "ScheduleTrigger", "install", "uninstall"]
 
@@ -147,7 +148,7 @@ class _Jobs:
         self._engine = engine
         self._handler = handler
 
-    async def run(self, job: calsync.Job) -> calsync.engine.JobResult:
+    async def run(self, job: calsync.Job) -> JobResult:
         """Run one Engine job; its result is the APScheduler event's ``retval``."""
         result = await self._engine.run_job(job, handler=self._handler)
         now = datetime.now(self._scheduler.timezone)

@@ -23,6 +23,7 @@ from celery.app.task import Task
 from celery.schedules import BaseSchedule, schedstate
 
 import calsync
+from calsync.engine import ClaimResult, JobResult
 
 __all__ = ["CalsyncSchedule", "install"]
 
@@ -102,7 +103,7 @@ class _Runtime:
                 self._opening = portal.start_task_soon(self._open)
             return self._opening
 
-    def run(self, job: calsync.Job, **arguments: Any) -> calsync.engine.JobResult:
+    def run(self, job: calsync.Job, **arguments: Any) -> JobResult:
         """Run one Engine job on the process's loop and wait for its result."""
         engine = self.start().result()
         assert self._portal is not None
@@ -179,9 +180,7 @@ def install(
             **options,
         )
 
-    def run(
-        job: calsync.Job, until: str | None = None, **arguments: Any
-    ) -> calsync.engine.JobResult:
+    def run(job: calsync.Job, until: str | None = None, **arguments: Any) -> JobResult:
         """Run one job, then send the dispatch it asks for and its wake-up check."""
         result = runtime.run(job, handler=handler, **arguments)
         if calsync.Job.DISPATCH_NOTIFICATIONS in result.follow_ups:
@@ -208,7 +207,7 @@ def install(
     @task("sync_due")
     def sync_due() -> int:
         result = run(calsync.Job.CLAIM_DUE)
-        assert isinstance(result, calsync.engine.ClaimResult)
+        assert isinstance(result, ClaimResult)
         for lease in result.leases:
             sync_calendar.apply_async((lease.calendar_id,), {"handoff": lease.handoff})
         if result.leases:
