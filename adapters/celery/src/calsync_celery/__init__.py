@@ -2,7 +2,7 @@
 
 `install` registers the tasks on your Celery app and merges their beat entries.
 Each worker process opens one `calsync.Engine` on one event loop of its own;
-the tasks only translate a trigger into an Engine call (DESIGN §1).
+each task only translates a trigger into one `calsync.Engine.run_job` call.
 """
 
 from __future__ import annotations
@@ -242,17 +242,13 @@ def install(
 
 
 def _connect(runtime: _Runtime) -> None:
-    """Open the Engine in each pool process, and close it when the process ends."""
+    """Open the Engine in each pool process, and close it when the process ends.
 
-    def open_engine(**_: object) -> None:
-        runtime.start()  # without waiting: the first task waits (and may retry)
-
-    def close_engine(**_: object) -> None:
-        runtime.stop()
-
-    signals.worker_process_init.connect(open_engine, weak=False)
-    signals.worker_process_shutdown.connect(close_engine, weak=False)
-    signals.worker_shutdown.connect(close_engine, weak=False)
+    Opening does not wait: the first task waits for it (and may retry).
+    """
+    signals.worker_process_init.connect(lambda **_: runtime.start(), weak=False)
+    for ended in (signals.worker_process_shutdown, signals.worker_shutdown):
+        ended.connect(lambda **_: runtime.stop(), weak=False)
 
 
 def _beat_entries(triggers: calsync.Triggers) -> dict[str, dict[str, Any]]:
