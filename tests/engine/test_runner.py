@@ -24,11 +24,13 @@ from calsync import (
     Delivery,
     Engine,
     HttpFetcher,
+    Job,
     Runner,
     SQLiteStore,
     Triggers,
     ValidationError,
 )
+from calsync.engine import SyncDueResult
 from calsync.stores import JobOutcome, JobRun
 from calsync.testing import FeedServer, ManualClock
 
@@ -95,6 +97,21 @@ class Results:
             pytest.fail(f"never happened: {what}; runs: {[n for n, _ in self.runs]}")
 
 
+def hourly_runner(
+    engine: Engine, clock: ManualClock
+) -> tuple[Runner, Results, list[datetime]]:
+    """A runner on hourly triggers, its results, and when each delivery came."""
+    delivered_at: list[datetime] = []
+
+    async def handler(delivery: Delivery) -> None:
+        delivered_at.append(clock.now)
+
+    results = Results()
+    runner = virtual_runner(engine, clock, handler, triggers=HOURLY)
+    runner.on_result(results)
+    return runner, results, delivered_at
+
+
 class HangingFeed:
     """A real HTTP server whose feed never answers; ``arrived`` is set on a request."""
 
@@ -142,15 +159,8 @@ async def test_runner_fires_a_reminder_at_its_fire_time_and_once(
     fire_at = start - lead
     feeds.set("/a.ics", ics(event("soon", start)))
     await live.add_calendar(feeds.url("/a.ics"), leads=[lead])
-    delivered_at: list[datetime] = []
-
-    async def handler(delivery: Delivery) -> None:
-        delivered_at.append(clock.now)
-
-    results = Results()
     # Hourly triggers: only the check's own wake-up can deliver at the fire time.
-    runner = virtual_runner(live, clock, handler, triggers=HOURLY)
-    runner.on_result(results)
+    runner, results, delivered_at = hourly_runner(live, clock)
 
     def knows_fire_time() -> bool:
         checks = results.of("check_notifications")
@@ -177,6 +187,53 @@ async def test_runner_fires_a_reminder_at_its_fire_time_and_once(
             lambda: len(results.of("dispatch_notifications")) > dispatched,
         )
     assert delivered_at == [wake_at]
+
+
+async def test_a_syncs_wake_at_brings_the_check_forward_to_a_far_reminder(
+    live: Engine, feeds: FeedServer, clock: ManualClock
+) -> None:
+    # The event is past the check's reach at start (its reminder fires in 20
+    # minutes): only the sync's wake_at can run a check at the fire time.
+    fire_at = T0 + timedelta(minutes=20)
+    feeds.set("/a.ics", ics(event("review", T0 + timedelta(minutes=30))))
+    await live.add_calendar(feeds.url("/a.ics"), leads=["10m"])
+    runner, results, delivered_at = hourly_runner(live, clock)
+    async with runner:
+        await results.wait("a sync", lambda: results.of(Job.SYNC_DUE))
+        [synced] = results.of(Job.SYNC_DUE)
+        assert isinstance(synced, SyncDueResult)
+        assert synced.wake_at is not None
+        assert fire_at <= synced.wake_at < fire_at + timedelta(seconds=1)
+        checks = len(results.of(Job.CHECK_NOTIFICATIONS))
+        await results.wait(
+            "the follow-up check",
+            lambda: len(results.of(Job.CHECK_NOTIFICATIONS)) > checks,
+        )
+        assert all(
+            isinstance(r, CheckResult) and r.wake_at is None
+            for r in results.of(Job.CHECK_NOTIFICATIONS)
+        )
+        clock.set(synced.wake_at)
+        await results.wait("the delivery", lambda: delivered_at)
+    assert delivered_at == [synced.wake_at]
+
+
+async def test_wake_runs_a_job_now_by_name_or_as_a_job(
+    live: Engine, clock: ManualClock
+) -> None:
+    results = Results()
+    runner = virtual_runner(live, clock, triggers=HOURLY)
+    runner.on_result(results)
+    async with runner:
+        await results.wait("a dispatch", lambda: results.of(Job.DISPATCH_NOTIFICATIONS))
+        assert results.of(Job.CLEANUP) == []
+        runner.wake("cleanup")
+        await results.wait("a cleanup", lambda: results.of(Job.CLEANUP))
+        runner.wake(Job.CLEANUP)
+        await results.wait("another", lambda: len(results.of(Job.CLEANUP)) == 2)
+        with pytest.raises(ValueError, match="claim_all"):
+            runner.wake("claim_all")
+    assert all(isinstance(job, Job) for job, _ in results.runs)
 
 
 async def test_stop_cancels_a_stuck_sync_after_the_timeout_and_gives_its_lease_back(

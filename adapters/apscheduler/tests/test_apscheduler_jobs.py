@@ -17,7 +17,7 @@ from _aps_support import Executions, Recorder, eventually, feed, soon
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from calsync import Engine, Triggers
+from calsync import Delivery, Engine, Triggers
 from calsync.stores import NotificationStatus
 from calsync.testing import FeedServer
 from calsync_apscheduler import install
@@ -163,6 +163,44 @@ async def test_a_reminder_from_a_feed_change_is_dispatched_without_waiting(
     assert all(run.scheduled_run_time < hourly_at for run in follow_ups)
     upcoming = scheduler.get_job(dispatch.id).next_run_time
     assert upcoming - datetime.now(UTC) > timedelta(minutes=55)
+
+
+async def test_a_follow_up_asked_for_while_the_job_runs_runs_after_it(
+    feeds: FeedServer,
+    engine: Engine,
+    scheduler: AsyncIOScheduler,
+    executions: Executions,
+) -> None:
+    # The first dispatch waits in the handler while a new calendar's reminder
+    # asks for a dispatch. APScheduler runs one instance at a time and would
+    # skip that run (the next is an hour away); it runs once the first ends.
+    release = asyncio.Event()
+    summaries: list[str] = []
+
+    async def handler(delivery: Delivery) -> None:
+        summaries.append(delivery.occurrence.summary if delivery.occurrence else "")
+        await release.wait()
+
+    starts = datetime.now(UTC) + timedelta(minutes=30)  # reminders due at once
+    feeds.set("/a.ics", feed(("first", starts)))
+    feeds.set("/b.ics", feed(("second", starts)))
+    await engine.add_calendar(feeds.url("/a.ics"), leads=[timedelta(hours=1)])
+    install(scheduler, engine, handler=handler, schedules=FOLLOW_UPS_ONLY)
+    scheduler.start()
+    await eventually(lambda: summaries)
+    asked = len(executions.of("calsync.sync_due"))
+    await engine.add_calendar(feeds.url("/b.ics"), leads=[timedelta(hours=1)])
+
+    def asked_while_running() -> bool:
+        syncs = executions.of("calsync.sync_due")[asked:]
+        return any("dispatch_notifications" in e.retval.follow_ups for e in syncs)
+
+    await eventually(asked_while_running)
+    release.set()
+    await eventually(lambda: len(summaries) == 2)
+
+    assert summaries == ["first", "second"]
+    assert len(executions.of("calsync.dispatch_notifications")) >= 2
 
 
 async def test_the_check_wakes_at_the_next_fire_time(

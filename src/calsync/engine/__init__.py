@@ -6,12 +6,15 @@ from calsync.engine.insight import (
     Explanation,
     Upcoming,
 )
+from calsync.engine.jobs import Job
 from calsync.engine.results import (
     CalendarStatus,
     CheckResult,
+    ClaimResult,
     CleanupResult,
     DispatchResult,
     EngineStatus,
+    JobResult,
     JobStats,
     SyncDueResult,
     SyncOutcome,
@@ -26,11 +29,14 @@ from calsync.engine.service import Engine
 __all__ = [
     "CalendarStatus",
     "CheckResult",
+    "ClaimResult",
     "CleanupResult",
     "DispatchResult",
     "Engine",
     "EngineStatus",
     "Explanation",
+    "Job",
+    "JobResult",
     "JobStats",
     "Runner",
     "SyncDueResult",

@@ -12,14 +12,17 @@ import attrs
 
 from calsync.core.model import Problem, as_aware_utc, optional_aware_utc
 from calsync.core.redact import redact
-from calsync.stores.records import Calendar, CircuitState, JobOutcome
+from calsync.engine.jobs import Job
+from calsync.stores.records import Calendar, CircuitState, JobOutcome, Lease
 
 __all__ = [
     "CalendarStatus",
     "CheckResult",
+    "ClaimResult",
     "CleanupResult",
     "DispatchResult",
     "EngineStatus",
+    "JobResult",
     "JobStats",
     "SyncDueResult",
     "SyncOutcome",
@@ -39,16 +42,54 @@ def _strings(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
+def _leases(values: Iterable[Lease]) -> tuple[Lease, ...]:
+    return tuple(values)
+
+
 # Wake a little after a reminder's fire time, never a hair before it.
 _WAKE_MARGIN = timedelta(milliseconds=50)
 
 
-def _follow_ups(*, check: bool, dispatch: bool) -> tuple[str, ...]:
-    return ("check_notifications",) * check + ("dispatch_notifications",) * dispatch
+def _follow_ups(*, check: bool, dispatch: bool) -> tuple[Job, ...]:
+    return (Job.CHECK_NOTIFICATIONS,) * check + (Job.DISPATCH_NOTIFICATIONS,) * dispatch
 
 
 def _wake_at(next_fire_at: datetime | None) -> datetime | None:
     return None if next_fire_at is None else next_fire_at + _WAKE_MARGIN
+
+
+def _earliest(instants: Iterable[datetime | None]) -> datetime | None:
+    return min((instant for instant in instants if instant is not None), default=None)
+
+
+class JobResult:
+    """What every job's result tells its runtime: how it ended and what comes next.
+
+    A runtime needs no more than these to chain the jobs: it runs the
+    ``follow_ups`` at once and `Job.CHECK_NOTIFICATIONS` at ``wake_at``.
+    """
+
+    __slots__ = ()
+
+    @property
+    def ok(self) -> bool:
+        """Whether all of the job succeeded; its run is recorded PARTIAL if not."""
+        return True
+
+    @property
+    def outcome(self) -> JobOutcome | SyncOutcome:
+        """How the job ended: OK or PARTIAL (a `SyncResult` names its `SyncOutcome`)."""
+        return JobOutcome.OK if self.ok else JobOutcome.PARTIAL
+
+    @property
+    def follow_ups(self) -> tuple[Job, ...]:
+        """The jobs worth running at once because of this run (new reminders...)."""
+        return ()
+
+    @property
+    def wake_at(self) -> datetime | None:
+        """When to check for a reminder that fires before the check's next trigger."""
+        return None
 
 
 class SyncOutcome(enum.StrEnum):
@@ -71,7 +112,7 @@ class SyncOutcome(enum.StrEnum):
 
 
 @attrs.frozen
-class SyncResult:
+class SyncResult(JobResult):
     """The outcome of syncing one calendar.
 
     ``next_fire_at`` is the earliest reminder still ahead among the events this
@@ -107,7 +148,7 @@ class SyncResult:
         return self.outcome not in (SyncOutcome.FAILED, SyncOutcome.LOST)
 
     @property
-    def follow_ups(self) -> tuple[str, ...]:
+    def follow_ups(self) -> tuple[Job, ...]:
         """Jobs worth running at once: dispatch new reminders, check changed events."""
         return _follow_ups(
             check=self.added > 0 or self.updated > 0,
@@ -121,7 +162,7 @@ class SyncResult:
 
 
 @attrs.frozen
-class SyncDueResult:
+class SyncDueResult(JobResult):
     """The outcome of one `Engine.sync_due` cycle: one `SyncResult` per calendar."""
 
     results: tuple[SyncResult, ...] = attrs.field(converter=_results)
@@ -135,13 +176,23 @@ class SyncDueResult:
         return {"synced": len(self.results), **counts}
 
     @property
-    def follow_ups(self) -> tuple[str, ...]:
+    def ok(self) -> bool:
+        """Whether every calendar's sync did its job."""
+        return not self.failed
+
+    @property
+    def follow_ups(self) -> tuple[Job, ...]:
         """Jobs worth running at once, over all the cycle's calendars."""
         wanted = {job for result in self.results for job in result.follow_ups}
         return _follow_ups(
-            check="check_notifications" in wanted,
-            dispatch="dispatch_notifications" in wanted,
+            check=Job.CHECK_NOTIFICATIONS in wanted,
+            dispatch=Job.DISPATCH_NOTIFICATIONS in wanted,
         )
+
+    @property
+    def wake_at(self) -> datetime | None:
+        """The earliest `SyncResult.wake_at` of the cycle's calendars."""
+        return _earliest(result.wake_at for result in self.results)
 
     @property
     def failed(self) -> tuple[SyncResult, ...]:
@@ -150,7 +201,7 @@ class SyncDueResult:
 
 
 @attrs.frozen
-class CheckResult:
+class CheckResult(JobResult):
     """The outcome of `Engine.check_notifications`.
 
     ``next_fire_at`` is the earliest fire time still ahead among the occurrences
@@ -167,7 +218,12 @@ class CheckResult:
     errors: tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
     @property
-    def follow_ups(self) -> tuple[str, ...]:
+    def ok(self) -> bool:
+        """Whether every calendar could be checked."""
+        return not self.errors
+
+    @property
+    def follow_ups(self) -> tuple[Job, ...]:
         """Jobs worth running at once: dispatch the reminders just created."""
         return _follow_ups(check=False, dispatch=self.created > 0)
 
@@ -178,7 +234,7 @@ class CheckResult:
 
 
 @attrs.frozen
-class DispatchResult:
+class DispatchResult(JobResult):
     """The outcome of `Engine.dispatch_notifications`.
 
     ``held`` counts claimed notifications left without an attempt (their claim
@@ -192,14 +248,26 @@ class DispatchResult:
     held: int = 0
     errors: tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
+    @property
+    def ok(self) -> bool:
+        """Whether every attempted delivery succeeded (none to retry, none dead)."""
+        return not (self.retried or self.dead)
+
 
 @attrs.frozen
-class CleanupResult:
+class CleanupResult(JobResult):
     """How many rows `Engine.cleanup` removed, by kind."""
 
     occurrences: int = 0
     notifications: int = 0
     job_runs: int = 0
+
+
+@attrs.frozen
+class ClaimResult(JobResult):
+    """The leases `Job.CLAIM_DUE` handed out: sync each with its ``handoff``."""
+
+    leases: tuple[Lease, ...] = attrs.field(converter=_leases)
 
 
 @attrs.frozen

@@ -20,7 +20,8 @@ import attrs
 
 from calsync.core.errors import ValidationError
 from calsync.core.schedule import Schedule
-from calsync.engine.results import CheckResult, DispatchResult, SyncDueResult
+from calsync.engine.jobs import Job
+from calsync.engine.results import DispatchResult, JobResult, SyncDueResult
 from calsync.engine.service import Engine
 from calsync.handlers.delivery import Handler
 
@@ -28,8 +29,6 @@ __all__ = ["Runner", "Triggers"]
 
 logger = logging.getLogger("calsync.runner")
 
-# Jobs that run at once when the runner starts (a missed cleanup is found in history).
-_AT_START = frozenset({"sync_due", "check_notifications", "dispatch_notifications"})
 # Sleep in slices this long at most, so clock jumps and suspends are noticed.
 _LONGEST_SLEEP = 60.0
 _WATCH_EVERY = 5.0
@@ -49,12 +48,7 @@ _TEXT = {"kind": "schedule"}
 class Triggers:
     """When the runner runs each job: `Schedule` texts, read in ``tz``."""
 
-    JOBS: ClassVar[tuple[str, ...]] = (
-        "sync_due",
-        "check_notifications",
-        "dispatch_notifications",
-        "cleanup",
-    )
+    JOBS: ClassVar[tuple[Job, ...]] = Job.periodic()
     """The periodic jobs, by name: a runtime schedules each on its trigger."""
 
     sync_due: str = attrs.field(
@@ -125,7 +119,9 @@ class Runner:
         self._sleep = asyncio.sleep if sleep is None else sleep
         self._monotonic = time.monotonic if monotonic is None else monotonic
         self._stopping = asyncio.Event()
-        self._wake = {job: asyncio.Event() for job in Triggers.JOBS}
+        self._wake = {job: asyncio.Event() for job in Job.periodic()}
+        self._next: dict[Job, datetime] = {}  # by trigger; replaced after each run
+        self._wakes: dict[Job, set[datetime]] = {job: set() for job in self._wake}
         self._running: dict[str, float] = {}
         self._warned: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -145,7 +141,10 @@ class Runner:
         if self._tasks:
             raise RuntimeError("the runner is already started")
         self._stopping.clear()
-        for job in Triggers.JOBS:
+        self._next.clear()
+        for wakes in self._wakes.values():
+            wakes.clear()
+        for job in Job.periodic():
             self._tasks.append(
                 asyncio.create_task(self._loop(job), name=f"calsync.{job}")
             )
@@ -164,9 +163,9 @@ class Runner:
         for event in self._wake.values():
             event.set()
 
-    def wake(self, job: str) -> None:
+    def wake(self, job: Job | str) -> None:
         """Run ``job`` now instead of at its next trigger (a webhook, a button)."""
-        self._wake[job].set()
+        self._bring_forward(Job(job), self._engine.now())
 
     async def stop(self) -> None:
         """Stop: let running jobs finish for ``shutdown_timeout``, then cancel them."""
@@ -237,37 +236,45 @@ class Runner:
 
     # -- loops -------------------------------------------------------------
 
-    async def _loop(self, job: str) -> None:
+    async def _loop(self, job: Job) -> None:
         schedule = self._triggers.schedule(job)
-        if job not in _AT_START:
-            await self._sleep_until(await self._first_run(job, schedule), job)
-        while not self._stopping.is_set():
-            result = await self._run(job)
-            next_at = schedule.next_after(self._engine.now())
-            if isinstance(result, CheckResult) and result.wake_at is not None:
-                next_at = min(next_at, result.wake_at)
-            await self._sleep_until(next_at, job)
+        if job.at_start:
+            self._next[job] = self._engine.now()
+        else:
+            self._next[job] = await self._first_run(job, schedule)
+        while await self._until_due(job):
+            await self._run(job)
+            self._next[job] = schedule.next_after(self._engine.now())
 
-    async def _first_run(self, job: str, schedule: Schedule) -> datetime:
+    def _bring_forward(self, job: Job, when: datetime) -> None:
+        """Run ``job`` at ``when`` too, besides its trigger (once, if it is past)."""
+        self._wakes[job].add(when)
+        self._wake[job].set()
+
+    async def _until_due(self, job: Job) -> bool:
+        """Sleep until ``job``'s trigger or an earlier wake-up; False on stop."""
+        wake, wakes = self._wake[job], self._wakes[job]
+        while not self._stopping.is_set():
+            now = self._engine.now()
+            seconds = (min([self._next[job], *wakes]) - now).total_seconds()
+            if seconds <= 0:
+                wakes.difference_update([when for when in wakes if when <= now])
+                return True
+            wake.clear()
+            await self._wait_event(wake, min(seconds, _LONGEST_SLEEP))
+        return False
+
+    async def _first_run(self, job: Job, schedule: Schedule) -> datetime:
         """Return when a job first runs: now if a run was missed, else its next time."""
         now = self._engine.now()
         try:
-            runs = await self._engine.store.recent_job_runs(job=job, limit=1)
+            runs = await self._engine.store.recent_job_runs(job=job.value, limit=1)
         except Exception:
             logger.exception("could not read the history of %s; it runs on time", job)
             runs = []
         if runs and schedule.next_after(runs[0].started_at) <= now:
             return now
         return schedule.next_after(now)
-
-    async def _sleep_until(self, when: datetime, job: str) -> None:
-        wake = self._wake[job]
-        while not self._stopping.is_set() and not wake.is_set():
-            seconds = (when - self._engine.now()).total_seconds()
-            if seconds <= 0:
-                break
-            await self._wait_event(wake, min(seconds, _LONGEST_SLEEP))
-        wake.clear()
 
     async def _wait_event(self, event: asyncio.Event, seconds: float) -> None:
         """Wait until ``event`` is set or ``seconds`` passed on the runner's sleep."""
@@ -290,38 +297,29 @@ class Runner:
             timer.cancel()
         return pending
 
-    async def _run(self, job: str) -> object:
+    async def _run(self, job: Job) -> None:
         self._running[job] = self._monotonic()
         try:
-            result = await self._call(job)
+            result = await self._engine.run_job(job, handler=self._handler)
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("job %s failed", job, extra={"calsync_job": job})
-            return None
+            return
         finally:
             self._running.pop(job, None)
             self._warned.discard(job)
         self._after(job, result)
-        return result
 
-    def _call(self, job: str) -> Awaitable[object]:
-        engine = self._engine
-        if job == "sync_due":
-            return engine.sync_due()
-        if job == "check_notifications":
-            return engine.check_notifications()
-        if job == "dispatch_notifications":
-            return engine.dispatch_notifications(self._handler)
-        return engine.cleanup()
-
-    def _after(self, job: str, result: object) -> None:
-        """Chain the jobs: new reminders are dispatched, changes checked, at once."""
+    def _after(self, job: Job, result: JobResult) -> None:
+        """Chain the jobs: follow-ups run at once, a check at the result's wake_at."""
         if isinstance(result, SyncDueResult):
             _log_sync(result)
-        if isinstance(result, SyncDueResult | CheckResult):
-            for follow_up in result.follow_ups:
-                self.wake(follow_up)
+        now = self._engine.now()
+        for follow_up in result.follow_ups:
+            self._bring_forward(follow_up, now)
+        if result.wake_at is not None:
+            self._bring_forward(Job.CHECK_NOTIFICATIONS, result.wake_at)
         if isinstance(result, DispatchResult) and (result.delivered or result.dead):
             logger.info(
                 "dispatched: %d delivered, %d to retry, %d dead",

@@ -27,12 +27,15 @@ from calsync.core.zones import resolve_zone
 from calsync.engine.check import check
 from calsync.engine.dispatch import dispatch
 from calsync.engine.insight import Explanation, Upcoming, explain, upcoming
+from calsync.engine.jobs import Job
 from calsync.engine.results import (
     CalendarStatus,
     CheckResult,
+    ClaimResult,
     CleanupResult,
     DispatchResult,
     EngineStatus,
+    JobResult,
     JobStats,
     SyncDueResult,
     SyncOutcome,
@@ -60,16 +63,8 @@ logger = logging.getLogger("calsync.engine")
 Clock = Callable[[], datetime]
 """Returns the current time as an aware datetime."""
 
-_R = TypeVar("_R")
+_R = TypeVar("_R", bound=JobResult)
 _CLAIM_BATCH = 100
-_JOBS = (
-    "sync_due",
-    "claim_due",
-    "sync_calendar",
-    "check_notifications",
-    "dispatch_notifications",
-    "cleanup",
-)
 _SETTABLE = frozenset(
     {
         "url",
@@ -354,6 +349,42 @@ class Engine:
 
     # -- jobs --------------------------------------------------------------
 
+    async def run_job(
+        self,
+        job: Job | str,
+        *,
+        handler: Handler | None = None,
+        calendar_id: str | None = None,
+        handoff: str | None = None,
+        force: bool = False,
+    ) -> JobResult:
+        """Run one job by name, as every runtime does; the result says what is next.
+
+        `Job.DISPATCH_NOTIFICATIONS` needs the ``handler``; `Job.SYNC_CALENDAR`
+        a ``calendar_id``, and the ``handoff`` of a lease `Job.CLAIM_DUE` gave
+        out, if any; ``force`` is the syncs' (see `sync_calendar`). Raises
+        `ValidationError` for an unknown job or a missing argument.
+        """
+        match _job(job):
+            case Job.SYNC_DUE:
+                return await self.sync_due(force=force)
+            case Job.CLAIM_DUE:
+                return await self._claimed(None)
+            case Job.SYNC_CALENDAR:
+                if calendar_id is None:
+                    raise ValidationError("the sync_calendar job needs a calendar_id")
+                return await self.sync_calendar(
+                    calendar_id, force=force, handoff=handoff
+                )
+            case Job.CHECK_NOTIFICATIONS:
+                return await self.check_notifications()
+            case Job.DISPATCH_NOTIFICATIONS:
+                if handler is None:
+                    raise ValidationError("dispatch_notifications needs a handler")
+                return await self.dispatch_notifications(handler)
+            case Job.CLEANUP:
+                return await self.cleanup()
+
     async def sync_calendar(
         self,
         calendar_id: str,
@@ -390,7 +421,7 @@ class Engine:
                 lease, force=force, confirm_removals=confirm_removals
             )
 
-        return await self._recorded("sync_calendar", job, _sync_counts)
+        return await self._recorded(Job.SYNC_CALENDAR, job, _sync_counts)
 
     async def _take_over(
         self, calendar_id: str, token: int, worker: str
@@ -436,9 +467,12 @@ class Engine:
         to a worker that calls ``sync_calendar(calendar_id, handoff=...)``. A
         calendar is handed out once while its lease lasts (``settings.lease_ttl``).
         """
+        return list((await self._claimed(limit)).leases)
+
+    async def _claimed(self, limit: int | None) -> ClaimResult:
         _check_limit(limit)
 
-        async def job() -> list[Lease]:
+        async def job() -> ClaimResult:
             leases: list[Lease] = []
             while limit is None or len(leases) < limit:
                 remaining = _CLAIM_BATCH if limit is None else limit - len(leases)
@@ -447,10 +481,10 @@ class Engine:
                 leases.extend(claimed)
                 if len(claimed) < size:
                     break
-            return leases
+            return ClaimResult(leases)
 
         return await self._recorded(
-            "claim_due", job, lambda leases: {"claimed": len(leases)}
+            Job.CLAIM_DUE, job, lambda result: {"claimed": len(result.leases)}
         )
 
     async def sync_due(
@@ -473,7 +507,7 @@ class Engine:
             results = await _SyncRound(self, self._syncer, limit, force, progress).run()
             return SyncDueResult(tuple(results), started, self._now())
 
-        return await self._recorded("sync_due", job, lambda result: result.counts)
+        return await self._recorded(Job.SYNC_DUE, job, lambda result: result.counts)
 
     async def check_notifications(self) -> CheckResult:
         """Create the pending notifications whose fire time has come (start - lead).
@@ -487,13 +521,15 @@ class Engine:
             return await check(self._store, self._settings, self._now(), previous)
 
         return await self._recorded(
-            "check_notifications",
+            Job.CHECK_NOTIFICATIONS,
             job,
             lambda result: attrs.asdict(result, filter=_ints),
         )
 
     async def _previous_check(self) -> datetime | None:
-        runs = await self._store.recent_job_runs(job="check_notifications", limit=20)
+        runs = await self._store.recent_job_runs(
+            job=Job.CHECK_NOTIFICATIONS.value, limit=20
+        )
         for run in runs:
             if run.outcome is not JobOutcome.ERROR:
                 return run.started_at
@@ -518,7 +554,7 @@ class Engine:
             )
 
         return await self._recorded(
-            "dispatch_notifications",
+            Job.DISPATCH_NOTIFICATIONS,
             job,
             lambda result: attrs.asdict(result, filter=_ints),
         )
@@ -539,36 +575,28 @@ class Engine:
             )
 
         return await self._recorded(
-            "cleanup", job, lambda result: attrs.asdict(result, filter=_ints)
+            Job.CLEANUP, job, lambda result: attrs.asdict(result, filter=_ints)
         )
 
     async def _recorded(
         self,
-        job: str,
+        job: Job,
         run: Callable[[], Awaitable[_R]],
         counts: Callable[[_R], dict[str, Any]],
     ) -> _R:
         """Run a job and append it to the store's history (outcome, counts, error)."""
-        started = self._now()
+        name, started = job.value, self._now()
         try:
             result = await run()
         except asyncio.CancelledError:
             raise
         except Exception as error:
             await self._record(
-                JobRun(job, started, self._now(), JobOutcome.ERROR, {}, _text(error))
+                JobRun(name, started, self._now(), JobOutcome.ERROR, {}, _text(error))
             )
             raise
-        outcome = JobOutcome.OK
-        if isinstance(result, SyncDueResult) and result.failed:
-            outcome = JobOutcome.PARTIAL
-        if isinstance(result, SyncResult) and not result.ok:
-            outcome = JobOutcome.PARTIAL
-        if isinstance(result, DispatchResult) and (result.retried or result.dead):
-            outcome = JobOutcome.PARTIAL
-        if isinstance(result, CheckResult) and result.errors:
-            outcome = JobOutcome.PARTIAL
-        await self._record(JobRun(job, started, self._now(), outcome, counts(result)))
+        outcome = JobOutcome.OK if result.ok else JobOutcome.PARTIAL
+        await self._record(JobRun(name, started, self._now(), outcome, counts(result)))
         return result
 
     async def _record(self, run: JobRun) -> None:
@@ -589,9 +617,9 @@ class Engine:
         )
         counts = await self._store.notification_counts(owner=owner)
         jobs = []
-        for name in _JOBS:
-            runs = await self._store.recent_job_runs(job=name, limit=100)
-            jobs.append(_job_stats(name, runs))
+        for job in Job:
+            runs = await self._store.recent_job_runs(job=job.value, limit=100)
+            jobs.append(_job_stats(job.value, runs))
         return EngineStatus(
             calendars=statuses,
             pending=counts[NotificationStatus.PENDING],
@@ -736,6 +764,14 @@ class _SyncRound:
         while self._buffer:
             lease = self._buffer.pop()
             await self._engine.store.release_lease(lease)
+
+
+def _job(job: Job | str) -> Job:
+    try:
+        return Job(job)
+    except ValueError:
+        known = ", ".join(Job)
+        raise ValidationError(f"unknown job {job!r}; the jobs are {known}") from None
 
 
 def _first_error(group: ExceptionGroup[Exception]) -> Exception:

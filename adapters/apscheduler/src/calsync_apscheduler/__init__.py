@@ -1,18 +1,21 @@
 """Run calsync's jobs on the APScheduler 3 ``AsyncIOScheduler`` a host app already has.
 
-`install` adds the four periodic jobs (``calsync.sync_due``,
+`install` adds the periodic jobs (``calsync.sync_due``,
 ``calsync.check_notifications``, ``calsync.dispatch_notifications``,
 ``calsync.cleanup``) and `uninstall` takes them out again. The adapter only
-translates: each job is one Engine call, its trigger is a `calsync.Schedule`, and
-the follow-ups an Engine result names are brought forward.
+translates: each run is one `calsync.Engine.run_job`, its trigger is a
+`calsync.Schedule`, and the follow-ups and wake-up a result names are brought
+forward.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable
 from datetime import datetime
 
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
@@ -22,23 +25,18 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.util import undefined
 
 import calsync
+from calsync.engine import JobResult
 
 __all__ = ["ALIAS", "JOBS", "ScheduleTrigger", "install", "uninstall"]
 
 ALIAS = "calsync"
 """The alias of the job store and the executor that calsync's jobs live in."""
 
-JOBS = calsync.Triggers.JOBS
+JOBS = calsync.Job.periodic()
 """The Engine jobs `install` schedules; job ids are ``calsync.<job>``."""
 
-# As the bundled Runner does: these run once at start, cleanup waits for its time.
-_AT_START = frozenset({"sync_due", "check_notifications", "dispatch_notifications"})
-
-_Result = (
-    calsync.engine.SyncDueResult
-    | calsync.CheckResult
-    | calsync.DispatchResult
-    | calsync.engine.CleanupResult
+_installed: weakref.WeakKeyDictionary[AsyncIOScheduler, _Jobs] = (
+    weakref.WeakKeyDictionary()
 )
 
 
@@ -97,7 +95,9 @@ def install(
     triggers = schedules if schedules is not None else calsync.Triggers()
     _add_missing(scheduler.add_jobstore, MemoryJobStore())
     _add_missing(scheduler.add_executor, AsyncIOExecutor())
-    jobs = _Jobs(scheduler, engine, handler)
+    _forget(scheduler)
+    jobs = _installed[scheduler] = _Jobs(scheduler, engine, handler)
+    scheduler.add_listener(jobs.ended, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
     now = datetime.now(scheduler.timezone)
     return [
         scheduler.add_job(
@@ -112,7 +112,7 @@ def install(
             max_instances=1,
             coalesce=True,
             misfire_grace_time=None,
-            next_run_time=now if job in _AT_START else undefined,
+            next_run_time=now if job.at_start else undefined,
         )
         for job in JOBS
     ]
@@ -123,6 +123,7 @@ def uninstall(scheduler: AsyncIOScheduler) -> None:
 
     Host jobs stay. A calsync job that is running finishes its current run.
     """
+    _forget(scheduler)
     for job in JOBS:
         with contextlib.suppress(JobLookupError):
             scheduler.remove_job(_job_id(job), jobstore=ALIAS)
@@ -131,6 +132,13 @@ def uninstall(scheduler: AsyncIOScheduler) -> None:
     for remove in (scheduler.remove_jobstore, scheduler.remove_executor):
         with contextlib.suppress(KeyError):  # not there: uninstalled before.
             remove(ALIAS, shutdown=False)
+
+
+def _forget(scheduler: AsyncIOScheduler) -> None:
+    """Stop listening for the runs of the jobs an earlier `install` added."""
+    jobs = _installed.pop(scheduler, None)
+    if jobs is not None:
+        scheduler.remove_listener(jobs.ended)
 
 
 def _job_id(job: str) -> str:
@@ -155,29 +163,37 @@ class _Jobs:
         self._scheduler = scheduler
         self._engine = engine
         self._handler = handler
+        self._running: set[str] = set()  # until APScheduler counts the run as ended
+        self._deferred: dict[str, datetime] = {}
 
-    async def run(self, job: str) -> _Result:
+    async def run(self, job: calsync.Job) -> JobResult:
         """Run one Engine job; its result is the APScheduler event's ``retval``."""
-        result = await self._call(job)
-        if isinstance(result, calsync.engine.SyncDueResult | calsync.CheckResult):
-            now = datetime.now(self._scheduler.timezone)
-            for follow_up in result.follow_ups:
-                self._bring_forward(follow_up, now)
-        if isinstance(result, calsync.CheckResult) and result.wake_at:
-            self._bring_forward(job, result.wake_at)
+        self._running.add(job)
+        result = await self._engine.run_job(job, handler=self._handler)
+        now = datetime.now(self._scheduler.timezone)
+        for follow_up in result.follow_ups:
+            self._bring_forward(follow_up, now)
+        if result.wake_at is not None:
+            self._bring_forward(calsync.Job.CHECK_NOTIFICATIONS, result.wake_at)
         return result
 
-    async def _call(self, job: str) -> _Result:
-        if job == "sync_due":
-            return await self._engine.sync_due()
-        if job == "check_notifications":
-            return await self._engine.check_notifications()
-        if job == "dispatch_notifications":
-            return await self._engine.dispatch_notifications(self._handler)
-        return await self._engine.cleanup()
+    def ended(self, event: JobExecutionEvent) -> None:
+        """Bring a job forward to the wake-ups that came while it ran."""
+        job = event.job_id.removeprefix(f"{ALIAS}.")
+        self._running.discard(job)
+        when = self._deferred.pop(job, None)
+        if when is not None:
+            self._bring_forward(job, when)
 
     def _bring_forward(self, job: str, when: datetime) -> None:
-        """Run ``job`` at ``when`` if that is before its next run (not if paused)."""
+        """Run ``job`` at ``when`` if that is before its next run (not if paused).
+
+        While the job runs, APScheduler would skip a run that comes due
+        (``max_instances=1``): the earliest such wake-up waits for `ended`.
+        """
+        if job in self._running:
+            self._deferred[job] = min(when, self._deferred.get(job, when))
+            return
         found = self._scheduler.get_job(_job_id(job), jobstore=ALIAS)
         if found is None or found.next_run_time is None:
             return  # uninstalled, or paused by the host.

@@ -2,31 +2,33 @@
 
 `install` registers the tasks on your Celery app and merges their beat entries.
 Each worker process opens one `calsync.Engine` on one event loop of its own;
-the tasks only translate a trigger into an Engine call.
+each task only translates a trigger into one `calsync.Engine.run_job` call.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from celery import Celery, signals
 from celery.app.task import Task
 from celery.schedules import BaseSchedule, schedstate
 
 import calsync
+from calsync.engine import ClaimResult, JobResult
 
 __all__ = ["CalsyncSchedule", "install"]
 
 logger = logging.getLogger("calsync_celery")
 
-_R = TypeVar("_R")
 # Any instant will do to measure a schedule's period (for a beat entry's expiry).
 _REFERENCE = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -75,45 +77,43 @@ class CalsyncSchedule(BaseSchedule):
 
 
 class _Runtime:
-    """One Engine on one event loop per process; a forked child starts afresh.
+    """One Engine per process, open on the event loop of an anyio blocking portal.
 
-    The loop runs in a daemon thread; tasks (from any pool thread) submit their
-    Engine calls to it and wait, so the Engine's clients live on one loop.
+    Tasks (from any pool thread) run their jobs on that one loop and wait, so
+    the Engine's clients live on one loop. A forked child starts afresh.
     """
 
     def __init__(self, engine_factory: Callable[[], calsync.Engine]) -> None:
         self._factory = engine_factory
         self._lock = threading.Lock()
         self._pid: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stack = ExitStack()
+        self._portal: BlockingPortal | None = None
         self._opening: Future[calsync.Engine] | None = None
 
     def start(self) -> Future[calsync.Engine]:
         """Begin opening this process's Engine, unless it is open or opening."""
         with self._lock:
-            if self._pid != os.getpid():
-                loop = asyncio.new_event_loop()
-                threading.Thread(
-                    target=_run_forever, args=(loop,), name="calsync", daemon=True
-                ).start()
-                self._pid, self._loop, self._opening = os.getpid(), loop, None
-            failed = (
-                self._opening is not None
-                and self._opening.done()
-                and (self._opening.cancelled() or self._opening.exception() is not None)
-            )
-            if self._opening is None or failed:
-                assert self._loop is not None
-                self._opening = asyncio.run_coroutine_threadsafe(
-                    self._open(), self._loop
-                )
+            portal = self._portal
+            if portal is None or self._pid != os.getpid():  # a fork has no loop thread
+                self._stack = ExitStack()
+                portal = self._stack.enter_context(start_blocking_portal())
+                self._pid, self._portal, self._opening = os.getpid(), portal, None
+            if self._opening is None or _failed(self._opening):
+                self._opening = portal.start_task_soon(self._open)
             return self._opening
 
-    def run(self, job: Callable[[calsync.Engine], Awaitable[_R]]) -> _R:
-        """Run ``job(engine)`` on the process's loop and wait for its result."""
+    def run(self, job: calsync.Job, **arguments: Any) -> JobResult:
+        """Run one Engine job on the process's loop and wait for its result."""
         engine = self.start().result()
-        assert self._loop is not None
-        return _wait(self._loop, job(engine))
+        assert self._portal is not None
+        run = functools.partial(engine.run_job, job, **arguments)
+        future = self._portal.start_task_soon(run)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # a time limit or a shutdown interrupted the wait
+            raise
 
     async def _open(self) -> calsync.Engine:
         engine = self._factory()
@@ -129,39 +129,18 @@ class _Runtime:
         with self._lock:
             if self._pid != os.getpid():
                 return
-            loop, opening = self._loop, self._opening
-            self._pid, self._opening = None, None
-        if loop is None:
-            return
-        try:
-            if opening is not None:
-                _wait(loop, opening.result().close())
-        except Exception:
-            logger.exception("closing the calsync engine failed")
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
+            portal, opening, stack = self._portal, self._opening, self._stack
+            self._pid, self._portal, self._opening = None, None, None
+        with stack:  # stops the portal's loop on the way out
+            try:
+                if portal is not None and opening is not None:
+                    portal.call(opening.result().close)
+            except Exception:
+                logger.exception("closing the calsync engine failed")
 
 
-def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_forever()
-    finally:
-        loop.close()
-
-
-def _wait(loop: asyncio.AbstractEventLoop, job: Awaitable[_R]) -> _R:
-    """Run ``job`` on ``loop`` (another thread's) and block until it ends."""
-
-    async def call() -> _R:
-        return await job
-
-    future = asyncio.run_coroutine_threadsafe(call(), loop)
-    try:
-        return future.result()
-    except BaseException:
-        future.cancel()  # a time limit or a shutdown interrupted the wait
-        raise
+def _failed(future: Future[Any]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
 
 
 def install(
@@ -184,7 +163,7 @@ def install(
         raise calsync.ValidationError(f"handler must be callable, got {handler!r}")
     runtime = _Runtime(engine_factory)
     triggers = schedules if schedules is not None else calsync.Triggers()
-    check_schedule = triggers.schedule("check_notifications")
+    check_schedule = triggers.schedule(calsync.Job.CHECK_NOTIFICATIONS)
 
     def task(
         name: str, **options: Any
@@ -201,38 +180,16 @@ def install(
             **options,
         )
 
-    @task("sync_due")
-    def sync_due() -> int:
-        leases = runtime.run(lambda engine: engine.claim_due())
-        for lease in leases:
-            sync_calendar.apply_async((lease.calendar_id,), {"handoff": lease.handoff})
-        if leases:
-            logger.info("handed out %d calendar(s) to sync", len(leases))
-        return len(leases)
-
-    @task("sync_calendar", reject_on_worker_lost=True)
-    def sync_calendar(
-        calendar_id: str, handoff: str | None = None, force: bool = False
-    ) -> str:
-        result = runtime.run(
-            lambda engine: engine.sync_calendar(
-                calendar_id, force=force, handoff=handoff
-            )
-        )
-        if "dispatch_notifications" in result.follow_ups:
+    def run(job: calsync.Job, until: str | None = None, **arguments: Any) -> JobResult:
+        """Run one job, then send the dispatch it asks for and its wake-up check."""
+        result = runtime.run(job, handler=handler, **arguments)
+        if calsync.Job.DISPATCH_NOTIFICATIONS in result.follow_ups:
             dispatch_notifications.delay()
-        wake_check(result.wake_at, until=None)
-        return str(result.outcome)
+        if result.wake_at is not None:
+            wake_check(result.wake_at, until)
+        return result
 
-    @task("check_notifications")
-    def check_notifications(until: str | None = None) -> int:
-        result = runtime.run(lambda engine: engine.check_notifications())
-        if "dispatch_notifications" in result.follow_ups:
-            dispatch_notifications.delay()
-        wake_check(result.wake_at, until)
-        return result.created
-
-    def wake_check(wake_at: datetime | None, until: str | None) -> None:
+    def wake_check(wake_at: datetime, until: str | None) -> None:
         """Check at a reminder's fire time if that comes before beat's next check.
 
         A wake-up's own wake-ups stop at that same tick, so chains never pile up.
@@ -242,55 +199,62 @@ def install(
             if until
             else check_schedule.next_after(runtime.start().result().now())
         )
-        if wake_at is not None and wake_at < horizon:
+        if wake_at < horizon:
             check_notifications.apply_async(
                 kwargs={"until": horizon.isoformat()}, eta=wake_at
             )
 
+    @task("sync_due")
+    def sync_due() -> int:
+        result = run(calsync.Job.CLAIM_DUE)
+        assert isinstance(result, ClaimResult)
+        for lease in result.leases:
+            sync_calendar.apply_async((lease.calendar_id,), {"handoff": lease.handoff})
+        if result.leases:
+            logger.info("handed out %d calendar(s) to sync", len(result.leases))
+        return len(result.leases)
+
+    @task("sync_calendar", reject_on_worker_lost=True)
+    def sync_calendar(
+        calendar_id: str, handoff: str | None = None, force: bool = False
+    ) -> str:
+        job = calsync.Job.SYNC_CALENDAR
+        result = run(job, calendar_id=calendar_id, handoff=handoff, force=force)
+        return str(result.outcome)
+
+    @task("check_notifications")
+    def check_notifications(until: str | None = None) -> str:
+        return str(run(calsync.Job.CHECK_NOTIFICATIONS, until).outcome)
+
     @task("dispatch_notifications")
-    def dispatch_notifications() -> int:
-        result = runtime.run(lambda engine: engine.dispatch_notifications(handler))
-        return result.delivered
+    def dispatch_notifications() -> str:
+        return str(run(calsync.Job.DISPATCH_NOTIFICATIONS).outcome)
 
     @task("cleanup")
-    def cleanup() -> dict[str, int]:
-        result = runtime.run(lambda engine: engine.cleanup())
-        return {
-            "occurrences": result.occurrences,
-            "notifications": result.notifications,
-            "job_runs": result.job_runs,
-        }
+    def cleanup() -> str:
+        return str(run(calsync.Job.CLEANUP).outcome)
 
     _connect(runtime)
-    tasks = {
-        "sync_due": sync_due,
-        "sync_calendar": sync_calendar,
-        "check_notifications": check_notifications,
-        "dispatch_notifications": dispatch_notifications,
-        "cleanup": cleanup,
-    }
+    every = (sync_due, sync_calendar, check_notifications, dispatch_notifications)
+    tasks = {task.name.removeprefix("calsync."): task for task in (*every, cleanup)}
     app.conf.beat_schedule = {**_beat_entries(triggers), **app.conf.beat_schedule}
     return tasks
 
 
 def _connect(runtime: _Runtime) -> None:
-    """Open the Engine in each pool process, and close it when the process ends."""
+    """Open the Engine in each pool process, and close it when the process ends.
 
-    def open_engine(**_: object) -> None:
-        runtime.start()  # without waiting: the first task waits (and may retry)
-
-    def close_engine(**_: object) -> None:
-        runtime.stop()
-
-    signals.worker_process_init.connect(open_engine, weak=False)
-    signals.worker_process_shutdown.connect(close_engine, weak=False)
-    signals.worker_shutdown.connect(close_engine, weak=False)
+    Opening does not wait: the first task waits for it (and may retry).
+    """
+    signals.worker_process_init.connect(lambda **_: runtime.start(), weak=False)
+    for ended in (signals.worker_process_shutdown, signals.worker_shutdown):
+        ended.connect(lambda **_: runtime.stop(), weak=False)
 
 
 def _beat_entries(triggers: calsync.Triggers) -> dict[str, dict[str, Any]]:
     """One beat entry per job; a run that has not started by the next one expires."""
     entries = {}
-    for job in calsync.Triggers.JOBS:
+    for job in calsync.Job.periodic():
         schedule = triggers.schedule(job)
         first = schedule.next_after(_REFERENCE)
         period = schedule.next_after(first) - first
