@@ -6,7 +6,7 @@ from datetime import tzinfo
 
 from calsync.core.errors import ValidationError
 from calsync.core.ics import decode_body, parse_whole, require_icalendar
-from calsync.core.incremental import ParseCache, reparse
+from calsync.core.incremental import ParseCache, parse_groups
 from calsync.core.limits import MAX_BYTES, MAX_COMPONENTS, MAX_LINE, Limits
 from calsync.core.model import ParsedCalendar, Problem, Window
 from calsync.core.zones import resolve_zone
@@ -51,11 +51,10 @@ def parse_ics(
     text = decode_body(data, problems)
     require_icalendar(text)
     text = limits.check_lines(text, problems)
-    if cache is not None:
-        if not isinstance(cache, ParseCache):
-            raise ValidationError(f"cache must be a calsync.ParseCache, got {cache!r}")
-        parsed = reparse(cache, text, window, zone, max_occurrences, problems, limits)
-        if parsed is not None:
-            return parsed
+    if cache is not None and not isinstance(cache, ParseCache):
+        raise ValidationError(f"cache must be a calsync.ParseCache, got {cache!r}")
+    parsed = parse_groups(text, window, zone, max_occurrences, problems, limits, cache)
+    if parsed is not None:
+        return parsed
     limits.check_components(*limits.count(text))
     return parse_whole(text, window, zone, max_occurrences, problems)
