@@ -94,7 +94,7 @@ UID_LINES = [
     "UID:first\r\nUID:second",
     "SUMMARY:no uid at all",
     "UID:\u00e9v\u00e9nement \u2603",
-    "UID:quoted \"value\" : colon",
+    'UID:quoted "value" : colon',
 ]
 
 

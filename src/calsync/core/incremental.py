@@ -51,7 +51,7 @@ _Context = tuple[bytes, tzinfo, tzinfo | None, int]
 # together, about 25 bytes of memory a character.
 _CHUNK = 64 * 1024
 # Any line icalendar may read as a UID property (it drops blanks in names).
-_UID_LINE = re.compile(r"^[ \t]*U[ \t]*I[ \t]*D[ \t]*[:;]", re.IGNORECASE | re.MULTILINE)
+_UID_LINE = re.compile(r"(?im)^[ \t]*U[ \t]*I[ \t]*D[ \t]*[:;]")
 # The plain form, not folded on: its value is the UID as icalendar reads it.
 _PLAIN_UID = re.compile(r"UID:([^\\\r\n]*)\r?\n(?!(?:\r?\n)*[ \t])")
 
@@ -279,11 +279,11 @@ class _Run:
                 self.uids[_digest([event])] = uid_of(component)
             self.events_read += len(chunk)
         groups: dict[str, list[str]] = {}
-        for event, uid in zip(events, uids, strict=True):
-            uid = uid or self.uids[_digest([event])]
-            if uid[1] is not None:
-                problems.append(uid[1])
-            groups.setdefault(uid[0], []).append(event)
+        for event, known_uid in zip(events, uids, strict=True):
+            uid, missing = known_uid or self.uids[_digest([event])]
+            if missing is not None:
+                problems.append(missing)
+            groups.setdefault(uid, []).append(event)
         self.order = list(groups.items())
         return True
 

@@ -5,8 +5,8 @@ at a time, and a cache can tell which blocks changed before icalendar reads any
 of them. It accepts only bodies whose
 structure icalendar reads the same way block by block as in one go: one
 VCALENDAR, BEGIN and END lines in plain form that pair up, no VEVENT or
-VTIMEZONE nested in another component. For any other body it returns ``None`` and the caller parses
-the whole body instead.
+VTIMEZONE nested in another component. For any other body it returns ``None``
+and the caller parses the whole body instead.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ import attrs
 
 from calsync.core.errors import CalsyncError
 from calsync.core.incremental import ParseCache
+from calsync.core.limits import Limits
 from calsync.core.model import Occurrence, OccurrenceKey, ParsedCalendar, Window
 from calsync.core.parse import parse_ics
 
@@ -56,6 +57,7 @@ __all__ = [
 logger = logging.getLogger("calsync.parsepool")
 
 _PROTOCOL = 5
+_LIMITS = Limits()
 _JOIN_SECONDS = 5.0
 
 
@@ -184,16 +186,15 @@ class ParsePool:
         default_tz: str,
         max_occurrences: int,
         timeout: float,
+        limits: Limits = _LIMITS,
     ) -> ParsedCalendar:
         """Parse ``body`` in a worker, with the calendar's cache if it has one there.
 
         Raises what `parse_ics` raises on purpose (`ParseError`, ...), or a
         `ParseStopped` after ending the worker.
         """
-        request = pickle.dumps(
-            (calendar_id, window, default_tz, max_occurrences, self._cache_size),
-            protocol=_PROTOCOL,
-        )
+        options = (default_tz, max_occurrences, self._cache_size, limits)
+        request = pickle.dumps((calendar_id, window, *options), protocol=_PROTOCOL)
         async with self._slot(calendar_id) as index:
             worker = await self._worker(index)
             reply = await self._ask(index, worker, request, body, timeout)
@@ -624,13 +625,15 @@ def _serve(conn: Connection, memory_limit: int | None) -> None:
 def _handle(
     request: tuple[Any, ...], body: bytes, caches: OrderedDict[str, ParseCache]
 ) -> bytes:
-    calendar_id, window, default_tz, max_occurrences, cache_size = request
+    calendar_id, window, default_tz, max_occurrences, cache_size, limits = request
     cache = caches.pop(calendar_id, None)
     warm = cache is not None
     try:
         if cache_size:
             cache = cache or ParseCache()
-        parsed = _parse(body, window, default_tz, max_occurrences, cache, caches)
+        parsed = _parse(
+            body, window, default_tz, max_occurrences, cache, caches, limits
+        )
         if cache is not None:
             caches[calendar_id] = cache
             while len(caches) > cache_size:
@@ -654,6 +657,7 @@ def _parse(
     max_occurrences: int,
     cache: ParseCache | None,
     caches: OrderedDict[str, ParseCache],
+    limits: Limits,
 ) -> ParsedCalendar:
     """Parse; out of memory with other calendars' caches held, drop them and retry."""
 
@@ -664,6 +668,7 @@ def _parse(
             default_tz=default_tz,
             max_occurrences=max_occurrences,
             cache=cache,
+            **attrs.asdict(limits),
         )
 
     try:
