@@ -75,7 +75,9 @@ class _Group:
     """What one UID group's texts gave, kept for the next parse of the calendar."""
 
     recurring: bool
-    spans: tuple[_Span, ...]  # of a non-recurring group's events
+    # Of a non-recurring group: from its earliest start to its latest end
+    # (None if one is unreadable). Far from the window, it needs no expanding.
+    span: _Span
     expansion: Expansion | None  # in the cache's window, if it holds for reuse
 
 
@@ -397,7 +399,7 @@ def _unsure(group: _Group | None, expander: Expander) -> bool:
     """Whether a group will likely have to be read: not known, or its window moved."""
     return group is None or (
         group.expansion is None
-        and (group.recurring or not all(map(expander.outside, group.spans)))
+        and (group.recurring or not expander.outside(group.span))
     )
 
 
@@ -407,7 +409,7 @@ def _reuse(group: _Group, expander: Expander) -> Expansion | None:
     if expansion is not None and expander.budget >= expansion.need:
         expander.budget -= expansion.spent
         return expansion
-    if not group.recurring and all(expander.outside(span) for span in group.spans):
+    if not group.recurring and expander.outside(group.span):
         group.expansion = NOTHING
         return NOTHING
     return None
@@ -416,8 +418,13 @@ def _reuse(group: _Group, expander: Expander) -> Expansion | None:
 def _remember(expander: Expander, components: list[Any]) -> _Group:
     """Describe a group from its unexpanded components (expanding may change them)."""
     recurring = expander.is_recurring(components)
-    spans = () if recurring else tuple(expander.span(event) for event in components)
-    return _Group(recurring, spans, None)
+    span: _Span = None
+    if not recurring:
+        spans = [expander.span(event) for event in components]
+        if None not in spans:
+            starts, ends = zip(*spans, strict=True)
+            span = (min(starts), max(ends))
+    return _Group(recurring, span, None)
 
 
 def _same_context(old: _Context, new: _Context) -> bool:
