@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -50,8 +50,9 @@ _Context = tuple[bytes, tzinfo, tzinfo | None, int]
 # Characters of block text icalendar reads in one go: its components are alive
 # together, about 25 bytes of memory a character.
 _CHUNK = 64 * 1024
-# Any line icalendar may read as a UID property (it drops blanks in names).
-_UID_LINE = re.compile(r"(?im)^[ \t]*U[ \t]*I[ \t]*D[ \t]*[:;]")
+# Any line icalendar may read as a UID property (it drops blanks in names and
+# upper-cases them: a dotless i is an I). A block's first line is its BEGIN.
+_UID_LINE = re.compile("\n[ \t]*[Uu][ \t]*[Ii\u0131][ \t]*[Dd][ \t]*[:;]")
 # The plain form, not folded on: its value is the UID as icalendar reads it.
 _PLAIN_UID = re.compile(r"UID:([^\\\r\n]*)\r?\n(?!(?:\r?\n)*[ \t])")
 
@@ -202,7 +203,7 @@ class _Run:
             return None
         if not self._group(layout.events, problems):
             return None
-        keys = [_digest([uid, *texts]) for uid, texts in self.order]
+        keys = [_digest(texts) for _, texts in self.order]  # texts tell the UID
         if self.remember:
             cached = self.cache._groups
             self.unread = [
@@ -354,9 +355,12 @@ class _Run:
         cache._known = {_digest([block]) for block in layout.others}
 
 
-def _digest(texts: Iterable[str]) -> bytes:
+def _digest(texts: Sequence[str]) -> bytes:
     """Return a digest of a sequence of texts (lengths included: no ambiguity)."""
-    digest = hashlib.blake2b(digest_size=16)
+    if len(texts) == 1:
+        data = texts[0].encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(data, digest_size=16).digest()
+    digest = hashlib.blake2b(len(texts).to_bytes(8, "little"), digest_size=16)
     for text in texts:
         data = text.encode("utf-8", "surrogatepass")
         digest.update(len(data).to_bytes(8, "little"))
@@ -385,12 +389,12 @@ def _plain_uid(block: str) -> str | None:
     escapes, not folded, before any nested component (a VALARM may have a UID).
     What icalendar reads is checked again when the block is read.
     """
-    lines = _UID_LINE.finditer(block)
-    line = next(lines, None)
-    if line is None or next(lines, None) is not None:
+    line = _UID_LINE.search(block)
+    if line is None or _UID_LINE.search(block, line.end()) is not None:
         return None
-    plain = _PLAIN_UID.match(block, line.start())
-    if plain is None or block.find("\nBEGIN:", 0, line.start()) != -1:
+    start = line.start() + 1
+    plain = _PLAIN_UID.match(block, start)
+    if plain is None or block.find("\nBEGIN:", 0, start) != -1:
         return None
     return plain.group(1).strip() or None
 
