@@ -204,17 +204,16 @@ class _Run:
             return None
         if not self._group(layout.events, problems):
             return None
-        keys = [_digest(texts) for _, texts in self.order]  # texts tell the UID
+        keys: list[bytes] = []
+        self.unread = list(range(len(self.order)))
         if self.remember:
+            keys = [_digest(texts) for _, texts in self.order]  # texts tell the UID
             cached = self.cache._groups
             self.unread = [
                 position
                 for position, key in enumerate(keys)
                 if _unsure(cached.get(key), expander)
             ]
-        else:
-            keys = []
-            self.unread = list(range(len(self.order)))
         expansions = []
         for position, (uid, _) in enumerate(self.order):
             key = keys[position] if keys else None
