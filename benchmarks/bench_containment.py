@@ -20,8 +20,11 @@ counted in each), sampled every 10 ms for the peak.
              the Engine's parse through the pool (cold: a new calendar, whose
              ParseCache is filled; warm: the same body again through it)
              against parse_ics in-process, plain and with a new ParseCache as
-             the Engine parsed before (target <= 1.1x); and a one-event feed.
-             Wall and CPU time (worker + service for the pool).
+             the Engine parsed before (target <= 1.1x); parse_ics against raw
+             icalendar + recurring-ical-events (target <= 1.0x); and a
+             one-event feed. Wall and CPU time (worker + service for the pool).
+  cache      what a ParseCache holds after a parse (tracemalloc), against the
+             size of the body: the Google export and the 20 MiB feed.
   unchanged  an Engine.sync_calendar of an unchanged feed (304, no parse).
 
     python benchmarks/bench_containment.py [--runs 3] [--only bomb,google,...]
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -39,11 +43,16 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import icalendar
+import recurring_ical_events
 
 import calsync
 from calsync import Engine, HttpFetcher, Settings, SQLiteStore
@@ -287,6 +296,13 @@ async def google(runs: int) -> dict[str, Any]:
         parse_ics(data, window, cache=cache)
         record(name, time.perf_counter() - started, time.process_time() - cpu)
 
+    def raw(name: str, data: bytes) -> None:
+        cpu = time.process_time()
+        started = time.perf_counter()
+        calendar = icalendar.Calendar.from_ical(data)
+        recurring_ical_events.of(calendar).between(window.start, window.end)
+        record(name, time.perf_counter() - started, time.process_time() - cpu)
+
     small = SMALL.encode()
     await pool.parse(
         "warm-up", small, window, default_tz="UTC", max_occurrences=9, timeout=60
@@ -296,6 +312,7 @@ async def google(runs: int) -> dict[str, Any]:
             calendar = f"google-{run}"
             await in_pool("google cold, pool", calendar, body)
             in_process("google cold, in-process", body)
+            raw("google cold, raw icalendar + rie", body)
             in_process("google cold, in-process, new cache", body, calsync.ParseCache())
             await in_pool("google warm, pool", calendar, body)
             cache = calsync.ParseCache()
@@ -307,6 +324,36 @@ async def google(runs: int) -> dict[str, Any]:
     finally:
         await pool.close()
     return timings
+
+
+def held_by_cache(body: bytes, window: calsync.Window) -> dict[str, float]:
+    """MB a ParseCache holds after a parse of ``body``, and the parse's peak."""
+    cache = calsync.ParseCache()
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    parse_ics(body, window, cache=cache)
+    gc.collect()
+    held, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {
+        "body_mb": len(body) / MB,
+        "cache_mb": (held - before) / MB,
+        "peak_mb": (peak - before) / MB,
+        "groups": len(cache),
+    }
+
+
+async def cache_sizes(runs: int) -> dict[str, Any]:
+    """What a ParseCache holds for the Google export and for the 20 MiB feed."""
+    google_window = calsync.Window(
+        datetime(2010, 1, 1, tzinfo=UTC), datetime(2022, 1, 1, tzinfo=UTC)
+    )
+    big_window = calsync.Window(NOW - timedelta(days=1), NOW + timedelta(days=90))
+    return {
+        "google export, 2010-2021": held_by_cache(GOOGLE.read_bytes(), google_window),
+        "20 MiB feed, 91 days": held_by_cache(big_feed().encode(), big_window),
+    }
 
 
 async def unchanged(isolation: bool) -> dict[str, Any]:
@@ -379,6 +426,14 @@ def report_google(runs: int) -> None:
     print(f"\ngoogle export and a one-event feed (min / median / max, {runs} runs)")
     for name, values in timings.items():
         print(f"  {name:41} {spread([v * 1000 for v in values], ' ms')}")
+    for measure in ("wall", "cpu"):
+        ours = timings[f"google cold, in-process {measure}"]
+        theirs = timings[f"google cold, raw icalendar + rie {measure}"]
+        ratios = [a / b for a, b in zip(ours, theirs, strict=True) if b > 0]
+        print(
+            f"  google cold ({measure}): parse_ics/raw icalendar + rie "
+            f"{spread(ratios, 'x')} (target <= 1.0x)"
+        )
     cases = [
         ("google cold", "in-process"),
         ("google cold", "in-process, new cache"),
@@ -400,14 +455,17 @@ def report_google(runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="bomb,timeouts,big,google,unchanged")
+    parser.add_argument("--only", default="bomb,timeouts,big,google,cache,unchanged")
     parser.add_argument("--child", nargs="+")
     args = parser.parse_args()
     if args.child:
         name, argument = args.child
         loop = asyncio.new_event_loop()
+        warnings.simplefilter("ignore")
         if name == "google":
             result = loop.run_until_complete(google(int(argument)))
+        elif name == "cache":
+            result = loop.run_until_complete(cache_sizes(int(argument)))
         else:
             result = loop.run_until_complete(SCENARIOS[name](argument == "on"))
         print(json.dumps(result), flush=True)
@@ -427,6 +485,16 @@ def main() -> None:
         report_ab("big", keys, args.runs, ["on"])
     if "google" in only:
         report_google(args.runs)
+    if "cache" in only:
+        sizes = in_fresh_process("cache", "1")
+        print("\nParseCache after a parse (tracemalloc)")
+        for name, row in sizes.items():
+            print(
+                f"  {name:26} body {row['body_mb']:.1f} MB, {row['groups']:,} groups: "
+                f"cache holds {row['cache_mb']:.1f} MB "
+                f"({row['cache_mb'] / row['body_mb']:.1f}x the body), "
+                f"parse peak {row['peak_mb']:.0f} MB"
+            )
     if "unchanged" in only:
         report_ab("unchanged", ["seconds"], args.runs, ["on", "off"])
 

@@ -773,7 +773,7 @@ def test_a_new_field_needs_no_edit_of_the_loader(
 ) -> None:
     @attrs.frozen
     class Grown(Settings):
-        parse_max_lines: int = attrs.field(
+        feed_max_lines: int = attrs.field(
             default=5,
             validator=Checked(lambda name, value: Count(1, 10).problem(value)),
         )
@@ -781,26 +781,26 @@ def test_a_new_field_needs_no_edit_of_the_loader(
         parse_max_depth: int = attrs.field(default=3, validator=attrs.validators.ge(1))
 
     monkeypatch.setitem(config_module._SECTIONS, "engine", Grown)
-    text = '[engine]\nparse_max_lines = 7\nbackoff_cap = "2h"\n'
+    text = '[engine]\nfeed_max_lines = 7\nbackoff_cap = "2h"\n'
     config = load(tmp_path, text)
     assert isinstance(config.engine, Grown)
-    assert (config.engine.parse_max_lines, config.engine.backoff.cap) == (
+    assert (config.engine.feed_max_lines, config.engine.backoff.cap) == (
         7,
         timedelta(hours=2),
     )
     assert (
-        load(tmp_path, text, CALSYNC_ENGINE_PARSE_MAX_LINES="9").engine.parse_max_lines
+        load(tmp_path, text, CALSYNC_ENGINE_FEED_MAX_LINES="9").engine.feed_max_lines
         == 9
     )
     with pytest.raises(ConfigError) as caught:
-        load(tmp_path, text, CALSYNC_ENGINE_PARSE_MAX_LINES="11")
+        load(tmp_path, text, CALSYNC_ENGINE_FEED_MAX_LINES="11")
     assert str(caught.value) == (
-        "environment variable CALSYNC_ENGINE_PARSE_MAX_LINES: "
+        "environment variable CALSYNC_ENGINE_FEED_MAX_LINES: "
         "must be from 1 to 10, got '11'"
     )
-    with pytest.raises(ConfigError, match="did you mean 'parse_max_lines'") as caught:
-        load(tmp_path, "[engine]\nparse_max_line = 3\n")
-    assert caught.value.key == "engine.parse_max_line"
+    with pytest.raises(ConfigError, match="did you mean 'feed_max_lines'") as caught:
+        load(tmp_path, "[engine]\nfeed_max_line = 3\n")
+    assert caught.value.key == "engine.feed_max_line"
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, "[engine]\nparse_max_depth = 0\n")
     assert str(caught.value).startswith(

@@ -236,7 +236,8 @@ def test_calendar_wide_budget_for_dense_rules_follows_the_new_order() -> None:
     cache = warm(ics(*dense))
     reordered = [dense[11], *dense[:11]]
     cached, whole = parse_both(ics(*reordered), cache=cache)
-    assert cache.stats.events_read == 0
+    # Only the series whose share of the budget changed are read and expanded.
+    assert cache.stats.groups_reused == 9
     assert cached == whole
     assert len({p.why for p in cached.problems}) > 2
 
@@ -248,9 +249,15 @@ def test_google_export_after_editing_one_percent_equals_a_whole_parse() -> None:
     cache = warm(text, year)
     edited = _edit_summaries(text, share=0.01, seed=42)
     slid = Window(year.start + timedelta(days=1), year.end + timedelta(days=1))
-    cached, whole = parse_both(edited, slid, cache=cache)
+    cached, whole = parse_both(edited, year, cache=cache)
     assert cached == whole
     assert 40 <= cache.stats.events_read <= 50
+    # A slide expands again (and reads again) only the groups near the window
+    # and the recurring ones: a tenth of them.
+    cached, whole = parse_both(edited, slid, cache=cache)
+    assert cached == whole
+    assert cache.stats.events_read < 500
+    assert cache.stats.groups_reused > 4_000
 
 
 def _edit_summaries(text: str, *, share: float, seed: int) -> str:

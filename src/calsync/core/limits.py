@@ -63,7 +63,8 @@ class Limits:
         if size > self.max_bytes:
             raise ParseError(
                 f"the body is {size:,} bytes, over the parser's limit of "
-                f"{self.max_bytes:,} (parse_ics max_bytes)"
+                f"{self.max_bytes:,} (parse_ics max_bytes, the Engine's "
+                "parse_max_bytes)"
             )
 
     def check_lines(self, text: str, problems: list[Problem]) -> str:
@@ -80,7 +81,8 @@ class Limits:
                 Problem(
                     "line too long",
                     f"{length:,} characters, over the parser's limit of "
-                    f"{self.max_line:,} (parse_ics max_line); the line was dropped",
+                    f"{self.max_line:,} (parse_ics max_line, the Engine's "
+                    "parse_max_line); the line was dropped",
                     line=number,
                 )
             )
@@ -130,7 +132,8 @@ class Limits:
         if components > self.max_components:
             raise ParseError(
                 f"the body holds {components:,} components, over the parser's "
-                f"limit of {self.max_components:,} (parse_ics max_components)"
+                f"limit of {self.max_components:,} (parse_ics max_components, "
+                "the Engine's parse_max_components)"
             )
         if deepest > MAX_DEPTH:
             raise ParseError(

@@ -6,7 +6,7 @@ from datetime import tzinfo
 
 from calsync.core.errors import ValidationError
 from calsync.core.ics import decode_body, parse_whole, require_icalendar
-from calsync.core.incremental import ParseCache, reparse
+from calsync.core.incremental import ParseCache, parse_groups
 from calsync.core.limits import MAX_BYTES, MAX_COMPONENTS, MAX_LINE, Limits
 from calsync.core.model import ParsedCalendar, Problem, Window
 from calsync.core.zones import resolve_zone
@@ -30,8 +30,10 @@ def parse_ics(
     Raises `ParseError` when the body is not iCalendar at all, `TimezoneError`
     for an unknown ``default_tz``. Broken components, an unknown X-WR-TIMEZONE
     and hitting ``max_occurrences`` become `Problem` entries on the result.
-    With a `ParseCache` (one per calendar), only the events whose text changed
-    since the last parse are read again; the result is the same as without it.
+    icalendar reads a few UID groups at a time, so a parse holds a few times
+    the body's size, not the 20x of a whole icalendar tree. With a `ParseCache`
+    (one per calendar), only the events whose text changed since the last parse
+    are read again; the result is the same as without it.
 
     The parser's own limits protect a service from one feed: a body over
     ``max_bytes`` (20 MiB; characters for a ``str``), with more than
@@ -51,11 +53,10 @@ def parse_ics(
     text = decode_body(data, problems)
     require_icalendar(text)
     text = limits.check_lines(text, problems)
-    if cache is not None:
-        if not isinstance(cache, ParseCache):
-            raise ValidationError(f"cache must be a calsync.ParseCache, got {cache!r}")
-        parsed = reparse(cache, text, window, zone, max_occurrences, problems, limits)
-        if parsed is not None:
-            return parsed
+    if cache is not None and not isinstance(cache, ParseCache):
+        raise ValidationError(f"cache must be a calsync.ParseCache, got {cache!r}")
+    parsed = parse_groups(text, window, zone, max_occurrences, problems, limits, cache)
+    if parsed is not None:
+        return parsed
     limits.check_components(*limits.count(text))
     return parse_whole(text, window, zone, max_occurrences, problems)

@@ -15,6 +15,7 @@ import attrs
 from calsync.core.breaker import CircuitBreaker
 from calsync.core.durations import LONGEST, Span, format_duration
 from calsync.core.errors import ValidationError
+from calsync.core.limits import MAX_BYTES, MAX_COMPONENTS, MAX_LINE
 from calsync.core.retry import RetryPolicy
 
 __all__ = [
@@ -92,6 +93,10 @@ SETTINGS_COUNTS: dict[str, Count] = {
     "parse_cache_size": Count(0, 1_000_000),
     # Each parse slot is a worker process.
     "parse_concurrency": Count(1, 64),
+    # The parser's own limits (parse_ics max_bytes, max_components, max_line).
+    "parse_max_bytes": Count(1_024, 2**32),
+    "parse_max_components": Count(1, 100_000_000),
+    "parse_max_line": Count(75, 2**30),
     "breaker.failure_threshold": Count(1, 1_000),
 }
 """The range of each whole-number setting."""
@@ -201,6 +206,8 @@ class Settings:
     ``parse_concurrency`` worker processes of at most ``parse_memory_limit``
     bytes each (None: no limit); ``parse_isolation=False`` parses in threads of
     this process instead, where a parse past its limit cannot be stopped.
+    ``parse_max_bytes``, ``parse_max_components`` and ``parse_max_line`` are
+    the parser's own limits (`parse_ics` ``max_bytes`` and so on).
 
     Each field is also an ``[engine]`` key of ``calsync.toml`` and a
     ``CALSYNC_ENGINE_<KEY>`` variable, read by its type and checked by its
@@ -249,6 +256,9 @@ class Settings:
     parse_isolation: bool = attrs.field(
         default=True, validator=attrs.validators.instance_of(bool)
     )
+    parse_max_bytes: int = attrs.field(default=MAX_BYTES, validator=_count)
+    parse_max_components: int = attrs.field(default=MAX_COMPONENTS, validator=_count)
+    parse_max_line: int = attrs.field(default=MAX_LINE, validator=_count)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.worker, str) or not self.worker.strip():

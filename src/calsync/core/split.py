@@ -1,11 +1,12 @@
 """Split a feed body into its calendar properties and top-level blocks, unparsed.
 
-The split works on the text alone, so that a cache can tell which blocks
-changed before icalendar reads any of them. It accepts only bodies whose
+The split works on the text alone, so that a parse can read the blocks a few
+at a time, and a cache can tell which blocks changed before icalendar reads any
+of them. It accepts only bodies whose
 structure icalendar reads the same way block by block as in one go: one
-VCALENDAR, BEGIN and END lines in plain form that pair up, no VEVENT nested in
-another component. For any other body it returns ``None`` and the caller parses
-the whole body instead.
+VCALENDAR, BEGIN and END lines in plain form that pair up, no VEVENT or
+VTIMEZONE nested in another component. For any other body it returns ``None``
+and the caller parses the whole body instead.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ _LINE = (
 _FIRST_LINE = re.compile(_LINE)
 _NEXT_LINE = re.compile("\n" + _LINE)
 _BLANK = re.compile(r"(?:\r?\n)*")
+# Components a whole parse finds at any depth, but the split only at the top.
+_TOP_ONLY = frozenset({"VEVENT", "VTIMEZONE"})
 
 
 @attrs.frozen
@@ -64,8 +67,8 @@ def split_calendar(text: str) -> Layout | None:
             return None  # a BEGIN or END line in a form not understood here
         name = name.upper()
         if keyword == "BEGIN":
-            if name == "VCALENDAR" or (stack and name == "VEVENT"):
-                return None  # a second calendar, or an event nested in a component
+            if name == "VCALENDAR" or (stack and name in _TOP_ONLY):
+                return None  # a second calendar, or an event or zone nested deeper
             if not stack:
                 start = line.start(1)
                 if start - mark > 2:  # more than the line break after the last block

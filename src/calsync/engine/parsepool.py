@@ -46,6 +46,7 @@ import attrs
 
 from calsync.core.errors import CalsyncError
 from calsync.core.incremental import ParseCache
+from calsync.core.limits import Limits
 from calsync.core.model import Occurrence, OccurrenceKey, ParsedCalendar, Window
 from calsync.core.parse import parse_ics
 
@@ -63,6 +64,7 @@ logger = logging.getLogger("calsync.parsepool")
 _PROTOCOL = 5
 RESULT_BYTES = 32 * 2**20
 """How many bytes of last results a pool keeps by default (estimated)."""
+_LIMITS = Limits()
 _JOIN_SECONDS = 5.0
 
 
@@ -208,6 +210,7 @@ class ParsePool:
         default_tz: str,
         max_occurrences: int,
         timeout: float,
+        limits: Limits = _LIMITS,
     ) -> ParsedCalendar:
         """Parse ``body`` in a worker, with the calendar's cache if it has one there.
 
@@ -216,7 +219,14 @@ class ParsePool:
         """
         base = self._results.get(calendar_id)
         self._results.put(calendar_id, None)  # kept again once the answer is in
-        parse = (calendar_id, window, default_tz, max_occurrences, self._cache_size)
+        parse = (
+            calendar_id,
+            window,
+            default_tz,
+            max_occurrences,
+            self._cache_size,
+            limits,
+        )
         try:
             result = await self._parse(parse, base, body, timeout)
         except _Mismatch:
@@ -791,14 +801,18 @@ def _serve(conn: Connection, memory_limit: int | None) -> None:
 def _handle(
     request: tuple[Any, ...], body: bytes, caches: OrderedDict[str, _Kept]
 ) -> bytes:
-    token, calendar_id, window, default_tz, max_occurrences, cache_size = request
+    token, calendar_id, window, default_tz, max_occurrences, cache_size, limits = (
+        request
+    )
     kept = caches.pop(calendar_id, None)
     warm = kept is not None
     try:
         if kept is None and cache_size:
             kept = _Kept(ParseCache())
         cache = None if kept is None else kept.cache
-        parsed = _parse(body, window, default_tz, max_occurrences, cache, caches)
+        parsed = _parse(
+            body, window, default_tz, max_occurrences, cache, caches, limits
+        )
         sent = None if kept is None else kept.sent
         payload, now_sent = _delta(parsed, sent if _known(sent, token) else None)
         if kept is not None:
@@ -830,6 +844,7 @@ def _parse(
     max_occurrences: int,
     cache: ParseCache | None,
     caches: OrderedDict[str, _Kept],
+    limits: Limits,
 ) -> ParsedCalendar:
     """Parse; out of memory with other calendars' caches held, drop them and retry."""
 
@@ -840,6 +855,7 @@ def _parse(
             default_tz=default_tz,
             max_occurrences=max_occurrences,
             cache=cache,
+            **attrs.asdict(limits),
         )
 
     try:

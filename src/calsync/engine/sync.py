@@ -21,6 +21,7 @@ from calsync.core.diff import diff
 from calsync.core.durations import format_duration
 from calsync.core.errors import CalsyncError, LeaseLost
 from calsync.core.incremental import ParseCache
+from calsync.core.limits import Limits
 from calsync.core.model import (
     ChangeSet,
     Notification,
@@ -164,6 +165,11 @@ class Syncer:
         self._fetcher = fetcher
         self._hosts = HostCircuits(settings.breaker)
         self._settings = settings
+        self._limits = Limits(
+            settings.parse_max_bytes,
+            settings.parse_max_components,
+            settings.parse_max_line,
+        )
         self._clock = clock
         self._caches: OrderedDict[str, ParseCache] = OrderedDict()
         self._prepared = False
@@ -337,6 +343,7 @@ class Syncer:
                 default_tz=calendar.tz or "UTC",
                 max_occurrences=self._settings.max_occurrences,
                 timeout=timeout,
+                limits=self._limits,
             )
         except (TimeoutError, ParseTimedOut):
             ended = "stopped" if self._pool is not None else "abandoned"
@@ -384,6 +391,7 @@ class Syncer:
             default_tz=calendar.tz or "UTC",
             max_occurrences=self._settings.max_occurrences,
             cache=self._cache(calendar.id),
+            **attrs.asdict(self._limits),
         )
         try:
             async with self._parse_slot():
