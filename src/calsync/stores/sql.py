@@ -156,7 +156,7 @@ class Statements:
         )
         self.calendars = select(*_CALENDAR).order_by(C.created_at, bytewise(C.id))
         self.calendars_of = self.calendars.where(C.owner == b("owner"))
-        self.taken = select(C.id).where(
+        self.taken = select(*_CALENDAR).where(
             or_(
                 C.id == b("b_id"),
                 (C.owner == b("owner")) & C.url.in_(b("forms", expanding=True)),
@@ -166,9 +166,6 @@ class Statements:
             C.owner == b("owner"),
             C.url.in_(b("forms", expanding=True)),
             C.id != b("b_id"),
-        )
-        self.of_owner_url = select(*_CALENDAR).where(
-            C.owner == b("owner"), C.url.in_(b("forms", expanding=True))
         )
         self.add_calendar = insert(calendars)
         self.update_calendar = update(calendars).where(C.id == b("b_id"))
@@ -1053,13 +1050,41 @@ class SQLStore:
         return row
 
     def _add_calendar(self, conn: Connection, calendar: Calendar) -> None:
+        self._insert_calendar(conn, calendar, self._taken(conn, calendar))
+
+    def _ensure_calendar(
+        self, conn: Connection, calendar: Calendar
+    ) -> tuple[Calendar, bool]:
+        taken = self._taken(conn, calendar)
+        forms = self._forms(calendar)
+        same_url = [
+            row for row in taken if row["owner"] == calendar.owner and row["url"] in forms
+        ]
+        if same_url:  # perhaps under the look-up form of an older key
+            return self._codec.calendar(same_url[0]), False
+        self._insert_calendar(conn, calendar, taken)
+        return calendar, True
+
+    def _forms(self, calendar: Calendar) -> list[str]:
+        return self._codec.url_forms(calendar.url)
+
+    def _taken(self, conn: Connection, calendar: Calendar) -> list[Any]:
+        """Return the calendars with this one's id, or its owner and URL.
+
+        One statement: under READ COMMITTED each statement sees what committed
+        before it, so a second look-up could see a row the first missed.
+        """
         params = {
             "b_id": calendar.id,
             "owner": calendar.owner,
-            "forms": self._codec.url_forms(calendar.url),
+            "forms": self._forms(calendar),
         }
-        taken = conn.execute(self._sql.taken, params).scalars().all()
-        if calendar.id in taken:
+        return _fetch_all(conn, self._sql.taken, params)
+
+    def _insert_calendar(
+        self, conn: Connection, calendar: Calendar, taken: Sequence[Any]
+    ) -> None:
+        if any(row["id"] == calendar.id for row in taken):
             raise CalendarExists(
                 f"calendar id {calendar.id!r} is taken: pick another id, or "
                 "update the stored calendar instead"
@@ -1067,22 +1092,12 @@ class SQLStore:
         if taken:
             raise CalendarExists(
                 f"owner {calendar.owner!r} already has this URL as calendar "
-                f"{taken[0]!r}: calendar {calendar.label} was not added"
+                f"{taken[0]['id']!r}: calendar {calendar.label} was not added"
             )
         values = dict(
             zip(CALENDAR_COLUMNS, self._codec.calendar_row(calendar), strict=True)
         )
         conn.execute(self._sql.add_calendar, values)
-
-    def _ensure_calendar(
-        self, conn: Connection, calendar: Calendar
-    ) -> tuple[Calendar, bool]:
-        params = {"owner": calendar.owner, "forms": self._codec.url_forms(calendar.url)}
-        row = conn.execute(self._sql.of_owner_url, params).mappings().first()
-        if row is not None:  # perhaps under the look-up form of an older key
-            return self._codec.calendar(row), False
-        self._add_calendar(conn, calendar)
-        return calendar, True
 
     def _reseal_secrets(self, conn: Connection) -> int:
         rows = _fetch_all(conn, self._sql.secrets, {})
