@@ -275,6 +275,58 @@ async def test_a_version_1_schema_is_migrated_to_2_with_its_data(
     assert migrated_indexes == fresh_indexes
 
 
+@pytest.mark.parametrize("version", [2, 3])
+async def test_a_schema_of_an_older_calsync_upgrades_in_place(
+    url: str, schema: str, version: int
+) -> None:
+    from . import legacy_postgres
+
+    name = quote_ident(schema)
+    await sql(url, f"CREATE SCHEMA {name}")
+    for step, statements in legacy_postgres.MIGRATIONS:
+        for statement in statements if step <= version else ():
+            await sql(url, statement.replace("{s}", name))
+    await sql(url, f"INSERT INTO {name}.schema_version VALUES (%s)", (version,))
+    await sql(
+        url,
+        f"""
+        INSERT INTO {name}.calendars (id, owner, url, schedule, leads, window_past,
+            horizon, use_alarms, paused, created_at, next_sync_at, circuit, etag)
+        VALUES ('old', 'default', 'https://feeds.example/old.ics', 'every 15m',
+            '[600000000]', 86400000000, 7776000000000, false, false, %(t0)s,
+            %(t0)s, 'closed', '"v1"')
+        """,
+        {"t0": T0},
+    )
+    occ = occurrence("a", T0 + timedelta(hours=1))
+    async with PostgresStore(url, schema=schema) as store:
+        assert await store.schema_version() == SCHEMA_VERSION
+        old = await store.get_calendar("old")
+        assert (old.url, old.state.etag, old.leads) == (
+            "https://feeds.example/old.ics",
+            '"v1"',
+            (10 * MINUTE,),
+        )
+        [lease] = await store.claim_due_calendars(
+            T0, limit=1, worker="w", lease_ttl=TTL
+        )
+        reminder = Notification(key=occ.key, lead=10 * MINUTE, start=occ.start)
+        write = SyncWrite(
+            state=SyncState(etag='"v2"'),
+            changes=ChangeSet(added=(occ,)),
+            create=(reminder,),
+        )
+        assert (await store.apply_sync(lease, write, T0)).created == 1
+        assert await store.list_occurrences("old") == [occ]
+    fresh = fresh_schema()
+    try:
+        async with PostgresStore(url, schema=fresh):
+            pass
+        assert await layout(url, schema) == await layout(url, fresh)
+    finally:
+        await drop_schema(fresh)
+
+
 async def test_concurrent_open_from_many_tasks_is_safe(url: str, schema: str) -> None:
     stores = [PostgresStore(url, schema=schema, max_size=1) for _ in range(6)]
     try:

@@ -507,3 +507,55 @@ async def test_a_stored_lead_past_todays_range_is_read_clamped_not_refused(
     assert set(listed) == {kept.id, odd.id}
     assert listed[odd.id].leads == (timedelta(days=366),)
     assert f"calendar {odd.id}: its stored lead 3650000d" in caplog.text
+
+
+# -- files an older calsync wrote (tests/store/fixtures, make_legacy_sqlite.py) --
+
+FIXTURES = Path(__file__).with_name("fixtures")
+
+
+def layout(path: Path) -> tuple[dict[str, list[tuple[object, ...]]], set[str]]:
+    """Each table's columns (name, type, key position) and the indexes."""
+    with raw(path) as conn:
+        tables = {
+            table: [(n, t, pk) for n, t, _null, _default, pk in columns(conn, table)]
+            for table in TABLES
+        }
+        return tables, names(conn, "index")
+
+
+@pytest.mark.parametrize("version", [2, 3])
+async def test_a_file_of_an_older_calsync_upgrades_in_place(
+    tmp_path: Path, version: int
+) -> None:
+    path = tmp_path / "legacy.db"
+    path.write_bytes((FIXTURES / f"schema{version}.db").read_bytes())
+    async with SQLiteStore(path) as store:
+        assert await store.schema_version() == SCHEMA_VERSION
+        team = await store.get_calendar("team")
+        assert (team.name, team.url) == (
+            "Team",
+            "https://feeds.example/team.ics?token=legacy-S3CRET",
+        )
+        assert team.state.etag == '"v1"' and team.state.parsed_at == T0
+        assert [o.key.uid for o in await store.list_occurrences("team")] == [
+            "standup",
+            "review",
+            "gone",
+        ]
+        counts = await store.notification_counts()
+        assert counts[NotificationStatus.DELIVERED] == 1
+        assert counts[NotificationStatus.PENDING] == 2
+        [run] = await store.recent_job_runs()
+        assert (run.job, dict(run.counts)) == ("sync_due", {"synced": 1})
+        # It keeps working: a claim, a write, a new calendar.
+        [lease] = await store.claim_due_calendars(
+            T0 + timedelta(hours=1), limit=1, worker="w", lease_ttl=TTL
+        )
+        await store.apply_sync(lease, SyncWrite(state=SyncState(etag="new")), T0)
+        await store.add_calendar(calendar("https://feeds.example/new.ics"))
+        assert len(await store.list_calendars()) == 3
+    fresh = tmp_path / "fresh.db"
+    async with SQLiteStore(fresh):
+        pass
+    assert layout(path) == layout(fresh)
