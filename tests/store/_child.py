@@ -2,7 +2,8 @@
 
 Usage: python _child.py BACKEND TARGET MODE WORKER
 BACKEND is "sqlite" (TARGET a file path), "postgres" or "mariadb" (TARGET a schema
-name, the server from CALSYNC_TEST_POSTGRES_URL or CALSYNC_TEST_MARIADB_URL). It prints one JSON object per line.
+name, the server from CALSYNC_TEST_POSTGRES_URL or CALSYNC_TEST_MARIADB_URL).
+It prints one JSON object per line.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from calsync import Occurrence, PostgresStore, SQLiteStore, Store
-from calsync.stores import MariaDBStore
 from calsync.core import ChangeSet, LeaseLost, OccurrenceKey
-from calsync.stores import SyncState, SyncWrite
+from calsync.stores import MariaDBStore, SyncState, SyncWrite
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LONG = timedelta(hours=1)

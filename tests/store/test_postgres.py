@@ -403,7 +403,7 @@ async def test_connection_failure_names_the_server_but_not_the_password() -> Non
 def test_missing_driver_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(sys.modules, "psycopg_pool", None)
+    monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(StoreError, match=r"pip install 'psycopg\[binary\]"):
         PostgresStore("postgresql://localhost/cal")
 

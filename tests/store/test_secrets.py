@@ -71,7 +71,9 @@ async def raw_text(backend: tuple[str, str]) -> str:
         files = sorted(Path(target).parent.glob(Path(target).name + "*"))
         return b"".join(path.read_bytes() for path in files).decode("latin-1")
     if kind == "mariadb":
-        rows = await asyncio.to_thread(mariadb_sql, f"SELECT * FROM `{target}`.calendars")
+        rows = await asyncio.to_thread(
+            mariadb_sql, f"SELECT * FROM `{target}`.calendars"
+        )
         return "\n".join(" ".join(map(str, row)) for row in rows)
     import psycopg
 

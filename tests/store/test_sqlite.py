@@ -16,9 +16,8 @@ import pytest
 
 from calsync import Notification, StoreError, Window
 from calsync.core import CalendarExists, ChangeSet, SchemaVersionError, StoreUnavailable
-from calsync.stores import NotificationStatus, SyncState, SyncWrite
+from calsync.stores import NotificationStatus, SyncState, SyncWrite, sqltables
 from calsync.stores import sql as sql_module
-from calsync.stores import sqltables
 from calsync.stores._rows import epoch_micros
 from calsync.stores.dialects import SQLiteBackend
 from calsync.stores.sqlite import SQLiteStore
@@ -425,9 +424,7 @@ def compiled(statement: object, params: dict[str, object]) -> tuple[str, object]
 @pytest.mark.parametrize(
     ("statement", "params"),
     [
-        pytest.param(
-            SQL.claim_requested, {"now": 0, "limit": 1}, id="claim-requested"
-        ),
+        pytest.param(SQL.claim_requested, {"now": 0, "limit": 1}, id="claim-requested"),
         pytest.param(SQL.claim_periodic, {"now": 0, "limit": 1}, id="claim-periodic"),
         pytest.param(
             SQL.claim_notifications, {"now": 0, "limit": 1}, id="claim-notifications"
@@ -537,7 +534,8 @@ async def test_a_file_of_an_older_calsync_upgrades_in_place(
             "Team",
             "https://feeds.example/team.ics?token=legacy-S3CRET",
         )
-        assert team.state.etag == '"v1"' and team.state.parsed_at == T0
+        assert team.state.etag == '"v1"'
+        assert team.state.parsed_at == T0
         assert [o.key.uid for o in await store.list_occurrences("team")] == [
             "standup",
             "review",

@@ -35,6 +35,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateSchema
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.dml import Insert
+from typing_extensions import override
 
 from calsync.core.errors import StoreError, StoreUnavailable, ValidationError
 from calsync.core.redact import scrub_secrets
@@ -93,7 +94,11 @@ class Backend:
     # -- statements ------------------------------------------------------------
 
     def upsert(
-        self, table: Table, keys: Sequence[str], new: Sequence[str], set_: dict[str, Any]
+        self,
+        table: Table,
+        keys: Sequence[str],
+        new: Sequence[str],
+        set_: dict[str, Any],
     ) -> Insert:
         """Return an INSERT of rows of ``table`` that updates an existing one.
 
@@ -106,7 +111,9 @@ class Backend:
             set_={**{name: statement.excluded[name] for name in new}, **set_},
         )
 
-    def insert_ignore(self, table: Table, names: Sequence[str], rows: Select[Any]) -> Insert:
+    def insert_ignore(
+        self, table: Table, names: Sequence[str], rows: Select[Any]
+    ) -> Insert:
         """Return INSERT ... SELECT that skips a row any unique key already holds."""
         # No conflict target: every unique index is an arbiter, so a racing
         # insert of the same row waits for the first and then does nothing.
@@ -174,9 +181,11 @@ class SQLiteBackend(Backend):
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
 
+    @override
     def target(self) -> str:
         return self.path
 
+    @override
     def engine(self) -> Engine:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise StoreError(
@@ -198,13 +207,16 @@ class SQLiteBackend(Backend):
     def _insert(self, table: Table) -> Any:
         return sqlite.insert(table)
 
+    @override
     def begin(self, conn: Connection, write: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
+    @override
     def commit(self, conn: Connection) -> None:
         conn.exec_driver_sql("COMMIT")
         conn.commit()
 
+    @override
     def rollback(self, conn: Connection) -> None:
         raw = conn.connection.dbapi_connection
         if raw is not None and raw.in_transaction:  # else SQLite rolled back itself
@@ -226,10 +238,11 @@ class SQLiteBackend(Backend):
     def busy(self, exc: BaseException) -> bool:
         """Say whether SQLite refused for a lock held by another connection."""
         text = str(getattr(exc, "orig", exc))
-        return isinstance(
-            getattr(exc, "orig", exc), sqlite3.OperationalError
-        ) and ("locked" in text or "busy" in text)
+        return isinstance(getattr(exc, "orig", exc), sqlite3.OperationalError) and (
+            "locked" in text or "busy" in text
+        )
 
+    @override
     def error(self, exc: BaseException) -> StoreError:
         orig = getattr(exc, "orig", exc)
         if isinstance(orig, sqlite3.OperationalError) and "locked" in str(orig):
@@ -282,17 +295,19 @@ class PostgresBackend(_ServerBackend):
     kind = "PostgreSQL"
 
     def __init__(self, url: str, schema: str, min_size: int, max_size: int) -> None:
-        _require("psycopg", "psycopg_pool", hint=POSTGRES_HINT, store="PostgresStore")
+        _require("psycopg", hint=POSTGRES_HINT, store="PostgresStore")
         if not isinstance(schema, str) or not schema or "\x00" in schema:
             raise ValidationError("schema must name a PostgreSQL schema, e.g. calsync")
         super().__init__(min_size, max_size)
         self.url = url
-        self.schema = schema
+        self.schema = self.name = schema
         self.shown = _redacted_conninfo(url)
 
+    @override
     def target(self) -> str:
         return f"{self.shown}, schema {self.schema!r}"
 
+    @override
     def engine(self) -> Engine:
         import psycopg
 
@@ -301,31 +316,42 @@ class PostgresBackend(_ServerBackend):
 
         return self._pooled("postgresql+psycopg://", creator=connect)
 
+    @override
     def instant(self, value: datetime) -> Any:
         return value
 
+    @override
     def from_instant(self, value: Any) -> datetime:
         return value.astimezone(UTC)  # type: ignore[no-any-return]
 
+    @override
     def json(self, value: dict[str, Any]) -> Any:
         return value
 
+    @override
     def bytewise(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         return column.collate("C")
 
+    @override
     def prepare(self, conn: Connection) -> None:
         conn.execute(
-            select(func.pg_advisory_xact_lock(func.hashtextextended(
-                f"calsync schema {self.schema}", 0
-            )))
+            select(
+                func.pg_advisory_xact_lock(
+                    func.hashtextextended(f"calsync schema {self.schema}", 0)
+                )
+            )
         )
-        conn.execute(CreateSchema(self.schema, if_not_exists=True))
+        conn.execute(CreateSchema(self.name, if_not_exists=True))
 
+    @override
     def retryable(self, exc: DBAPIError) -> bool:
         from psycopg import errors
 
-        return isinstance(exc.orig, errors.DeadlockDetected | errors.SerializationFailure)
+        return isinstance(
+            exc.orig, errors.DeadlockDetected | errors.SerializationFailure
+        )
 
+    @override
     def error(self, exc: BaseException) -> StoreError:
         from psycopg import errors
 
@@ -339,6 +365,7 @@ class PostgresBackend(_ServerBackend):
             f"{type(orig).__name__} [{sqlstate or 'no SQLSTATE'}]{detail}"
         )
 
+    @override
     def connect_error(self, exc: BaseException) -> StoreError:
         return StoreUnavailable(
             f"cannot connect to PostgreSQL at {self.shown}: "
@@ -388,23 +415,40 @@ class MariaDBBackend(_ServerBackend):
         )
         self.secret = parsed.password or ""
 
+    @override
     def target(self) -> str:
-        return self.shown if self.schema is None else f"{self.shown}, schema {self.schema!r}"
+        return (
+            self.shown
+            if self.schema is None
+            else f"{self.shown}, schema {self.schema!r}"
+        )
 
+    @override
     def engine(self) -> Engine:
-        return self._pooled(self.url, isolation_level="READ COMMITTED", pool_recycle=3600)
+        return self._pooled(
+            self.url, isolation_level="READ COMMITTED", pool_recycle=3600
+        )
 
+    @override
     def upsert(
-        self, table: Table, keys: Sequence[str], new: Sequence[str], set_: dict[str, Any]
+        self,
+        table: Table,
+        keys: Sequence[str],
+        new: Sequence[str],
+        set_: dict[str, Any],
     ) -> Insert:
         statement = mysql.insert(table)  # the conflict is on the primary key
-        return statement.on_duplicate_key_update(  # type: ignore[no-any-return]
+        return statement.on_duplicate_key_update(
             {**{name: statement.inserted[name] for name in new}, **set_}
         )
 
-    def insert_ignore(self, table: Table, names: Sequence[str], rows: Select[Any]) -> Insert:
+    @override
+    def insert_ignore(
+        self, table: Table, names: Sequence[str], rows: Select[Any]
+    ) -> Insert:
         return insert(table).prefix_with("IGNORE").from_select(list(names), rows)
 
+    @override
     def prepare(self, conn: Connection) -> None:
         got = conn.execute(select(func.get_lock(self._lock_name(), 60))).scalar()
         if got != 1:
@@ -415,15 +459,18 @@ class MariaDBBackend(_ServerBackend):
         if self.schema is not None:
             conn.execute(CreateSchema(self.schema, if_not_exists=True))
 
+    @override
     def finish_open(self, conn: Connection) -> None:
         conn.execute(select(func.release_lock(self._lock_name())))
 
     def _lock_name(self) -> str:
         return f"calsync schema {self.schema or ''}"[:64]
 
+    @override
     def retryable(self, exc: DBAPIError) -> bool:
         return _mysql_code(exc) in (1205, 1213)  # lock wait timeout, deadlock
 
+    @override
     def error(self, exc: BaseException) -> StoreError:
         import pymysql
 
@@ -437,6 +484,7 @@ class MariaDBBackend(_ServerBackend):
             f"[{code or 'no error code'}]{detail}"
         )
 
+    @override
     def connect_error(self, exc: BaseException) -> StoreError:
         return StoreUnavailable(
             f"cannot connect to MariaDB at {self.shown}: "
@@ -445,7 +493,7 @@ class MariaDBBackend(_ServerBackend):
         )
 
     def _reason(self, exc: BaseException) -> str:
-        args = getattr(exc, "args", ())
+        args: tuple[Any, ...] = getattr(exc, "args", ())
         text = str(args[1]) if len(args) > 1 else str(exc)
         lines = text.strip().splitlines()
         first = lines[0] if lines else type(exc).__name__
@@ -461,7 +509,7 @@ def _mysql_code(exc: BaseException) -> int | None:
 
 POSTGRES_HINT = (
     "install the PostgreSQL driver: pip install 'psycopg[binary]>=3.2' "
-    "'psycopg-pool>=3.2' (the postgres extra of calsync)"
+    "(the postgres extra of calsync)"
 )
 MARIADB_HINT = (
     "install the MariaDB driver: pip install 'pymysql>=1.1' "
@@ -494,4 +542,3 @@ def _redacted_conninfo(url: str) -> str:
     port = f":{params['port']}" if params.get("port") else ""
     database = str(params.get("dbname") or "")
     return f"postgresql://{user}{host}{port}/{database}"
-

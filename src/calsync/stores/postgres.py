@@ -3,7 +3,7 @@
 The store is `SQLStore` on PostgreSQL: leases and claims are row locks taken
 with ``FOR UPDATE SKIP LOCKED`` and fenced by a token; every method is one
 transaction. Tables live in their own schema (default ``calsync``). Needs the
-``postgres`` extra (psycopg 3 and psycopg-pool): ``pip install -e '.[postgres]'``.
+``postgres`` extra (psycopg 3): ``pip install -e '.[postgres]'``.
 """
 
 from __future__ import annotations

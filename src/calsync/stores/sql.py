@@ -41,6 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.sql import ColumnElement
 
 from calsync.core.errors import (
     CalendarExists,
@@ -99,18 +100,18 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-C, O, N, R = calendars.c, occurrences.c, notifications.c, job_runs.c
+C, OC, N, R = calendars.c, occurrences.c, notifications.c, job_runs.c
 b = bindparam
 
 # Written as SQL text, not parameters: the partial indexes match on them.
-PENDING = literal_column("'pending'")
-CANCELLED = literal_column("'cancelled'")
-FAILED = literal_column("'failed'")
-DELIVERED = literal_column("'delivered'")
+PENDING: ColumnElement[str] = literal_column("'pending'")
+CANCELLED: ColumnElement[str] = literal_column("'cancelled'")
+FAILED: ColumnElement[str] = literal_column("'failed'")
+DELIVERED: ColumnElement[str] = literal_column("'delivered'")
 SETTLED = ("delivered", "cancelled", "missed")
 
 _CALENDAR = [C[name] for name in CALENDAR_COLUMNS]
-_OCCURRENCE = [O[name] for name in OCCURRENCE_COLUMNS]
+_OCCURRENCE = [OC[name] for name in OCCURRENCE_COLUMNS]
 _NOTIFICATION = [N[name] for name in NOTIFICATION_COLUMNS]
 _JOB_RUN = [R.job, R.started_at, R.finished_at, R.outcome, R.counts, R.error]
 _OCCURRENCE_KEY = ("calendar_id", "uid", "recurrence_id")
@@ -145,7 +146,7 @@ class Statements:
         self.backend = backend
         bytewise = backend.bytewise
         lease_free = or_(C.lease_expires_at.is_(None), C.lease_expires_at <= b("now"))
-        claimable = _CALENDAR + [C.lease_token]
+        claimable = [*_CALENDAR, C.lease_token]
 
         self.calendar = select(*_CALENDAR).where(C.id == b("b_id"))
         self.calendar_for_update = self._locked(self.calendar, key_share=False)
@@ -254,24 +255,24 @@ class Statements:
         self.upsert_occurrence = backend.upsert(
             occurrences, _OCCURRENCE_KEY, OCCURRENCE_COLUMNS[3:], {"expired": false()}
         )
-        self.delete_occurrence = delete(occurrences).where(_same_occurrence(O))
+        self.delete_occurrence = delete(occurrences).where(_same_occurrence(OC))
         self.expire_occurrence = (
-            update(occurrences).where(_same_occurrence(O)).values(expired=true())
+            update(occurrences).where(_same_occurrence(OC)).values(expired=true())
         )
         self.occurrences_starting = (
             select(*_OCCURRENCE)
-            .join(calendars, C.id == O.calendar_id)
+            .join(calendars, C.id == OC.calendar_id)
             .where(
-                ~O.expired,
-                O.start_at >= b("start"),
-                O.start_at < b("end"),
+                ~OC.expired,
+                OC.start_at >= b("start"),
+                OC.start_at < b("end"),
                 ~C.paused,
             )
             .order_by(
-                O.start_at,
-                bytewise(O.calendar_id),
-                bytewise(O.uid),
-                bytewise(O.recurrence_id),
+                OC.start_at,
+                bytewise(OC.calendar_id),
+                bytewise(OC.uid),
+                bytewise(OC.recurrence_id),
             )
         )
 
@@ -301,10 +302,8 @@ class Statements:
             )
             .values(status=CANCELLED)
         )
-        stored_live = (
-            _same_occurrence(O) & (O.start_at == b("b_start")) & ~O.expired
-        )
-        # A pending insert revives a cancelled row; an unfinished claim keeps its due_at.
+        stored_live = _same_occurrence(OC) & (OC.start_at == b("b_start")) & ~OC.expired
+        # A pending insert revives a cancelled row; an unfinished claim keeps due_at.
         fire_at = b("b_fire", type_=INSTANT)
         self.revive = (
             update(notifications)
@@ -323,11 +322,11 @@ class Statements:
             _NEW_NOTIFICATION,
             select(
                 b("b_id", type_=TEXT),
-                O.calendar_id,
-                O.uid,
-                O.recurrence_id,
+                OC.calendar_id,
+                OC.uid,
+                OC.recurrence_id,
                 b("b_lead", type_=BIGINT),
-                O.start_at,
+                OC.start_at,
                 fire_at,
                 b("b_status", type_=TEXT),
                 b("b_now", type_=INSTANT),
@@ -339,14 +338,14 @@ class Statements:
             select(
                 *_NOTIFICATION,
                 N.claim_token,
-                *(O[name].label(f"o_{name}") for name in OCCURRENCE_COLUMNS),
+                *(OC[name].label(f"o_{name}") for name in OCCURRENCE_COLUMNS),
             )
             .select_from(notifications)
             .outerjoin(
                 occurrences,
-                (O.calendar_id == N.calendar_id)
-                & (O.uid == N.uid)
-                & (O.recurrence_id == N.recurrence_id),
+                (OC.calendar_id == N.calendar_id)
+                & (OC.uid == N.uid)
+                & (OC.recurrence_id == N.recurrence_id),
             )
             .where(N.status == PENDING, N.due_at <= b("now"))
             .order_by(N.due_at, bytewise(N.id)),
@@ -368,7 +367,9 @@ class Statements:
             .values(status=DELIVERED, delivered_at=b("now"))
         )
         claimed = (
-            (N.id == b("b_id")) & (N.claim_token == b("b_token")) & (N.status == PENDING)
+            (N.id == b("b_id"))
+            & (N.claim_token == b("b_token"))
+            & (N.status == PENDING)
         )
         retry_at = b("retry_at", type_=INSTANT)
         self.mark_failed = (
@@ -410,7 +411,7 @@ class Statements:
             .limit(b("limit"))
         )
         self.prune_occurrences = delete(occurrences).where(
-            O.expired, O.end_at < b("before")
+            OC.expired, OC.end_at < b("before")
         )
         self.prune_notifications = delete(notifications).where(
             N.status.in_([literal_column(f"'{status}'") for status in SETTLED]),
@@ -431,25 +432,23 @@ class Statements:
             return statement
         return statement.with_for_update(skip_locked=True, key_share=of is None, of=of)
 
-    def list_occurrences(
-        self, *, expired: bool, window: bool
-    ) -> Select[Any]:
+    def list_occurrences(self, *, expired: bool, window: bool) -> Select[Any]:
         """Return the SELECT of a calendar's occurrences, only the filters asked."""
-        statement = select(*_OCCURRENCE).where(O.calendar_id == b("b_calendar"))
+        statement = select(*_OCCURRENCE).where(OC.calendar_id == b("b_calendar"))
         if not expired:
-            statement = statement.where(~O.expired)
+            statement = statement.where(~OC.expired)
         if window:
             # Window.overlaps: a zero-length occurrence counts if it starts inside.
             statement = statement.where(
-                O.start_at < b("end"),
+                OC.start_at < b("end"),
                 or_(
-                    O.end_at > b("start"),
-                    (O.start_at == O.end_at) & (O.start_at >= b("start")),
+                    OC.end_at > b("start"),
+                    (OC.start_at == OC.end_at) & (OC.start_at >= b("start")),
                 ),
             )
         bytewise = self.backend.bytewise
         return statement.order_by(
-            O.start_at, bytewise(O.uid), bytewise(O.recurrence_id)
+            OC.start_at, bytewise(OC.uid), bytewise(OC.recurrence_id)
         )
 
     def list_notifications(
@@ -495,7 +494,9 @@ class Statements:
         Naming every status lets the count read ``notifications_by_status``
         (status, calendar_id) by range, with or without a calendar or an owner.
         """
-        statuses = [literal_column(f"'{status}'") for status in NotificationStatus]
+        statuses: list[ColumnElement[str]] = [
+            literal_column(f"'{status}'") for status in NotificationStatus
+        ]
         statement = select(N.status, func.count().label("n")).where(
             N.status.in_(statuses)
         )
@@ -869,11 +870,13 @@ class SQLStore:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        return await self._submit(False, False, lambda conn: work(conn, *args, **kwargs))
+        return await self._submit(
+            False, False, lambda conn: work(conn, *args, **kwargs)
+        )
 
     async def _write(
         self,
-        work: Callable[Concatenate[Connection, P], T],
+        work: Callable[..., T],
         /,
         *args: Any,
         conflicts: bool = False,
@@ -1020,7 +1023,9 @@ class SQLStore:
             sqltables.metadata.create_all(conn)
         for version in range(current + 1, SCHEMA_VERSION + 1) if current else ():
             for statement in sqltables.UPGRADES[version]:
-                conn.execute(text(statement) if isinstance(statement, str) else statement)
+                conn.execute(
+                    text(statement) if isinstance(statement, str) else statement
+                )
         conn.execute(delete(schema_version))
         conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
         log.info(
@@ -1058,7 +1063,9 @@ class SQLStore:
         taken = self._taken(conn, calendar)
         forms = self._forms(calendar)
         same_url = [
-            row for row in taken if row["owner"] == calendar.owner and row["url"] in forms
+            row
+            for row in taken
+            if row["owner"] == calendar.owner and row["url"] in forms
         ]
         if same_url:  # perhaps under the look-up form of an older key
             return self._codec.calendar(same_url[0]), False
@@ -1118,12 +1125,12 @@ class SQLStore:
         old = self._codec.calendar(self._calendar_row(conn, calendar.id, lock=True))
         moved = calendar.url != old.url
         if moved:
-            params = {
+            lookup = {
                 "b_id": calendar.id,
                 "owner": old.owner,
                 "forms": self._codec.url_forms(calendar.url),
             }
-            taken = conn.execute(self._sql.url_taken, params).scalar()
+            taken = conn.execute(self._sql.url_taken, lookup).scalar()
             if taken is not None:
                 raise CalendarExists(
                     f"owner {old.owner!r} already has this URL as calendar "
@@ -1132,7 +1139,7 @@ class SQLStore:
         values = dict(
             zip(CALENDAR_COLUMNS, self._codec.calendar_row(calendar), strict=True)
         )
-        params = {name: values[name] for name in SETTINGS_COLUMNS}
+        params: dict[str, Any] = {name: values[name] for name in SETTINGS_COLUMNS}
         state = old.state
         if moved:  # the next sync fetches and parses afresh
             params.update(etag=None, last_modified=None, body_hash=None)
@@ -1157,7 +1164,9 @@ class SQLStore:
         lease_ttl: timedelta,
     ) -> Lease | None:
         instant = self._backend.instant
-        row = conn.execute(self._sql.claim_one, {"b_id": calendar_id}).mappings().first()
+        row = (
+            conn.execute(self._sql.claim_one, {"b_id": calendar_id}).mappings().first()
+        )
         if row is None:
             raise calendar_not_found(calendar_id)
         held_until = row["lease_expires_at"]
@@ -1199,11 +1208,16 @@ class SQLStore:
             for row in rows
         ]
 
-    def _renew_lease(self, conn: Connection, lease: Lease, expires_at: datetime) -> Lease:
-        row = conn.execute(self._sql.held, _holds(lease)).mappings().first()
+    def _renew_lease(
+        self, conn: Connection, lease: Lease, expires_at: datetime
+    ) -> Lease:
+        row: Any = conn.execute(self._sql.held, _holds(lease)).mappings().first()
         if row is None:
             raise lease_lost(lease)
-        params = {**_holds(lease), "lease_expires_at": self._backend.instant(expires_at)}
+        params = {
+            **_holds(lease),
+            "lease_expires_at": self._backend.instant(expires_at),
+        }
         conn.execute(self._sql.renew_lease, params)
         return attrs.evolve(
             lease, calendar=self._codec.calendar(row), expires_at=expires_at
@@ -1310,7 +1324,10 @@ class SQLStore:
         now: datetime,
         status: NotificationStatus,
     ) -> int:
-        if conn.execute(self._sql.calendar_shared, {"b_id": calendar_id}).first() is None:
+        if (
+            conn.execute(self._sql.calendar_shared, {"b_id": calendar_id}).first()
+            is None
+        ):
             raise calendar_not_found(calendar_id)
         return self._insert_notifications(conn, calendar_id, notifications, now, status)
 
@@ -1330,7 +1347,9 @@ class SQLStore:
             params.update(
                 start=self._instant(window.start), end=self._instant(window.end)
             )
-        return [self._codec.occurrence(row) for row in _fetch_all(conn, statement, params)]
+        return [
+            self._codec.occurrence(row) for row in _fetch_all(conn, statement, params)
+        ]
 
     def _claim_notifications(
         self,
@@ -1419,4 +1438,3 @@ def _execute_many(
     if not rows:
         return 0
     return max(conn.execute(statement, list(rows)).rowcount, 0)
-

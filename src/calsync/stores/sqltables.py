@@ -65,7 +65,7 @@ def key(length: int) -> TypeEngine[str]:
     return Text().with_variant(String(length), *_MYSQL)
 
 
-_TABLE_OPTIONS = {
+_TABLE_OPTIONS: dict[str, Any] = {
     "mysql_engine": "InnoDB",
     "mysql_charset": "utf8mb4",
     "mysql_collate": "utf8mb4_bin",  # compares and sorts by code point, as elsewhere
