@@ -607,7 +607,13 @@ async def crowded(store: Any, url: str, schema: str) -> Any:
 
 
 SQL = statements()
-CLAIM_PARAMS = {"now": T0, "limit": 10, "worker": "w", "expires": T0 + TTL}
+CLAIM_PARAMS = {
+    "now": T0,
+    "limit": 10,
+    "worker": "w",
+    "expires": T0 + TTL,
+    "due_at": T0 + TTL,
+}
 HOT_QUERIES = {
     "claim-requested": ({"calendars_requested"}, SQL.claim_requested, CLAIM_PARAMS),
     "claim-periodic": ({"calendars_due"}, SQL.claim_periodic, CLAIM_PARAMS),

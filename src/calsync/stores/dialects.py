@@ -30,7 +30,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+)
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateSchema
 from sqlalchemy.sql import ColumnElement
@@ -60,6 +66,10 @@ class Backend:
     """The schema (MariaDB: database) that holds the tables; None for the default."""
     workers = 1
     """Threads (and connections) the store runs transactions on."""
+    claims_at_once = False
+    """A claim is one ``UPDATE ... RETURNING`` of the rows a CTE locked."""
+    autocommits = False
+    """A method of one statement runs without BEGIN and COMMIT (two round trips)."""
     attempts = 3
     """How often a transaction runs when the database aborts it for a deadlock."""
 
@@ -288,11 +298,52 @@ class _ServerBackend(Backend):
     def _insert(self, table: Table) -> Any:
         return postgresql.insert(table)
 
+    url = ""
+    """The connection URL as given; its password is masked in every message."""
+    shown = ""
+    """Where the server is: the URL without secrets."""
+
+    @override
+    def error(self, exc: BaseException) -> StoreError:
+        """Name the driver error and its code; quote no values it may carry.
+
+        The server's messages about constraint and data errors quote the
+        values involved (URLs, secrets), so only their class and code are kept.
+        """
+        orig = getattr(exc, "orig", exc)
+        code, _text = self._code_and_text(orig)
+        quotes_values = isinstance(exc, IntegrityError | DataError)
+        detail = "" if code and quotes_values else f": {self._reason(orig)}"
+        transient = isinstance(exc, OperationalError)
+        return (StoreUnavailable if transient else StoreError)(
+            f"{self.kind} ({self.target()}) failed with {type(orig).__name__} "
+            f"[{code or 'no error code'}]{detail}"
+        )
+
+    @override
+    def connect_error(self, exc: BaseException) -> StoreError:
+        return StoreUnavailable(
+            f"cannot connect to {self.kind} at {self.shown}: "
+            f"{self._reason(getattr(exc, 'orig', exc))}; "
+            "check that the server runs and the connection string is right"
+        )
+
+    def _code_and_text(self, orig: BaseException) -> tuple[object, str]:
+        """Return the error code of a driver error and its message."""
+        raise NotImplementedError
+
+    def _reason(self, orig: BaseException) -> str:
+        """Return the first line of a driver message, with any password masked."""
+        lines = self._code_and_text(orig)[1].strip().splitlines()
+        return scrub_secrets(lines[0] if lines else type(orig).__name__, self.url)
+
 
 class PostgresBackend(_ServerBackend):
     """PostgreSQL through psycopg 3; tables in a schema of their own."""
 
     kind = "PostgreSQL"
+    claims_at_once = True
+    autocommits = True
 
     def __init__(self, url: str, schema: str, min_size: int, max_size: int) -> None:
         _require("psycopg", hint=POSTGRES_HINT, store="PostgresStore")
@@ -352,30 +403,8 @@ class PostgresBackend(_ServerBackend):
         )
 
     @override
-    def error(self, exc: BaseException) -> StoreError:
-        from psycopg import errors
-
-        orig = getattr(exc, "orig", exc)
-        sqlstate = getattr(orig, "sqlstate", None)
-        quotes_values = isinstance(orig, errors.IntegrityError | errors.DataError)
-        detail = "" if sqlstate and quotes_values else f": {self._reason(orig)}"
-        transient = isinstance(orig, errors.OperationalError)
-        return (StoreUnavailable if transient else StoreError)(
-            f"PostgreSQL ({self.shown}, schema {self.schema!r}) failed with "
-            f"{type(orig).__name__} [{sqlstate or 'no SQLSTATE'}]{detail}"
-        )
-
-    @override
-    def connect_error(self, exc: BaseException) -> StoreError:
-        return StoreUnavailable(
-            f"cannot connect to PostgreSQL at {self.shown}: "
-            f"{self._reason(getattr(exc, 'orig', exc))}; "
-            "check that the server runs and the connection string is right"
-        )
-
-    def _reason(self, exc: BaseException) -> str:
-        lines = str(exc).strip().splitlines()
-        return scrub_secrets(lines[0] if lines else type(exc).__name__, self.url)
+    def _code_and_text(self, orig: BaseException) -> tuple[object, str]:
+        return getattr(orig, "sqlstate", None), str(orig)
 
 
 class MariaDBBackend(_ServerBackend):
@@ -404,7 +433,8 @@ class MariaDBBackend(_ServerBackend):
                 "the MariaDB URL names no database: add /database to it, or pass schema"
             )
         super().__init__(min_size, max_size)
-        self.url = parsed.set(drivername="mariadb+pymysql").update_query_dict(
+        self.url = url
+        self.engine_url = parsed.set(drivername="mariadb+pymysql").update_query_dict(
             {"charset": "utf8mb4"}
         )
         self.schema = schema
@@ -413,7 +443,6 @@ class MariaDBBackend(_ServerBackend):
             f"{'@' if parsed.username else ''}{parsed.host or 'localhost'}"
             f"{f':{parsed.port}' if parsed.port else ''}/{parsed.database or ''}"
         )
-        self.secret = parsed.password or ""
 
     @override
     def target(self) -> str:
@@ -426,7 +455,7 @@ class MariaDBBackend(_ServerBackend):
     @override
     def engine(self) -> Engine:
         return self._pooled(
-            self.url, isolation_level="READ COMMITTED", pool_recycle=3600
+            self.engine_url, isolation_level="READ COMMITTED", pool_recycle=3600
         )
 
     @override
@@ -468,41 +497,15 @@ class MariaDBBackend(_ServerBackend):
 
     @override
     def retryable(self, exc: DBAPIError) -> bool:
-        return _mysql_code(exc) in (1205, 1213)  # lock wait timeout, deadlock
+        code = self._code_and_text(exc.orig or exc)[0]
+        return code in (1205, 1213)  # lock wait timeout, deadlock
 
     @override
-    def error(self, exc: BaseException) -> StoreError:
-        import pymysql
-
-        orig = getattr(exc, "orig", exc)
-        code = _mysql_code(exc)
-        quotes_values = isinstance(orig, pymysql.IntegrityError | pymysql.DataError)
-        detail = "" if code and quotes_values else f": {self._reason(orig)}"
-        transient = isinstance(orig, pymysql.OperationalError)
-        return (StoreUnavailable if transient else StoreError)(
-            f"MariaDB ({self.target()}) failed with {type(orig).__name__} "
-            f"[{code or 'no error code'}]{detail}"
-        )
-
-    @override
-    def connect_error(self, exc: BaseException) -> StoreError:
-        return StoreUnavailable(
-            f"cannot connect to MariaDB at {self.shown}: "
-            f"{self._reason(getattr(exc, 'orig', exc))}; "
-            "check that the server runs and the URL is right"
-        )
-
-    def _reason(self, exc: BaseException) -> str:
-        args: tuple[Any, ...] = getattr(exc, "args", ())
-        text = str(args[1]) if len(args) > 1 else str(exc)
-        lines = text.strip().splitlines()
-        first = lines[0] if lines else type(exc).__name__
-        return first.replace(self.secret, "***") if self.secret else first
-
-
-def _mysql_code(exc: BaseException) -> int | None:
-    args = getattr(getattr(exc, "orig", exc), "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
+    def _code_and_text(self, orig: BaseException) -> tuple[object, str]:
+        args: tuple[Any, ...] = getattr(orig, "args", ())
+        if len(args) > 1 and isinstance(args[0], int):
+            return args[0], str(args[1])
+        return None, str(orig)
 
 
 # -- helpers --------------------------------------------------------------------

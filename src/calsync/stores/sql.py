@@ -17,8 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 from sqlalchemy import (
@@ -41,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Executable
 
 from calsync.core.errors import (
     CalendarExists,
@@ -86,6 +85,7 @@ from calsync.stores.sqltables import (
 )
 from calsync.stores.store import (
     SCHEMA_VERSION,
+    OpensAndCloses,
     calendar_not_found,
     check_claim,
     check_limit,
@@ -97,7 +97,6 @@ __all__ = ["SQLStore", "Statements"]
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 C, OC, N, R = calendars.c, occurrences.c, notifications.c, job_runs.c
@@ -115,19 +114,16 @@ _OCCURRENCE = [OC[name] for name in OCCURRENCE_COLUMNS]
 _NOTIFICATION = [N[name] for name in NOTIFICATION_COLUMNS]
 _JOB_RUN = [R.job, R.started_at, R.finished_at, R.outcome, R.counts, R.error]
 _OCCURRENCE_KEY = ("calendar_id", "uid", "recurrence_id")
-_NEW_NOTIFICATION = (
-    "id",
-    "calendar_id",
-    "uid",
-    "recurrence_id",
-    "lead",
-    "start_at",
-    "fire_at",
-    "status",
-    "created_at",
-    "due_at",
-    "attempts",
-)
+_NEW_NOTIFICATION = NOTIFICATION_COLUMNS[: NOTIFICATION_COLUMNS.index("attempts") + 1]
+
+
+def _occurrence_of(notification: Any) -> Any:
+    """Match the occurrence of a notification's columns (it may be gone)."""
+    return (
+        (OC.calendar_id == notification.calendar_id)
+        & (OC.uid == notification.uid)
+        & (OC.recurrence_id == notification.recurrence_id)
+    )
 
 
 def _same_occurrence(column: Any) -> Any:
@@ -194,12 +190,12 @@ class Statements:
             select(*claimable, C.lease_expires_at).where(C.id == b("b_id")),
             key_share=True,
         )
-        self.claim_requested = self._claiming(
+        requested = (
             select(*claimable)
             .where(C.sync_requested_at.is_not(None), lease_free)
             .order_by(C.sync_requested_at, bytewise(C.id))
         )
-        self.claim_periodic = self._claiming(
+        periodic = (
             select(*claimable)
             .where(
                 ~C.paused,
@@ -209,16 +205,34 @@ class Statements:
             )
             .order_by(C.next_sync_at, bytewise(C.id))
         )
+        lease = {
+            "lease_worker": b("worker"),
+            "lease_token": C.lease_token + 1,
+            "lease_expires_at": b("expires"),
+            "lease_claimed_at": b("now"),
+        }
         self.take_lease = (
             update(calendars)
-            .where(C.id == b("b_id"))
-            .values(
-                lease_worker=b("worker"),
-                lease_token=C.lease_token + 1,
-                lease_expires_at=b("expires"),
-                lease_claimed_at=b("now"),
-            )
+            .where(C.id.in_(b("b_ids", expanding=True)))
+            .values(**lease)
         )
+        self.claim_requested: Executable = self._claiming(requested)
+        self.claim_periodic: Executable = self._claiming(periodic)
+        if backend.claims_at_once:
+            self.claim_requested, self.claim_periodic = (
+                update(calendars)
+                .where(C.id == due_ids.c.id)
+                .values(**lease)
+                .returning(*claimable, C.sync_requested_at)
+                for due_ids in (
+                    self._materialized(
+                        self._claiming(requested.with_only_columns(C.id))
+                    ),
+                    self._materialized(
+                        self._claiming(periodic.with_only_columns(C.id))
+                    ),
+                )
+            )
         holds = (
             (C.id == b("b_id"))
             & (C.lease_token == b("b_token"))
@@ -334,39 +348,50 @@ class Statements:
                 literal_column("0"),
             ).where(stored_live),
         ).execution_options(preserve_rowcount=True)
-        self.claim_notifications = self._claiming(
-            select(
-                *_NOTIFICATION,
-                N.claim_token,
-                *(OC[name].label(f"o_{name}") for name in OCCURRENCE_COLUMNS),
-            )
-            .select_from(notifications)
-            .outerjoin(
-                occurrences,
-                (OC.calendar_id == N.calendar_id)
-                & (OC.uid == N.uid)
-                & (OC.recurrence_id == N.recurrence_id),
-            )
+        o_columns = [OC[name].label(f"o_{name}") for name in OCCURRENCE_COLUMNS]
+        due = (
+            select(N.id, N.due_at.label("was_due"))
             .where(N.status == PENDING, N.due_at <= b("now"))
-            .order_by(N.due_at, bytewise(N.id)),
-            of=notifications,
+            .order_by(N.due_at, bytewise(N.id))
         )
+        claim = {
+            "claim_worker": b("worker"),
+            "claim_token": N.claim_token + 1,
+            "due_at": b("due_at"),
+            "attempts": N.attempts + 1,
+        }
         self.take_claim = (
             update(notifications)
-            .where(N.id == b("b_id"))
-            .values(
-                claim_worker=b("worker"),
-                claim_token=N.claim_token + 1,
-                due_at=b("due_at"),
-                attempts=N.attempts + 1,
-            )
+            .where(N.id.in_(b("b_ids", expanding=True)))
+            .values(**claim)
         )
+        if backend.claims_at_once:
+            locked = self._materialized(self._claiming(due, of=notifications))
+            claimed = (
+                update(notifications)
+                .where(N.id == locked.c.id)
+                .values(**claim)
+                .returning(*_NOTIFICATION, N.claim_token, locked.c.was_due)
+                .cte("claimed")
+            )
+            self.claim_notifications = (
+                select(claimed, *o_columns)
+                .select_from(claimed.outerjoin(occurrences, _occurrence_of(claimed.c)))
+                .order_by(claimed.c.was_due, bytewise(claimed.c.id))
+            )
+        else:
+            self.claim_notifications = self._claiming(
+                due.with_only_columns(
+                    *_NOTIFICATION, N.claim_token, *o_columns
+                ).outerjoin(occurrences, _occurrence_of(N)),
+                of=notifications,
+            )
         self.mark_delivered = (
             update(notifications)
             .where(N.id == b("b_id"), N.status != DELIVERED)
             .values(status=DELIVERED, delivered_at=b("now"))
         )
-        claimed = (
+        still_claimed = (
             (N.id == b("b_id"))
             & (N.claim_token == b("b_token"))
             & (N.status == PENDING)
@@ -374,7 +399,7 @@ class Statements:
         retry_at = b("retry_at", type_=INSTANT)
         self.mark_failed = (
             update(notifications)
-            .where(claimed)
+            .where(still_claimed)
             .values(
                 last_error=b("error"),
                 due_at=func.coalesce(retry_at, N.due_at),
@@ -383,7 +408,7 @@ class Statements:
         )
         self.release_claim = (
             update(notifications)
-            .where(claimed)
+            .where(still_claimed)
             .values(
                 due_at=b("now"),
                 attempts=N.attempts - 1,
@@ -426,11 +451,20 @@ class Statements:
         return statement.with_for_update(key_share=key_share)
 
     def _claiming(self, statement: Select[Any], of: Any = None) -> Select[Any]:
-        """Claim up to ``limit`` rows; concurrent claimers pass each other by."""
+        """Claim up to ``limit`` rows; concurrent claimers pass each other by.
+
+        A claim locks the rows it chose with SKIP LOCKED; a re-check under the
+        lock drops a row another claim just took.
+        """
         statement = statement.limit(b("limit"))
         if not self.backend.locks_rows:
             return statement
         return statement.with_for_update(skip_locked=True, key_share=of is None, of=of)
+
+    @staticmethod
+    def _materialized(statement: Select[Any]) -> Any:
+        """Return ``statement`` as a CTE run once, before the UPDATE that uses it."""
+        return statement.cte("due").prefix_with("MATERIALIZED")
 
     def list_occurrences(self, *, expired: bool, window: bool) -> Select[Any]:
         """Return the SELECT of a calendar's occurrences, only the filters asked."""
@@ -510,7 +544,7 @@ class Statements:
         return statement.group_by(N.status), params
 
 
-class SQLStore:
+class SQLStore(OpensAndCloses):
     """A `Store` in a SQL database; `SQLiteStore`, `PostgresStore` and `MariaDBStore`.
 
     ``backend`` says which database and how to reach it; ``secret_keys``
@@ -525,6 +559,7 @@ class SQLStore:
         )
         self._sql = Statements(backend)
         self._engine: Engine | None = None
+        self._autocommit: Engine | None = None  # the same pool, without BEGIN
         self._executor: ThreadPoolExecutor | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -552,36 +587,27 @@ class SQLStore:
                 raise self._error(exc, connecting=True) from None
             raise
         self._engine, self._executor = engine, executor
+        if backend.autocommits:
+            self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         log.debug(
             "opened %s store",
             backend.kind,
             extra={"store": repr(self), "schema_version": version},
         )
-        rows = await self._read(_fetch_all, self._sql.secrets, {})
+        rows = await self._read(_fetch_all, self._sql.secrets, {}, single=True)
         warn_clear_secrets(clear_secrets(rows), self._codec.secrets, repr(self))
 
     async def close(self) -> None:
         """Close the connections and stop their threads; the store can be reopened."""
         executor, self._executor = self._executor, None
         engine, self._engine = self._engine, None
+        self._autocommit = None
         if executor is None or engine is None:
             return
         loop = asyncio.get_running_loop()
         closed = loop.run_in_executor(executor, engine.dispose)
         executor.shutdown(wait=False)
         await closed
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def schema_version(self) -> int:
         """Return the schema version stored in the database."""
@@ -622,13 +648,13 @@ class SQLStore:
 
         Raises `CalendarNotFound`.
         """
-        row = await self._read(self._calendar_row, calendar_id, owner)
+        row = await self._read(self._calendar_row, calendar_id, owner, single=True)
         return self._codec.calendar(row)
 
     async def list_calendars(self, *, owner: str | None = None) -> list[Calendar]:
         """Return the calendars of ``owner`` (all if None), oldest first."""
         statement = self._sql.calendars if owner is None else self._sql.calendars_of
-        rows = await self._read(_fetch_all, statement, {"owner": owner})
+        rows = await self._read(_fetch_all, statement, {"owner": owner}, single=True)
         return [self._codec.calendar(row) for row in rows]
 
     async def update_calendar(self, calendar: Calendar) -> Calendar:
@@ -654,7 +680,10 @@ class SQLStore:
         Raises `CalendarNotFound`.
         """
         params = {"b_id": calendar_id, "now": self._instant(now)}
-        if await self._write(_execute, self._sql.request_sync, params) == 0:
+        if (
+            await self._write(_execute, self._sql.request_sync, params, single=True)
+            == 0
+        ):
             raise calendar_not_found(calendar_id)
 
     # -- syncing -------------------------------------------------------------
@@ -687,7 +716,7 @@ class SQLStore:
 
     async def release_lease(self, lease: Lease) -> None:
         """Give a lease back without writing; a lost lease is ignored."""
-        await self._write(_execute, self._sql.release_lease, _holds(lease))
+        await self._write(_execute, self._sql.release_lease, _holds(lease), single=True)
 
     async def apply_sync(
         self, lease: Lease, write: SyncWrite, now: datetime
@@ -719,7 +748,9 @@ class SQLStore:
     ) -> list[tuple[str, Occurrence]]:
         """Return live occurrences of unpaused calendars starting in [start, end)."""
         params = {"start": self._instant(start), "end": self._instant(end)}
-        rows = await self._read(_fetch_all, self._sql.occurrences_starting, params)
+        rows = await self._read(
+            _fetch_all, self._sql.occurrences_starting, params, single=True
+        )
         return [(row["calendar_id"], self._codec.occurrence(row)) for row in rows]
 
     # -- notifications -------------------------------------------------------
@@ -758,7 +789,7 @@ class SQLStore:
         statement, params = self._sql.list_notifications(
             calendar_id=calendar_id, status=status, uid=uid, starts=starts, limit=limit
         )
-        rows = await self._read(_fetch_all, statement, params)
+        rows = await self._read(_fetch_all, statement, params, single=True)
         return [self._codec.notification(row) for row in rows]
 
     async def notification_counts(
@@ -766,7 +797,7 @@ class SQLStore:
     ) -> dict[NotificationStatus, int]:
         """Count notifications by status (every status a key), from an index."""
         statement, params = self._sql.notification_counts(calendar_id, owner)
-        rows = await self._read(_fetch_all, statement, params)
+        rows = await self._read(_fetch_all, statement, params, single=True)
         counts = dict.fromkeys(NotificationStatus, 0)
         counts.update((NotificationStatus(row["status"]), row["n"]) for row in rows)
         return counts
@@ -778,13 +809,18 @@ class SQLStore:
         now = as_aware_utc(now)
         check_claim(limit, worker, lease_ttl)
         return await self._write(
-            self._claim_notifications, now, limit, worker, lease_ttl
+            self._claim_notifications,
+            now,
+            limit,
+            worker,
+            lease_ttl,
+            single=self._backend.claims_at_once,
         )
 
     async def mark_delivered(self, claim: NotificationClaim, now: datetime) -> None:
         """Record a delivery, also when the claim has since expired."""
         params = {"b_id": claim.id, "now": self._instant(now)}
-        await self._write(_execute, self._sql.mark_delivered, params)
+        await self._write(_execute, self._sql.mark_delivered, params, single=True)
 
     async def mark_failed(
         self,
@@ -806,12 +842,17 @@ class SQLStore:
             "error": error,
             "retry_at": None if retry_at is None else self._instant(retry_at),
         }
-        return await self._write(_execute, self._sql.mark_failed, params) == 1
+        return (
+            await self._write(_execute, self._sql.mark_failed, params, single=True) == 1
+        )
 
     async def release_claim(self, claim: NotificationClaim, now: datetime) -> bool:
         """Hand back a claim never attempted: due ``now``, its attempt uncounted."""
         params = {"b_id": claim.id, "b_token": claim.token, "now": self._instant(now)}
-        return await self._write(_execute, self._sql.release_claim, params) == 1
+        return (
+            await self._write(_execute, self._sql.release_claim, params, single=True)
+            == 1
+        )
 
     async def requeue(self, notification_ids: Iterable[str], now: datetime) -> int:
         """Make dead-letter notifications pending again, due ``now``; count them."""
@@ -831,7 +872,7 @@ class SQLStore:
             "counts": self._backend.json(dict(run.counts)),
             "error": run.error,
         }
-        await self._write(_execute, self._sql.record_job_run, values)
+        await self._write(_execute, self._sql.record_job_run, values, single=True)
 
     async def recent_job_runs(
         self, *, job: str | None = None, limit: int = 100
@@ -840,7 +881,9 @@ class SQLStore:
         check_limit(limit)
         sql = self._sql
         statement = sql.recent_job_runs if job is None else sql.recent_runs_of_job
-        rows = await self._read(_fetch_all, statement, {"job": job, "limit": limit})
+        rows = await self._read(
+            _fetch_all, statement, {"job": job, "limit": limit}, single=True
+        )
         return [self._codec.job_run(row) for row in rows]
 
     async def prune(
@@ -864,15 +907,10 @@ class SQLStore:
         return self._backend.instant(as_aware_utc(value))
 
     async def _read(
-        self,
-        work: Callable[Concatenate[Connection, P], T],
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
+        self, work: Callable[..., T], /, *args: Any, single: bool = False
     ) -> T:
-        return await self._submit(
-            False, False, lambda conn: work(conn, *args, **kwargs)
-        )
+        """Run ``work`` in a read transaction (none for ``single`` statement work)."""
+        return await self._submit(False, False, single, lambda conn: work(conn, *args))
 
     async def _write(
         self,
@@ -880,16 +918,25 @@ class SQLStore:
         /,
         *args: Any,
         conflicts: bool = False,
+        single: bool = False,
     ) -> T:
         """Run ``work`` in a write transaction.
 
         With ``conflicts``, a unique-key conflict with a racing transaction runs
-        ``work`` again (it then sees the other's row).
+        ``work`` again (it then sees the other's row). ``single`` work is one
+        statement, atomic on its own: where the backend allows, it runs without
+        BEGIN and COMMIT, which saves two round trips.
         """
-        return await self._submit(True, conflicts, lambda conn: work(conn, *args))
+        return await self._submit(
+            True, conflicts, single, lambda conn: work(conn, *args)
+        )
 
     async def _submit(
-        self, write: bool, conflicts: bool, work: Callable[[Connection], T]
+        self,
+        write: bool,
+        conflicts: bool,
+        single: bool,
+        work: Callable[[Connection], T],
     ) -> T:
         executor, engine = self._executor, self._engine
         if executor is None or engine is None:
@@ -897,6 +944,8 @@ class SQLStore:
                 f"the {self._backend.kind} store at {self._backend.target()} is "
                 "closed: use `async with store` or call open() first"
             )
+        if single and self._autocommit is not None:
+            engine, write = self._autocommit, False
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
@@ -1172,7 +1221,10 @@ class SQLStore:
         held_until = row["lease_expires_at"]
         if held_until is not None and held_until > instant(now):
             return None
-        return self._take_leases(conn, [row], now, worker, lease_ttl)[0]
+        expires_at = now + lease_ttl
+        params = {"worker": worker, "expires": instant(expires_at), "now": instant(now)}
+        self._take_leases(conn, [row], params)
+        return self._leases([row], worker, expires_at, taken=False)[0]
 
     def _claim_calendars(
         self,
@@ -1182,29 +1234,43 @@ class SQLStore:
         worker: str,
         lease_ttl: timedelta,
     ) -> list[Lease]:
-        params = {"now": self._backend.instant(now), "limit": limit}
+        instant, at_once = self._backend.instant, self._backend.claims_at_once
+        expires_at = now + lease_ttl
+        params = {
+            "now": instant(now),
+            "limit": limit,
+            "worker": worker,
+            "expires": instant(expires_at),
+        }
         rows = _fetch_all(conn, self._sql.claim_requested, params)
+        if at_once:  # UPDATE ... RETURNING returns the rows in no order
+            rows.sort(key=lambda row: (row["sync_requested_at"], row["id"]))
         if len(rows) < limit:
             params["limit"] = limit - len(rows)
-            rows += _fetch_all(conn, self._sql.claim_periodic, params)
-        return self._take_leases(conn, rows, now, worker, lease_ttl)
+            periodic = _fetch_all(conn, self._sql.claim_periodic, params)
+            if at_once:
+                periodic.sort(key=lambda row: (row["next_sync_at"], row["id"]))
+            rows += periodic
+        if not at_once:
+            self._take_leases(conn, rows, params)
+        return self._leases(rows, worker, expires_at, taken=at_once)
 
     def _take_leases(
-        self,
-        conn: Connection,
-        rows: Sequence[Any],
-        now: datetime,
-        worker: str,
-        lease_ttl: timedelta,
+        self, conn: Connection, rows: Sequence[Any], params: dict[str, Any]
+    ) -> None:
+        if rows:  # one statement for the batch
+            ids = [row["id"] for row in rows]
+            conn.execute(self._sql.take_lease, {**params, "b_ids": ids})
+
+    def _leases(
+        self, rows: Sequence[Any], worker: str, expires_at: datetime, *, taken: bool
     ) -> list[Lease]:
-        instant = self._backend.instant
-        expires_at = now + lease_ttl
-        take = {"worker": worker, "expires": instant(expires_at), "now": instant(now)}
-        _execute_many(
-            conn, self._sql.take_lease, [{**take, "b_id": row["id"]} for row in rows]
-        )
+        """Return the leases of claimed rows (``taken``: with their new token)."""
+        bump = 0 if taken else 1
         return [
-            Lease(self._codec.calendar(row), worker, row["lease_token"] + 1, expires_at)
+            Lease(
+                self._codec.calendar(row), worker, row["lease_token"] + bump, expires_at
+            )
             for row in rows
         ]
 
@@ -1359,24 +1425,28 @@ class SQLStore:
         worker: str,
         lease_ttl: timedelta,
     ) -> list[NotificationClaim]:
-        instant = self._backend.instant
-        params = {"now": instant(now), "limit": limit}
-        rows = _fetch_all(conn, self._sql.claim_notifications, params)
+        instant, at_once = self._backend.instant, self._backend.claims_at_once
         expires_at = now + lease_ttl
         due_at = instant(expires_at)
-        _execute_many(
-            conn,
-            self._sql.take_claim,
-            [{"worker": worker, "due_at": due_at, "b_id": row["id"]} for row in rows],
-        )
+        params = {
+            "now": instant(now),
+            "limit": limit,
+            "worker": worker,
+            "due_at": due_at,
+        }
+        rows = _fetch_all(conn, self._sql.claim_notifications, params)
+        if rows and not at_once:  # one statement for the batch
+            ids = [row["id"] for row in rows]
+            conn.execute(self._sql.take_claim, {**params, "b_ids": ids})
+        bump = 0 if at_once else 1
         return [
             NotificationClaim(
                 record=self._codec.notification(
-                    {**row, "due_at": due_at, "attempts": row["attempts"] + 1}
+                    {**row, "due_at": due_at, "attempts": row["attempts"] + bump}
                 ),
                 occurrence=self._codec.joined_occurrence(row),
                 worker=worker,
-                token=row["claim_token"] + 1,
+                token=row["claim_token"] + bump,
                 expires_at=expires_at,
             )
             for row in rows

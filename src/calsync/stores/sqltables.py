@@ -73,6 +73,21 @@ _TABLE_OPTIONS: dict[str, Any] = {
 
 metadata = MetaData()
 
+
+def _occurrence_key() -> tuple[Column[str], ...]:
+    """Return the columns naming an occurrence: its calendar, UID and RECURRENCE-ID."""
+    return (
+        Column(
+            "calendar_id",
+            key(191),
+            ForeignKey("calendars.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        Column("uid", key(500), nullable=False),
+        Column("recurrence_id", key(64), nullable=False),
+    )
+
+
 schema_version = Table(
     "schema_version", metadata, Column("version", INT, nullable=False), **_TABLE_OPTIONS
 )
@@ -132,14 +147,7 @@ Index(
 occurrences = Table(
     "occurrences",
     metadata,
-    Column(
-        "calendar_id",
-        key(191),
-        ForeignKey("calendars.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
-    Column("uid", key(500), nullable=False),
-    Column("recurrence_id", key(64), nullable=False),
+    *_occurrence_key(),
     Column("start_at", INSTANT, nullable=False),
     Column("end_at", INSTANT, nullable=False),
     Column("all_day", FLAG, nullable=False),
@@ -173,14 +181,7 @@ notifications = Table(
     "notifications",
     metadata,
     Column("id", key(64), nullable=False),
-    Column(
-        "calendar_id",
-        key(191),
-        ForeignKey("calendars.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
-    Column("uid", key(500), nullable=False),
-    Column("recurrence_id", key(64), nullable=False),
+    *_occurrence_key(),
     Column("lead", BIGINT, nullable=False),
     Column("start_at", INSTANT, nullable=False),
     Column("fire_at", INSTANT, nullable=False),
