@@ -67,18 +67,17 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def compiled(statement: Any, schema: str) -> str:
-    """The SQL text the store sends for ``statement`` on ``schema``."""
+def compiled(statement: Any, schema: str, params: Any) -> tuple[str, Any]:
+    """The SQL text the store sends for ``statement`` on ``schema``, its parameters."""
     from sqlalchemy.dialects.postgresql import psycopg as dialect
 
-    return str(
-        statement.compile(
-            dialect=dialect.dialect(),
-            schema_translate_map={None: schema},
-            render_schema_translate=True,
-            compile_kwargs={"render_postcompile": True},
-        )
+    done = statement.compile(
+        dialect=dialect.dialect(),
+        schema_translate_map={None: schema},
+        render_schema_translate=True,
+        compile_kwargs={"render_postcompile": True},
     )
+    return str(done), done.construct_params(params)
 
 
 def statements() -> Any:
@@ -640,7 +639,7 @@ async def test_hot_queries_are_index_lookups(
 ) -> None:
     problems = {}
     for name, (indexes, statement, params) in HOT_QUERIES.items():
-        nodes = await explain(url, compiled(statement, schema), params)
+        nodes = await explain(url, *compiled(statement, schema, params))
         used = {node.get("Index Name") for node in nodes}
         scanned = {
             node.get("Relation Name")
@@ -705,7 +704,7 @@ async def test_schema_2_queries_are_index_lookups(
     crowded: Any, url: str, schema: str, name: str
 ) -> None:
     indexes, (statement, params) = SCHEMA_2_QUERIES[name]
-    nodes = await explain(url, compiled(statement, schema), params)
+    nodes = await explain(url, *compiled(statement, schema, params))
     used = {node.get("Index Name") for node in nodes}
     scanned = [node for node in nodes if node["Node Type"] == "Seq Scan"]
     assert used & indexes, used
@@ -719,7 +718,7 @@ async def test_counting_every_notification_reads_only_the_status_index(
     # autovacuum keeps it), it reads the index alone, never the table.
     await sql(url, f"VACUUM (ANALYZE) {quote_ident(schema)}.notifications")
     statement, params = SQL.notification_counts(None)
-    nodes = await explain(url, compiled(statement, schema), params)
+    nodes = await explain(url, *compiled(statement, schema, params))
     assert [
         node.get("Index Name") for node in nodes if "Scan" in node["Node Type"]
     ] == ["notifications_by_status"]
