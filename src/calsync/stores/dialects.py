@@ -72,6 +72,8 @@ class Backend:
     """A method of one statement runs without BEGIN and COMMIT (two round trips)."""
     attempts = 3
     """How often a transaction runs when the database aborts it for a deadlock."""
+    driver_errors: tuple[type[Exception], ...] = ()
+    """Driver errors raised past SQLAlchemy (statements run on the raw connection)."""
 
     def engine(self) -> Engine:
         """Return a new engine for this database."""
@@ -184,6 +186,7 @@ class SQLiteBackend(Backend):
 
     kind = "SQLite"
     locks_rows = False
+    driver_errors = (sqlite3.Error,)
 
     def __init__(self, path: str | os.PathLike[str], busy_timeout: timedelta) -> None:
         if busy_timeout < timedelta(0):
@@ -219,20 +222,20 @@ class SQLiteBackend(Backend):
 
     @override
     def begin(self, conn: Connection, write: bool) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # On the driver's connection: SQLAlchemy sees one statement less.
+        _sqlite(conn).execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
     @override
     def commit(self, conn: Connection) -> None:
-        conn.exec_driver_sql("COMMIT")
-        conn.commit()
+        _sqlite(conn).execute("COMMIT")
 
     @override
     def rollback(self, conn: Connection) -> None:
-        raw = conn.connection.dbapi_connection
-        if raw is not None and raw.in_transaction:  # else SQLite rolled back itself
+        raw = _sqlite(conn)
+        if raw.in_transaction:  # else SQLite rolled back by itself (disk full)
             try:
-                conn.exec_driver_sql("ROLLBACK")
-            except DBAPIError:
+                raw.execute("ROLLBACK")
+            except sqlite3.Error:
                 log.exception("rolling back a failed SQLite transaction failed")
         conn.rollback()
 
@@ -265,6 +268,12 @@ class SQLiteBackend(Backend):
             f"the SQLite store at {self.path} failed: {orig}; the transaction "
             "was rolled back"
         )
+
+
+def _sqlite(conn: Connection) -> sqlite3.Connection:
+    """Return the sqlite3 connection under ``conn``."""
+    raw: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+    return raw
 
 
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:

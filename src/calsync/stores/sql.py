@@ -37,6 +37,7 @@ from sqlalchemy import (
     select,
     text,
     true,
+    tuple_,
     update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
@@ -114,6 +115,8 @@ _OCCURRENCE = [OC[name] for name in OCCURRENCE_COLUMNS]
 _NOTIFICATION = [N[name] for name in NOTIFICATION_COLUMNS]
 _JOB_RUN = [R.job, R.started_at, R.finished_at, R.outcome, R.counts, R.error]
 _OCCURRENCE_KEY = ("calendar_id", "uid", "recurrence_id")
+_BATCH = 500
+"""Keys per statement of a batched write: far below every database's bind limit."""
 _NEW_NOTIFICATION = NOTIFICATION_COLUMNS[: NOTIFICATION_COLUMNS.index("attempts") + 1]
 
 
@@ -292,10 +295,12 @@ class Statements:
 
         # -- notifications --
         live = occurrences.alias("o")
+        # One statement per batch of occurrences, not one per occurrence.
         self.cancel_stale = (
             update(notifications)
             .where(
-                _same_occurrence(N),
+                N.calendar_id == b("b_calendar"),
+                tuple_(N.uid, N.recurrence_id).in_(b("b_keys", expanding=True)),
                 N.status == PENDING,
                 ~exists().where(
                     live.c.calendar_id == N.calendar_id,
@@ -558,6 +563,11 @@ class SQLStore(OpensAndCloses):
             backend.instant, backend.from_instant, secrets=SecretBox(secret_keys)
         )
         self._sql = Statements(backend)
+        self._failures: tuple[type[Exception], ...] = (
+            SQLAlchemyError,
+            *backend.driver_errors,
+        )
+        """What a failing statement raises: SQLAlchemy's errors and the driver's."""
         self._engine: Engine | None = None
         self._autocommit: Engine | None = None  # the same pool, without BEGIN
         self._executor: ThreadPoolExecutor | None = None
@@ -583,7 +593,7 @@ class SQLStore(OpensAndCloses):
             version = await loop.run_in_executor(executor, self._migrate, engine)
         except BaseException as exc:
             executor.shutdown(wait=False)
-            if isinstance(exc, SQLAlchemyError):
+            if isinstance(exc, self._failures):
                 raise self._error(exc, connecting=True) from None
             raise
         self._engine, self._executor = engine, executor
@@ -951,7 +961,7 @@ class SQLStore(OpensAndCloses):
             return await loop.run_in_executor(
                 executor, self._transaction, engine, write, conflicts, work
             )
-        except SQLAlchemyError as exc:
+        except self._failures as exc:
             raise self._error(exc) from None
 
     def _transaction(
@@ -989,7 +999,9 @@ class SQLStore(OpensAndCloses):
                     raise
                 return result
 
-    def _error(self, exc: SQLAlchemyError, *, connecting: bool = False) -> StoreError:
+    def _error(self, exc: BaseException, *, connecting: bool = False) -> StoreError:
+        if isinstance(exc, self._backend.driver_errors):
+            return self._backend.error(exc)
         if not isinstance(exc, DBAPIError):
             return StoreError(
                 f"the {self._backend.kind} store at {self._backend.target()} "
@@ -1015,7 +1027,7 @@ class SQLStore(OpensAndCloses):
         while True:
             try:
                 return self._migrate_once(engine)
-            except DBAPIError as exc:
+            except self._failures as exc:
                 busy = isinstance(backend, SQLiteBackend) and backend.busy(exc)
                 if not busy or time.monotonic() >= deadline:
                     engine.dispose()
@@ -1338,13 +1350,14 @@ class SQLStore(OpensAndCloses):
         )
         touched = {(o.key.uid, o.key.recurrence_id) for o in changes.removed}
         touched.update((key.uid, key.recurrence_id) for key in upserts)
-        return _execute_many(
-            conn,
-            self._sql.cancel_stale,
-            [
-                {"b_calendar": calendar_id, "b_uid": uid, "b_rid": rid}
-                for uid, rid in sorted(touched)
-            ],
+        keys = sorted(touched)
+        return sum(
+            _execute(
+                conn,
+                self._sql.cancel_stale,
+                {"b_calendar": calendar_id, "b_keys": keys[start : start + _BATCH]},
+            )
+            for start in range(0, len(keys), _BATCH)
         )
 
     def _identity(self, calendar_id: str, notification: Notification) -> dict[str, Any]:
@@ -1494,8 +1507,13 @@ def _key(calendar_id: str, occurrence: Occurrence) -> dict[str, str]:
     }
 
 
-def _fetch_all(conn: Connection, statement: Any, params: dict[str, Any]) -> list[Any]:
-    return list(conn.execute(statement, params).mappings())
+def _fetch_all(
+    conn: Connection, statement: Any, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Return the rows as dicts: the codec reads each row by name many times."""
+    result = conn.execute(statement, params)
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result.all()]
 
 
 def _execute(conn: Connection, statement: Any, params: dict[str, Any]) -> int:
