@@ -434,7 +434,7 @@ def compiled(statement: object, params: dict[str, object]) -> tuple[str, object]
         ),
         pytest.param(
             SQL.cancel_stale,
-            {"b_calendar": "c", "b_keys": [("u", ""), ("v", "")]},
+            {"b_calendar": "c", "b_uid": "u", "b_rid": ""},
             id="cancel-stale",
         ),
         pytest.param(SQL.claim_one, {"b_id": "c"}, id="claim-one"),

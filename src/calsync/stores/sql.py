@@ -37,7 +37,6 @@ from sqlalchemy import (
     select,
     text,
     true,
-    tuple_,
     update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
@@ -115,8 +114,6 @@ _OCCURRENCE = [OC[name] for name in OCCURRENCE_COLUMNS]
 _NOTIFICATION = [N[name] for name in NOTIFICATION_COLUMNS]
 _JOB_RUN = [R.job, R.started_at, R.finished_at, R.outcome, R.counts, R.error]
 _OCCURRENCE_KEY = ("calendar_id", "uid", "recurrence_id")
-_BATCH = 500
-"""Keys per statement of a batched write: far below every database's bind limit."""
 _NEW_NOTIFICATION = NOTIFICATION_COLUMNS[: NOTIFICATION_COLUMNS.index("attempts") + 1]
 
 
@@ -295,12 +292,10 @@ class Statements:
 
         # -- notifications --
         live = occurrences.alias("o")
-        # One statement per batch of occurrences, not one per occurrence.
         self.cancel_stale = (
             update(notifications)
             .where(
-                N.calendar_id == b("b_calendar"),
-                tuple_(N.uid, N.recurrence_id).in_(b("b_keys", expanding=True)),
+                _same_occurrence(N),
                 N.status == PENDING,
                 ~exists().where(
                     live.c.calendar_id == N.calendar_id,
@@ -1350,14 +1345,13 @@ class SQLStore(OpensAndCloses):
         )
         touched = {(o.key.uid, o.key.recurrence_id) for o in changes.removed}
         touched.update((key.uid, key.recurrence_id) for key in upserts)
-        keys = sorted(touched)
-        return sum(
-            _execute(
-                conn,
-                self._sql.cancel_stale,
-                {"b_calendar": calendar_id, "b_keys": keys[start : start + _BATCH]},
-            )
-            for start in range(0, len(keys), _BATCH)
+        return _execute_many(
+            conn,
+            self._sql.cancel_stale,
+            [
+                {"b_calendar": calendar_id, "b_uid": uid, "b_rid": rid}
+                for uid, rid in sorted(touched)
+            ],
         )
 
     def _identity(self, calendar_id: str, notification: Notification) -> dict[str, Any]:
