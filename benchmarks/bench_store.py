@@ -1,8 +1,9 @@
 """How the hot store queries scale with the number of stored occurrences.
 
-For SQLite and PostgreSQL, with 10k, 100k and 1M occurrences loaded through the
-public Store API into 200 calendars (one of them 5,000 occurrences, the rest
-share the remainder), the median of N runs of:
+For SQLite, PostgreSQL and MariaDB (one `SQLStore`, three backends), with 10k,
+100k and 1M occurrences loaded through the public Store API into 200 calendars
+(one of them 5,000 occurrences, the rest share the remainder), the median of N
+runs of:
 
   (a) claim_due_calendars while 10 calendars are due,
   (b) claim_notifications at a `now` where 50 of many pending ones are due,
@@ -11,8 +12,11 @@ share the remainder), the median of N runs of:
 Target: (a) and (b) grow at most 2x from 10k to 1M (index lookups, not scans).
 
     python benchmarks/bench_store.py [--sizes 10000,100000,1000000] [--runs 15]
+        [--backends sqlite,postgres,mariadb]
 
-PostgreSQL is measured when CALSYNC_TEST_POSTGRES_URL (or --postgres) is set.
+PostgreSQL is measured when CALSYNC_TEST_POSTGRES_URL (or --postgres) is set,
+MariaDB when CALSYNC_TEST_MARIADB_URL (or --mariadb) is. The table prints the
+backends side by side, with the load time of each size.
 """
 
 from __future__ import annotations
@@ -40,6 +44,13 @@ from calsync import (
 )
 from calsync.core import ChangeSet, OccurrenceKey
 from calsync.stores import SyncState, SyncWrite
+
+try:
+    from calsync.stores import MariaDBStore
+except ImportError:  # a calsync from before the one SQL store
+    MariaDBStore = None  # type: ignore[assignment,misc]
+
+OPERATIONS = ("claim_due_calendars", "claim_notifications", "apply_1pct", "load_s")
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CALENDARS = 200
@@ -173,31 +184,51 @@ async def bench_backend(
                 f"  {name}: loaded {size:,} occurrences in {loaded:.1f} s", flush=True
             )
             results[size] = await measure(store, calendar_ids, now, runs)
+            results[size]["load_s"] = loaded / 1000  # printed in seconds
         await cleanup(name, store)
     return results
 
 
 async def cleanup(name: str, store: Store) -> None:
+    schema = getattr(store, "schema", None)
     if name == "postgres":
         import psycopg
 
         async with await psycopg.AsyncConnection.connect(
             os.environ["CALSYNC_TEST_POSTGRES_URL"], autocommit=True
         ) as conn:
-            schema = store.schema  # type: ignore[attr-defined]
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    if name == "mariadb":
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        url = make_url(os.environ["CALSYNC_TEST_MARIADB_URL"])
+        engine = create_engine(url.set(drivername="mysql+pymysql"))
+        with engine.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{schema}`"))
+        engine.dispose()
 
 
-def table(name: str, results: dict[int, dict[str, float]]) -> None:
-    sizes = sorted(results)
-    print(f"\n{name}: median ms per call")
-    header = f"{'operation':<22}" + "".join(f"{s:>12,}" for s in sizes)
-    print(header + f"{'growth':>10}")
-    for op in ("claim_due_calendars", "claim_notifications", "apply_1pct"):
-        cells = "".join(f"{results[s][op] * 1000:>12.2f}" for s in sizes)
-        growth = results[sizes[-1]][op] / results[sizes[0]][op]
-        target = " (<= 2x)" if op != "apply_1pct" else ""
-        print(f"{op:<22}{cells}{growth:>9.2f}x{target}")
+def table(results: dict[str, dict[int, dict[str, float]]]) -> None:
+    """Print the backends side by side: median ms per call, and load seconds."""
+    names = list(results)
+    sizes = sorted({size for by_size in results.values() for size in by_size})
+    print("\nmedian ms per call (load_s: seconds to load), growth from smallest")
+    print(f"{'operation':<22}{'size':>10}" + "".join(f"{n:>12}" for n in names))
+    for op in OPERATIONS:
+        for size in sizes:
+            cells = "".join(
+                f"{results[n][size][op] * 1000:>12.2f}" if size in results[n] else ""
+                for n in names
+            )
+            print(f"{op:<22}{size:>10,}{cells}")
+        if op != "load_s" and len(sizes) > 1:
+            growth = "".join(
+                f"{results[n][sizes[-1]][op] / results[n][sizes[0]][op]:>11.2f}x"
+                for n in names
+            )
+            target = " (<= 2x)" if op != "apply_1pct" else ""
+            print(f"{'  growth':<32}{growth}{target}")
 
 
 async def main() -> None:
@@ -207,16 +238,21 @@ async def main() -> None:
     parser.add_argument(
         "--postgres", default=os.environ.get("CALSYNC_TEST_POSTGRES_URL")
     )
+    parser.add_argument("--mariadb", default=os.environ.get("CALSYNC_TEST_MARIADB_URL"))
+    parser.add_argument("--backends", default="sqlite,postgres,mariadb")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    wanted = args.backends.split(",")
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         counter = iter(range(1000))
 
         def sqlite() -> Store:
             return SQLiteStore(Path(tmp) / f"bench-{next(counter)}.db")
 
-        results = {"sqlite": await bench_backend("sqlite", sqlite, sizes, args.runs)}
-    if args.postgres:
+        if "sqlite" in wanted:
+            results["sqlite"] = await bench_backend("sqlite", sqlite, sizes, args.runs)
+    if args.postgres and "postgres" in wanted:
         os.environ["CALSYNC_TEST_POSTGRES_URL"] = args.postgres
 
         def postgres() -> Store:
@@ -226,8 +262,15 @@ async def main() -> None:
         results["postgres"] = await bench_backend(
             "postgres", postgres, sizes, args.runs
         )
-    for name, backend_results in results.items():
-        table(name, backend_results)
+    if args.mariadb and "mariadb" in wanted and MariaDBStore is not None:
+        os.environ["CALSYNC_TEST_MARIADB_URL"] = args.mariadb
+
+        def mariadb() -> Store:
+            schema = f"calsync_bench_{uuid.uuid4().hex[:8]}"
+            return MariaDBStore(args.mariadb, schema=schema)
+
+        results["mariadb"] = await bench_backend("mariadb", mariadb, sizes, args.runs)
+    table(results)
 
 
 if __name__ == "__main__":

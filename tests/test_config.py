@@ -349,7 +349,11 @@ ENV_ERRORS = [
         "engine.late_grac",
         "did you mean 'late_grace'",
     ),
-    ({"CALSYNC_STORE_URL": "mysql://u:pa55w0rd@db/x"}, "store.url", "mysql://***@db/x"),
+    (
+        {"CALSYNC_STORE_URL": "mongodb://u:pa55w0rd@db/x"},
+        "store.url",
+        "mongodb://***@db/x",
+    ),
     ({"CALSYNC_CALENDARS_URL": "https://x.example"}, "calendars", "config file"),
     ({"SYNC_INTERVAL_MINUTES": "0"}, "SYNC_INTERVAL_MINUTES", "whole number > 0"),
     ({"NOTIFY_INTERVAL_SECONDS": "1m"}, "NOTIFY_INTERVAL_SECONDS", "'1m'"),

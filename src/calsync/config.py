@@ -280,11 +280,17 @@ def _store_url(value: object) -> str:
         return text
     if text.startswith(("postgresql://", "postgres://")) or is_conninfo(text):
         return text
+    if text.startswith(_MARIADB_SCHEMES):
+        return text
     raise _Invalid(
         "expected 'sqlite:///calsync.db' (a file, relative to the working "
         "directory; 'sqlite:////abs/path.db' for an absolute path), "
-        "'postgresql://user@host/db' (or 'host=... dbname=...') or 'memory:'"
+        "'postgresql://user@host/db' (or 'host=... dbname=...'), "
+        "'mysql://user@host/db' (MariaDB) or 'memory:'"
     )
+
+
+_MARIADB_SCHEMES = ("mysql://", "mariadb://", "mysql+pymysql://", "mariadb+pymysql://")
 
 
 def _sqlite_path(url: str) -> str | None:
@@ -936,6 +942,12 @@ def open_store(config: Config) -> Store:
         from calsync.stores.sqlite import SQLiteStore
 
         return SQLiteStore(path, secret_keys=config.store.secret_keys)
+    if url.startswith(_MARIADB_SCHEMES):
+        from calsync.stores.mariadb import MariaDBStore
+
+        return MariaDBStore(
+            url, schema=config.store.schema, secret_keys=config.store.secret_keys
+        )
     from calsync.stores.postgres import PostgresStore
 
     return PostgresStore(

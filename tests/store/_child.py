@@ -1,8 +1,9 @@
 """A store client run as its own OS process by the concurrency and crash tests.
 
 Usage: python _child.py BACKEND TARGET MODE WORKER
-BACKEND is "sqlite" (TARGET a file path) or "postgres" (TARGET a schema name, the
-server from CALSYNC_TEST_POSTGRES_URL). It prints one JSON object per line.
+BACKEND is "sqlite" (TARGET a file path), "postgres" or "mariadb" (TARGET a schema
+name, the server from CALSYNC_TEST_POSTGRES_URL or CALSYNC_TEST_MARIADB_URL).
+It prints one JSON object per line.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from calsync import Occurrence, PostgresStore, SQLiteStore, Store
 from calsync.core import ChangeSet, LeaseLost, OccurrenceKey
-from calsync.stores import SyncState, SyncWrite
+from calsync.stores import MariaDBStore, SyncState, SyncWrite
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LONG = timedelta(hours=1)
@@ -24,6 +25,8 @@ LONG = timedelta(hours=1)
 def open_store(backend: str, target: str) -> Store:
     if backend == "sqlite":
         return SQLiteStore(target)
+    if backend == "mariadb":
+        return MariaDBStore(os.environ["CALSYNC_TEST_MARIADB_URL"], schema=target)
     return PostgresStore(os.environ["CALSYNC_TEST_POSTGRES_URL"], schema=target)
 
 

@@ -33,6 +33,8 @@ from .conftest import (
 psycopg = pytest.importorskip("psycopg")
 postgres = pytest.importorskip("calsync.stores.postgres")
 PostgresStore = postgres.PostgresStore
+sql_module = pytest.importorskip("calsync.stores.sql")
+sqltables = pytest.importorskip("calsync.stores.sqltables")
 
 TTL = timedelta(minutes=5)
 TABLES = {"schema_version", "calendars", "occurrences", "notifications", "job_runs"}
@@ -58,6 +60,31 @@ async def schema(url: str) -> AsyncIterator[str]:
 async def store(url: str, schema: str) -> AsyncIterator[Any]:
     async with PostgresStore(url, schema=schema) as opened:
         yield opened
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted PostgreSQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def compiled(statement: Any, schema: str, params: Any) -> tuple[str, Any]:
+    """The SQL text the store sends for ``statement`` on ``schema``, its parameters."""
+    from sqlalchemy.dialects.postgresql import psycopg as dialect
+
+    done = statement.compile(
+        dialect=dialect.dialect(),
+        schema_translate_map={None: schema},
+        render_schema_translate=True,
+        compile_kwargs={"render_postcompile": True},
+    )
+    return str(done), done.construct_params(params)
+
+
+def statements() -> Any:
+    """The store's statements, built for PostgreSQL."""
+    from calsync.stores.dialects import PostgresBackend
+
+    return sql_module.Statements(PostgresBackend("postgresql://x@h/d", "x", 1, 1))
 
 
 async def sql(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -125,7 +152,7 @@ async def test_schema_name_is_quoted_never_spliced_into_sql(url: str) -> None:
         )
         assert count == len(TABLES)
     finally:
-        await sql(url, f"DROP SCHEMA IF EXISTS {postgres._quote(hostile)} CASCADE")
+        await sql(url, f"DROP SCHEMA IF EXISTS {quote_ident(hostile)} CASCADE")
 
 
 async def test_new_schema_records_the_current_version_once(
@@ -162,12 +189,13 @@ async def test_an_older_schema_is_migrated_in_order(
 ) -> None:
     async with PostgresStore(url, schema=schema):
         pass
+    from sqlalchemy import Column, MetaData, Table, Text
+
     following = SCHEMA_VERSION + 1
-    step = ("ALTER TABLE {s}.calendars ADD COLUMN colour text",)
-    monkeypatch.setattr(
-        postgres, "MIGRATIONS", (*postgres.MIGRATIONS, (following, step))
-    )
-    monkeypatch.setattr(postgres, "SCHEMA_VERSION", following)
+    colour = Table("calendars", MetaData(), Column("colour", Text)).c.colour
+    step = (sqltables.AddColumn(colour),)
+    monkeypatch.setitem(sqltables.UPGRADES, following, step)
+    monkeypatch.setattr(sql_module, "SCHEMA_VERSION", following)
     async with PostgresStore(url, schema=schema) as store:
         assert await store.schema_version() == following
     rows = await sql(
@@ -207,7 +235,7 @@ async def test_a_version_1_schema_is_migrated_to_2_with_its_data(
         assert await store.add_notifications(cal.id, [reminder], T0) == 1
         before = await store.get_calendar(cal.id)
     # Take away what version 2 added: the schema a calsync on version 1 left.
-    quoted = postgres._quote(schema)
+    quoted = quote_ident(schema)
     for index in ("by_status", "by_start", "by_uid"):
         await sql(url, f"DROP INDEX {quoted}.notifications_{index}")
     await sql(url, f"DROP INDEX {quoted}.job_runs_by_job")
@@ -244,6 +272,58 @@ async def test_a_version_1_schema_is_migrated_to_2_with_its_data(
         await drop_schema(fresh)
     assert migrated_columns == fresh_columns
     assert migrated_indexes == fresh_indexes
+
+
+@pytest.mark.parametrize("version", [2, 3])
+async def test_a_schema_of_an_older_calsync_upgrades_in_place(
+    url: str, schema: str, version: int
+) -> None:
+    from . import legacy_postgres
+
+    name = quote_ident(schema)
+    await sql(url, f"CREATE SCHEMA {name}")
+    for step, statements in legacy_postgres.MIGRATIONS:
+        for statement in statements if step <= version else ():
+            await sql(url, statement.replace("{s}", name))
+    await sql(url, f"INSERT INTO {name}.schema_version VALUES (%s)", (version,))
+    await sql(
+        url,
+        f"""
+        INSERT INTO {name}.calendars (id, owner, url, schedule, leads, window_past,
+            horizon, use_alarms, paused, created_at, next_sync_at, circuit, etag)
+        VALUES ('old', 'default', 'https://feeds.example/old.ics', 'every 15m',
+            '[600000000]', 86400000000, 7776000000000, false, false, %(t0)s,
+            %(t0)s, 'closed', '"v1"')
+        """,
+        {"t0": T0},
+    )
+    occ = occurrence("a", T0 + timedelta(hours=1))
+    async with PostgresStore(url, schema=schema) as store:
+        assert await store.schema_version() == SCHEMA_VERSION
+        old = await store.get_calendar("old")
+        assert (old.url, old.state.etag, old.leads) == (
+            "https://feeds.example/old.ics",
+            '"v1"',
+            (10 * MINUTE,),
+        )
+        [lease] = await store.claim_due_calendars(
+            T0, limit=1, worker="w", lease_ttl=TTL
+        )
+        reminder = Notification(key=occ.key, lead=10 * MINUTE, start=occ.start)
+        write = SyncWrite(
+            state=SyncState(etag='"v2"'),
+            changes=ChangeSet(added=(occ,)),
+            create=(reminder,),
+        )
+        assert (await store.apply_sync(lease, write, T0)).created == 1
+        assert await store.list_occurrences("old") == [occ]
+    fresh = fresh_schema()
+    try:
+        async with PostgresStore(url, schema=fresh):
+            pass
+        assert await layout(url, schema) == await layout(url, fresh)
+    finally:
+        await drop_schema(fresh)
 
 
 async def test_concurrent_open_from_many_tasks_is_safe(url: str, schema: str) -> None:
@@ -322,7 +402,7 @@ async def test_connection_failure_names_the_server_but_not_the_password() -> Non
 def test_missing_driver_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(sys.modules, "psycopg_pool", None)
+    monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(StoreError, match=r"pip install 'psycopg\[binary\]"):
         PostgresStore("postgresql://localhost/cal")
 
@@ -468,7 +548,7 @@ async def explain(url: str, statement: str, params: Any) -> list[dict[str, Any]]
 @pytest.fixture
 async def crowded(store: Any, url: str, schema: str) -> Any:
     """5,000 calendars (5 requested, 5 due), 50,000 occurrences and notifications."""
-    quoted = postgres._quote(schema)
+    quoted = quote_ident(schema)
     await sql(
         url,
         f"""
@@ -525,24 +605,41 @@ async def crowded(store: Any, url: str, schema: str) -> Any:
     return store
 
 
-CLAIM_PARAMS = {"now": T0, "limit": 10, "worker": "w", "expires": T0 + TTL}
-LIST_PARAMS = {"calendar_id": "c7", "expired": False, "start": None, "end": None}
+SQL = statements()
+CLAIM_PARAMS = {
+    "now": T0,
+    "limit": 10,
+    "worker": "w",
+    "expires": T0 + TTL,
+    "due_at": T0 + TTL,
+}
 HOT_QUERIES = {
-    "_CLAIM_REQUESTED": ({"calendars_requested"}, CLAIM_PARAMS),
-    "_CLAIM_PERIODIC": ({"calendars_due"}, CLAIM_PARAMS),
-    "_CLAIM_NOTIFICATIONS": ({"notifications_due"}, CLAIM_PARAMS),
-    "_OCCURRENCES_STARTING": ({"occurrences_live_by_start"}, (T0, T0 + TTL)),
-    "_LIST_OCCURRENCES": (
+    "claim-requested": ({"calendars_requested"}, SQL.claim_requested, CLAIM_PARAMS),
+    "claim-periodic": ({"calendars_due"}, SQL.claim_periodic, CLAIM_PARAMS),
+    "claim-notifications": (
+        {"notifications_due"},
+        SQL.claim_notifications,
+        CLAIM_PARAMS,
+    ),
+    "occurrences-starting": (
+        {"occurrences_live_by_start"},
+        SQL.occurrences_starting,
+        {"start": T0, "end": T0 + TTL},
+    ),
+    "list-occurrences": (
         {"occurrences_by_calendar_start", "occurrences_pkey"},
-        LIST_PARAMS,
+        SQL.list_occurrences(expired=False, window=False),
+        {"b_calendar": "c7"},
     ),
 }
 
 
-async def test_hot_queries_are_index_lookups(crowded: Any, url: str) -> None:
+async def test_hot_queries_are_index_lookups(
+    crowded: Any, url: str, schema: str
+) -> None:
     problems = {}
-    for name, (indexes, params) in HOT_QUERIES.items():
-        nodes = await explain(url, crowded._q(getattr(postgres, name)), params)
+    for name, (indexes, statement, params) in HOT_QUERIES.items():
+        nodes = await explain(url, *compiled(statement, schema, params))
         used = {node.get("Index Name") for node in nodes}
         scanned = {
             node.get("Relation Name")
@@ -562,49 +659,52 @@ DAY = Window(T0, T0 + timedelta(days=1))
 SCHEMA_2_QUERIES = {
     "claim-one": (
         {"calendars_pkey"},
-        (postgres._CLAIM_ONE, {**CLAIM_PARAMS, "id": "c7"}),
+        (SQL.claim_one, {"b_id": "c7"}),
     ),
     "counts-of-a-calendar": (
         {"notifications_by_status"},
-        postgres.notification_counts_statement("c7"),
+        SQL.notification_counts("c7"),
     ),
     "counts-of-an-owner": (
         {"notifications_by_status"},
-        postgres.notification_counts_statement(None, "alice"),
+        SQL.notification_counts(None, "alice"),
     ),
     "list-by-uid": (
         {"notifications_by_uid"},
-        postgres.list_notifications_statement(uid="e77"),
+        SQL.list_notifications(uid="e77"),
     ),
     "list-by-start": (
         {"notifications_by_start"},
-        postgres.list_notifications_statement(starts=DAY),
+        SQL.list_notifications(starts=DAY),
     ),
     "list-by-calendar-and-start": (
         {
             "notifications_by_start",
             "notifications_calendar_id_uid_recurrence_id_lead_start_at_key",
         },
-        postgres.list_notifications_statement(calendar_id="c7", starts=DAY),
+        SQL.list_notifications(calendar_id="c7", starts=DAY),
     ),
     "list-missed": (
         {"notifications_by_status"},
-        postgres.list_notifications_statement(status=NotificationStatus.MISSED),
+        SQL.list_notifications(status=NotificationStatus.MISSED),
     ),
-    "prune": ({"notifications_by_start"}, (postgres._PRUNE_NOTIFICATIONS, (T0,))),
+    "prune": (
+        {"notifications_by_start"},
+        (SQL.prune_notifications, {"before": T0}),
+    ),
     "recent-runs-of-a-job": (
         {"job_runs_by_job"},
-        (postgres._RECENT_RUNS_OF_JOB, {"job": "cleanup", "limit": 100}),
+        (SQL.recent_runs_of_job, {"job": "cleanup", "limit": 100}),
     ),
 }
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMA_2_QUERIES))
 async def test_schema_2_queries_are_index_lookups(
-    crowded: Any, url: str, name: str
+    crowded: Any, url: str, schema: str, name: str
 ) -> None:
     indexes, (statement, params) = SCHEMA_2_QUERIES[name]
-    nodes = await explain(url, crowded._q(statement), params)
+    nodes = await explain(url, *compiled(statement, schema, params))
     used = {node.get("Index Name") for node in nodes}
     scanned = [node for node in nodes if node["Node Type"] == "Seq Scan"]
     assert used & indexes, used
@@ -616,9 +716,9 @@ async def test_counting_every_notification_reads_only_the_status_index(
 ) -> None:
     # It reads every row either way; with the visibility map current (as
     # autovacuum keeps it), it reads the index alone, never the table.
-    await sql(url, f"VACUUM (ANALYZE) {postgres._quote(schema)}.notifications")
-    statement, params = postgres.notification_counts_statement(None)
-    nodes = await explain(url, crowded._q(statement), params)
+    await sql(url, f"VACUUM (ANALYZE) {quote_ident(schema)}.notifications")
+    statement, params = SQL.notification_counts(None)
+    nodes = await explain(url, *compiled(statement, schema, params))
     assert [
         node.get("Index Name") for node in nodes if "Scan" in node["Node Type"]
     ] == ["notifications_by_status"]

@@ -20,20 +20,17 @@ from calsync.core import ChangeSet
 from calsync.stores import SyncState, SyncWrite
 
 from .conftest import (
+    MARIADB_URL,
     POSTGRES_URL,
+    SQL_BACKENDS,
     T0,
     calendar,
-    drop_schema,
-    fresh_schema,
-    needs_postgres,
     occurrence,
+    sql_store,
+    sql_target,
 )
 
 CHILD = Path(__file__).with_name("_child.py")
-SQL_BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=needs_postgres),
-]
 
 
 @pytest.fixture(params=SQL_BACKENDS)
@@ -41,23 +38,12 @@ async def target(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[str, str]]:
     """(backend, target) naming a fresh database the children can open."""
-    if request.param == "sqlite":
-        yield ("sqlite", str(tmp_path / "shared.db"))
-        return
-    schema = fresh_schema()
-    try:
-        yield ("postgres", schema)
-    finally:
-        await drop_schema(schema)
+    async with sql_target(request.param, tmp_path) as name:
+        yield (request.param, name)
 
 
 def open_store(backend: str, name: str) -> Store:
-    from calsync import PostgresStore, SQLiteStore
-
-    if backend == "sqlite":
-        return SQLiteStore(name)
-    assert POSTGRES_URL is not None
-    return PostgresStore(POSTGRES_URL, schema=name)
+    return sql_store(backend, name)
 
 
 def spawn(backend: str, name: str, mode: str, worker: str) -> subprocess.Popen[str]:
@@ -237,7 +223,8 @@ async def test_processes_started_together_ensure_each_config_calendar_once(
     if backend == "sqlite":
         store = f'url = "sqlite:///{name}"'
     else:
-        store = f'url = "{POSTGRES_URL}"\nschema = "{name}"'
+        server = POSTGRES_URL if backend == "postgres" else MARIADB_URL
+        store = f'url = "{server}"\nschema = "{name}"'
     urls = [f"https://feeds.example/team-{n}.ics?token=t{n}" for n in range(12)]
     entries = "".join(f'[[calendars]]\nurl = "{url}"\n\n' for url in urls)
     config = tmp_path / "calsync.toml"

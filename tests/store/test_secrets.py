@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -13,12 +15,22 @@ from cryptography.fernet import Fernet
 from calsync import BasicAuth, BearerAuth, Calendar, Store, StoreError, ValidationError
 from calsync.config import load_config, open_store
 from calsync.core import CalendarExists
-from calsync.stores import postgres as postgres_module
 from calsync.stores import sqlite as sqlite_module
 from calsync.stores.store import SCHEMA_VERSION
 
-from .conftest import POSTGRES_URL, T0, calendar, drop_schema, fresh_schema
-from .conftest import needs_postgres as needs_postgres
+from . import legacy_postgres
+from .conftest import (
+    POSTGRES_URL,
+    SQL_BACKENDS,
+    T0,
+    calendar,
+    mariadb_sql,
+    needs_postgres,
+    sql_store,
+    sql_target,
+)
+
+FIXTURES = Path(__file__).with_name("fixtures")
 
 TOKEN = "t0ken-S3CRET-in-the-query"
 BEARER = "b3arer-S3CRET-header"
@@ -33,24 +45,13 @@ OLD, NEW = Fernet.generate_key().decode(), Fernet.generate_key().decode()
 SecretStore = Callable[[Sequence[str]], Store]
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=needs_postgres),
-    ]
-)
+@pytest.fixture(params=SQL_BACKENDS)
 async def backend(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[str, str]]:
-    """(backend, target): a fresh SQLite file or PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield ("sqlite", str(tmp_path / "calsync.db"))
-        return
-    schema = fresh_schema()
-    try:
-        yield ("postgres", schema)
-    finally:
-        await drop_schema(schema)
+    """(backend, target): a fresh SQLite file, PostgreSQL schema or MariaDB database."""
+    async with sql_target(request.param, tmp_path) as target:
+        yield (request.param, target)
 
 
 @pytest.fixture
@@ -58,12 +59,7 @@ def make_store(backend: tuple[str, str]) -> SecretStore:
     kind, target = backend
 
     def make(keys: Sequence[str]) -> Store:
-        if kind == "sqlite":
-            return sqlite_module.SQLiteStore(target, secret_keys=keys)
-        assert POSTGRES_URL is not None
-        return postgres_module.PostgresStore(
-            POSTGRES_URL, schema=target, secret_keys=keys
-        )
+        return sql_store(kind, target, secret_keys=keys)
 
     return make
 
@@ -74,6 +70,11 @@ async def raw_text(backend: tuple[str, str]) -> str:
     if kind == "sqlite":
         files = sorted(Path(target).parent.glob(Path(target).name + "*"))
         return b"".join(path.read_bytes() for path in files).decode("latin-1")
+    if kind == "mariadb":
+        rows = await asyncio.to_thread(
+            mariadb_sql, f"SELECT * FROM `{target}`.calendars"
+        )
+        return "\n".join(" ".join(map(str, row)) for row in rows)
     import psycopg
 
     assert POSTGRES_URL is not None
@@ -248,7 +249,11 @@ V2_CALENDAR = {
 
 
 async def write_schema_2(backend: tuple[str, str]) -> None:
-    """Create a schema-2 database with schema 2's statements and one calendar."""
+    """Create a schema-2 database as the calsync of that time did, with one calendar.
+
+    SQLite: the schema-2 file an older calsync wrote (tests/store/fixtures);
+    PostgreSQL: the schema built by that calsync's DDL (legacy_postgres).
+    """
     kind, target = backend
     columns = ", ".join(V2_CALENDAR)
     if kind == "sqlite":
@@ -257,14 +262,9 @@ async def write_schema_2(backend: tuple[str, str]) -> None:
             "created_at": 1_772_366_400_000_000,
             "next_sync_at": 1_772_366_400_000_000,
         }
+        shutil.copy(FIXTURES / "schema2.db", target)
         conn = sqlite3.connect(target)
         with conn:
-            for statement in (
-                *sqlite_module.MIGRATIONS[0],
-                *sqlite_module.MIGRATIONS[1],
-            ):
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_version VALUES (2)")
             marks = ", ".join(f":{name}" for name in V2_CALENDAR)
             conn.execute(f"INSERT INTO calendars ({columns}) VALUES ({marks})", values)
         conn.close()
@@ -275,7 +275,7 @@ async def write_schema_2(backend: tuple[str, str]) -> None:
     quoted = f'"{target}"'
     async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
         await conn.execute(f"CREATE SCHEMA {quoted}")
-        for version, statements in postgres_module.MIGRATIONS:
+        for version, statements in legacy_postgres.MIGRATIONS:
             if version > 2:
                 break
             for statement in statements:
@@ -288,6 +288,14 @@ async def write_schema_2(backend: tuple[str, str]) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=needs_postgres),
+    ],
+    indirect=True,
+)
 async def test_a_schema_2_database_upgrades_in_place_and_seals_on_reseal(
     make_store: SecretStore, backend: tuple[str, str]
 ) -> None:
@@ -300,7 +308,10 @@ async def test_a_schema_2_database_upgrades_in_place_and_seals_on_reseal(
             BearerAuth(BEARER),
             "Team",
         )
-        assert await store.reseal_secrets() == 1  # type: ignore[attr-defined]
+        # The SQLite file holds a calendar with secrets of its own ("team").
+        expected = 2 if backend[0] == "sqlite" else 1
+        assert await store.reseal_secrets() == expected  # type: ignore[attr-defined]
         assert await store.get_calendar("v2cal") == team
     raw = await raw_text(backend)
+    assert "legacy-S3CRET" not in raw
     assert [secret for secret in SECRETS if secret in raw] == []

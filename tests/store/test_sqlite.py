@@ -16,9 +16,10 @@ import pytest
 
 from calsync import Notification, StoreError, Window
 from calsync.core import CalendarExists, ChangeSet, SchemaVersionError, StoreUnavailable
-from calsync.stores import NotificationStatus, SyncState, SyncWrite
-from calsync.stores import sqlite as sqlite_module
+from calsync.stores import NotificationStatus, SyncState, SyncWrite, sqltables
+from calsync.stores import sql as sql_module
 from calsync.stores._rows import epoch_micros
+from calsync.stores.dialects import SQLiteBackend
 from calsync.stores.sqlite import SQLiteStore
 from calsync.stores.store import SCHEMA_VERSION
 
@@ -114,12 +115,12 @@ async def test_the_connection_syncs_fully_and_enforces_foreign_keys(
     async with SQLiteStore(tmp_path / "pragmas.db") as store:
         settings = await store._read(
             lambda conn: (
-                conn.execute("PRAGMA synchronous").fetchone(),
-                conn.execute("PRAGMA foreign_keys").fetchone(),
+                conn.exec_driver_sql("PRAGMA synchronous").scalar(),
+                conn.exec_driver_sql("PRAGMA foreign_keys").scalar(),
             )
         )
     full = 2
-    assert settings == ({"synchronous": full}, {"foreign_keys": 1})
+    assert settings == (full, 1)
 
 
 async def test_instants_are_integer_microseconds_since_the_epoch(
@@ -165,10 +166,9 @@ async def test_an_older_schema_is_migrated_in_order(
     await make_file(path)
     v2 = ("CREATE TABLE added_in_v2 (note TEXT)",)
     v3 = ("INSERT INTO added_in_v2 VALUES ('v3 ran after v2')",)
-    monkeypatch.setattr(
-        sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS, v2, v3)
-    )
-    monkeypatch.setattr(sqlite_module, "SCHEMA_VERSION", SCHEMA_VERSION + 2)
+    monkeypatch.setitem(sqltables.UPGRADES, SCHEMA_VERSION + 1, v2)
+    monkeypatch.setitem(sqltables.UPGRADES, SCHEMA_VERSION + 2, v3)
+    monkeypatch.setattr(sql_module, "SCHEMA_VERSION", SCHEMA_VERSION + 2)
     async with SQLiteStore(path) as store:
         assert await store.schema_version() == SCHEMA_VERSION + 2
         assert len(await store.list_calendars()) == 1
@@ -235,10 +235,8 @@ async def test_a_failing_migration_changes_nothing(
     path = tmp_path / "broken.db"
     await make_file(path)
     broken = ("CREATE TABLE half_done (x)", "THIS IS NOT SQL")
-    monkeypatch.setattr(
-        sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS, broken)
-    )
-    monkeypatch.setattr(sqlite_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(sqltables.UPGRADES, SCHEMA_VERSION + 1, broken)
+    monkeypatch.setattr(sql_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(StoreError):
         await SQLiteStore(path).open()
     with raw(path) as conn:
@@ -408,80 +406,80 @@ async def test_a_taken_url_is_not_shown_in_the_error(tmp_path: Path) -> None:
 # -- query plans -----------------------------------------------------------------
 
 
+SQL = sql_module.Statements(SQLiteBackend("plans.db", timedelta(seconds=1)))
+WEEK = Window(T0, T0 + timedelta(days=7))
+
+
+def compiled(statement: object, params: dict[str, object]) -> tuple[str, object]:
+    """The SQL text the store sends for ``statement``, and its named parameters."""
+    from sqlalchemy.dialects import sqlite
+
+    done = statement.compile(  # type: ignore[attr-defined]
+        dialect=sqlite.dialect(paramstyle="named"),
+        compile_kwargs={"render_postcompile": True},
+    )
+    return str(done), done.construct_params(params)
+
+
 @pytest.mark.parametrize(
     ("statement", "params"),
     [
+        pytest.param(SQL.claim_requested, {"now": 0, "limit": 1}, id="claim-requested"),
+        pytest.param(SQL.claim_periodic, {"now": 0, "limit": 1}, id="claim-periodic"),
         pytest.param(
-            sqlite_module._CLAIM_REQUESTED, {"now": 0, "limit": 1}, id="claim-requested"
+            SQL.claim_notifications, {"now": 0, "limit": 1}, id="claim-notifications"
         ),
         pytest.param(
-            sqlite_module._CLAIM_PERIODIC, {"now": 0, "limit": 1}, id="claim-periodic"
+            SQL.occurrences_starting, {"start": 0, "end": 1}, id="occurrences-starting"
         ),
         pytest.param(
-            sqlite_module._CLAIM_NOTIFICATIONS,
-            {"now": 0, "limit": 1},
-            id="claim-notifications",
+            SQL.cancel_stale,
+            {"b_calendar": "c", "b_uid": "u", "b_rid": ""},
+            id="cancel-stale",
         ),
+        pytest.param(SQL.claim_one, {"b_id": "c"}, id="claim-one"),
         pytest.param(
-            sqlite_module._OCCURRENCES_STARTING,
-            {"start": 0, "end": 1},
-            id="occurrences-starting",
-        ),
-        pytest.param(sqlite_module._CANCEL_STALE, ("c", "u", ""), id="cancel-stale"),
-        pytest.param(sqlite_module._CLAIM_ONE, {"id": "c"}, id="claim-one"),
-        pytest.param(
-            sqlite_module._RECENT_RUNS_OF_JOB,
+            SQL.recent_runs_of_job,
             {"job": "cleanup", "limit": 1},
             id="recent-runs-of-a-job",
         ),
-        pytest.param(*sqlite_module.notification_counts_statement(None), id="counts"),
+        pytest.param(*SQL.notification_counts(None), id="counts"),
+        pytest.param(*SQL.notification_counts("c"), id="counts-calendar"),
+        pytest.param(*SQL.notification_counts(None, "alice"), id="counts-owner"),
+        pytest.param(*SQL.list_notifications(uid="u"), id="list-by-uid"),
+        pytest.param(*SQL.list_notifications(starts=WEEK), id="list-by-start"),
         pytest.param(
-            *sqlite_module.notification_counts_statement("c"), id="counts-calendar"
-        ),
-        pytest.param(
-            *sqlite_module.notification_counts_statement(None, "alice"),
-            id="counts-owner",
-        ),
-        pytest.param(
-            *sqlite_module.list_notifications_statement(uid="u"), id="list-by-uid"
-        ),
-        pytest.param(
-            *sqlite_module.list_notifications_statement(
-                starts=Window(T0, T0 + timedelta(days=7))
-            ),
-            id="list-by-start",
-        ),
-        pytest.param(
-            *sqlite_module.list_notifications_statement(
-                calendar_id="c", uid="u", starts=Window(T0, T0 + timedelta(days=7))
-            ),
+            *SQL.list_notifications(calendar_id="c", uid="u", starts=WEEK),
             id="list-by-calendar-uid-start",
         ),
         pytest.param(
-            *sqlite_module.list_notifications_statement(
-                status=NotificationStatus.MISSED
-            ),
+            *SQL.list_notifications(status=NotificationStatus.MISSED),
             id="list-by-status",
         ),
         pytest.param(
-            sqlite_module._INSERT_NOTIFICATION,
+            SQL.insert_notification,
             dict.fromkeys(
-                ("id", "lead", "fire_at", "now", "start_at", "calendar_id", "uid"), 0
+                ("b_id", "b_lead", "b_fire", "b_now", "b_start", "b_calendar", "b_uid"),
+                0,
             )
-            | {"recurrence_id": "", "status": "pending"},
+            | {"b_rid": "", "b_status": "pending"},
             id="insert-notification",
         ),
     ],
 )
 async def test_hot_statements_are_index_lookups(
-    tmp_path: Path, statement: str, params: object
+    tmp_path: Path, statement: object, params: dict[str, object]
 ) -> None:
     path = tmp_path / "plans.db"
     async with SQLiteStore(path):
         pass
     with raw(path) as conn:
         plan = [
-            row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}", params)
+            row[3]
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN {}".format(*compiled(statement, params)[:1]),
+                compiled(statement, params)[1],
+            )
         ]
     assert plan
     assert not [step for step in plan if step.startswith("SCAN")], plan
@@ -506,3 +504,56 @@ async def test_a_stored_lead_past_todays_range_is_read_clamped_not_refused(
     assert set(listed) == {kept.id, odd.id}
     assert listed[odd.id].leads == (timedelta(days=366),)
     assert f"calendar {odd.id}: its stored lead 3650000d" in caplog.text
+
+
+# -- files an older calsync wrote (tests/store/fixtures, make_legacy_sqlite.py) --
+
+FIXTURES = Path(__file__).with_name("fixtures")
+
+
+def layout(path: Path) -> tuple[dict[str, list[tuple[object, ...]]], set[str]]:
+    """Each table's columns (name, type, key position) and the indexes."""
+    with raw(path) as conn:
+        tables = {
+            table: [(n, t, pk) for n, t, _null, _default, pk in columns(conn, table)]
+            for table in TABLES
+        }
+        return tables, names(conn, "index")
+
+
+@pytest.mark.parametrize("version", [2, 3])
+async def test_a_file_of_an_older_calsync_upgrades_in_place(
+    tmp_path: Path, version: int
+) -> None:
+    path = tmp_path / "legacy.db"
+    path.write_bytes((FIXTURES / f"schema{version}.db").read_bytes())
+    async with SQLiteStore(path) as store:
+        assert await store.schema_version() == SCHEMA_VERSION
+        team = await store.get_calendar("team")
+        assert (team.name, team.url) == (
+            "Team",
+            "https://feeds.example/team.ics?token=legacy-S3CRET",
+        )
+        assert team.state.etag == '"v1"'
+        assert team.state.parsed_at == T0
+        assert [o.key.uid for o in await store.list_occurrences("team")] == [
+            "standup",
+            "review",
+            "gone",
+        ]
+        counts = await store.notification_counts()
+        assert counts[NotificationStatus.DELIVERED] == 1
+        assert counts[NotificationStatus.PENDING] == 2
+        [run] = await store.recent_job_runs()
+        assert (run.job, dict(run.counts)) == ("sync_due", {"synced": 1})
+        # It keeps working: a claim, a write, a new calendar.
+        [lease] = await store.claim_due_calendars(
+            T0 + timedelta(hours=1), limit=1, worker="w", lease_ttl=TTL
+        )
+        await store.apply_sync(lease, SyncWrite(state=SyncState(etag="new")), T0)
+        await store.add_calendar(calendar("https://feeds.example/new.ics"))
+        assert len(await store.list_calendars()) == 3
+    fresh = tmp_path / "fresh.db"
+    async with SQLiteStore(fresh):
+        pass
+    assert layout(path) == layout(fresh)

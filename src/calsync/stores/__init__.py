@@ -6,6 +6,7 @@ The records only a store implementer needs (`AppliedSync`, `SyncWrite`,
 
 from __future__ import annotations
 
+from calsync.stores.mariadb import MariaDBStore
 from calsync.stores.memory import MemoryStore
 from calsync.stores.postgres import PostgresStore
 from calsync.stores.records import (
@@ -22,6 +23,7 @@ from calsync.stores.records import (
     SyncWrite,
     notification_id,
 )
+from calsync.stores.sql import SQLStore
 from calsync.stores.sqlite import SQLiteStore
 from calsync.stores.store import Store
 
@@ -31,12 +33,14 @@ __all__ = [
     "JobOutcome",
     "JobRun",
     "Lease",
+    "MariaDBStore",
     "MemoryStore",
     "NotificationClaim",
     "NotificationRecord",
     "NotificationStatus",
     "PostgresStore",
     "PruneCounts",
+    "SQLStore",
     "SQLiteStore",
     "Store",
     "SyncState",

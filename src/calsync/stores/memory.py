@@ -10,8 +10,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Self
 
 import attrs
 
@@ -41,6 +39,7 @@ from calsync.stores.records import (
 )
 from calsync.stores.store import (
     SCHEMA_VERSION,
+    OpensAndCloses,
     calendar_not_found,
     check_claim,
     check_limit,
@@ -83,7 +82,7 @@ class _NotificationRow:
     claim_token: int = 0
 
 
-class MemoryStore:
+class MemoryStore(OpensAndCloses):
     """A `Store` held in memory: fast, isolated per instance, gone with the process."""
 
     def __init__(self) -> None:
@@ -103,18 +102,6 @@ class MemoryStore:
     async def close(self) -> None:
         """Mark the store closed; the contents are kept for a reopen."""
         self._open = False
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def schema_version(self) -> int:
         """Return `SCHEMA_VERSION`: a memory store is always current."""

@@ -29,6 +29,7 @@ from calsync.stores.records import (
 __all__ = [
     "NEW_STATUSES",
     "SCHEMA_VERSION",
+    "OpensAndCloses",
     "Store",
     "calendar_not_found",
     "check_claim",
@@ -302,6 +303,30 @@ class Store(Protocol):
         ``notifications_before`` (never pending or failed ones); job runs that
         finished before ``job_runs_before``.
         """
+
+
+class OpensAndCloses:
+    """``async with store``: `open` on entry, `close` on exit; for implementers."""
+
+    async def open(self) -> None:
+        """Make the store usable."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release what `open` took."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
 
 
 def check_claim(limit: int, worker: str, lease_ttl: timedelta) -> None:

@@ -44,7 +44,18 @@ async def disposable_postgres(
     try:
         yield store
     finally:
-        await store._drop_schema()
+        await store.close()
+        await _drop_postgres_schema(url, schema)
+
+
+async def _drop_postgres_schema(url: str, schema: str) -> None:
+    """Drop ``schema`` with everything in it, on a connection of its own."""
+    import psycopg
+    from psycopg import sql
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        statement = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
+        await conn.execute(statement.format(sql.Identifier(schema)))
 
 
 class ManualClock:
