@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     )
     from calsync.stores import (
         Calendar,
+        MariaDBStore,
         MemoryStore,
         PostgresStore,
         SQLiteStore,
@@ -85,6 +86,7 @@ __all__ = [
     "HttpFetcher",
     "Job",
     "LoggingHandler",
+    "MariaDBStore",
     "MemoryStore",
     "Notification",
     "Occurrence",
