@@ -35,12 +35,15 @@ from calsync.core.model import (
     Window,
 )
 from calsync.core.rules import (
+    BUILD_COST,
+    DATE_COST,
     FREQ_SECONDS,
     UnusableRule,
     check_rule,
     count_periods,
     distinct,
     instances_per_period,
+    periods_affordable,
     rule_part,
 )
 from calsync.core.sniff import EMPTY, OTHER_BLOCK, SOMETHING_ELSE, kind_of
@@ -65,11 +68,15 @@ __all__ = [
 # exactly: floating and all-day times are only placed in time after expansion.
 _MARGIN = timedelta(days=1)
 # Recurrence rules are expanded from DTSTART on, so a dense rule costs time in
-# proportion to the instances before the window too. Bound that work per series
-# and per calendar (about 4 microseconds an instance here).
-_SERIES_INSTANCE_BUDGET = 200_000
+# proportion to the instances before the window too. Bound that work, and every
+# other expansion (RDATE lists, long events, VTIMEZONE rules), per series and
+# per calendar in steps of about 4 microseconds (calsync.core.rules); a series
+# may build the 21,000 occurrences a calendar keeps at most.
+_SERIES_INSTANCE_BUDGET = 400_000
 CALENDAR_INSTANCE_BUDGET = 2_000_000
 _CANCELLED = "CANCELLED"
+# What makes an event cost more than one instance to expand.
+_DATED = ("RRULE", "RDATE", "EXDATE")
 # Unreadable properties a series can do without, and what is lost without them.
 _DROPPABLE = {
     "EXDATE": "instances it meant to exclude may appear",
@@ -629,19 +636,99 @@ class Expander:
                 return
 
     def _bounded_end(self, uid: str, group: Sequence[Any]) -> datetime:
-        """Return where to stop expanding so that dense rules stay bounded."""
+        """Return where to stop expanding, charging the budget for all the work.
+
+        recurring-ical-events widens the query by the group's reach and builds
+        every instance in it (``build_from`` on); dateutil steps through every
+        instance from DTSTART on. RDATE and EXDATE values are charged too.
+        """
         query_end = self.query_end
+        if not any(name in event for event in group for name in _DATED):
+            return query_end
+        before, after = _reach(group)
+        build_from = _shifted(self.query_start, -before)
+        for event in group:
+            if not self._dates_fit(uid, event, build_from, _shifted(query_end, after)):
+                return self.query_start
         for event in group:
             rules = event.get("RRULE")
             if rules is None:
                 continue
-            start = self._instant(event["DTSTART"].dt)
+            # recurring-ical-events starts the rule at the earlier of the
+            # event's start and end, swapping them if DTEND comes first.
+            span = self.span(event)
+            start = span[0] if span else self._instant(event["DTSTART"].dt)
             for rule in rules if isinstance(rules, list) else [rules]:
-                query_end = min(query_end, self._rule_end(uid, rule, start, query_end))
+                end = self._rule_end(uid, rule, start, query_end, build_from, after)
+                query_end = min(query_end, end)
         return query_end
 
+    def _charge(self, wanted: int) -> int | None:
+        """Charge ``wanted`` units; past the budget, charge what is left and return it.
+
+        A series may spend at most its own budget and what the calendar has left.
+        """
+        spent = self._group_budget - self.budget
+        self._need = max(self._need, spent + _SERIES_INSTANCE_BUDGET)
+        allowed = min(_SERIES_INSTANCE_BUDGET, self.budget)
+        if wanted <= allowed:
+            self.budget -= wanted
+            return None
+        self.budget -= allowed
+        return allowed
+
+    @staticmethod
+    def _over(wanted: int, allowed: int) -> str:
+        """Say which budget ``wanted`` units exceed, for a problem."""
+        if allowed == _SERIES_INSTANCE_BUDGET:
+            limit = f"the parser's budget of {allowed:,} a series"
+        else:
+            limit = (
+                f"the {allowed:,} left of the parser's budget of "
+                f"{CALENDAR_INSTANCE_BUDGET:,} a calendar"
+            )
+        return f"would need about {wanted:,} steps, over {limit}"
+
+    def _dates_fit(
+        self, uid: str, event: Any, build_from: datetime, build_to: datetime
+    ) -> bool:
+        """Charge an event's RDATE and EXDATE values; False if over the budget."""
+        rdates = _dates(event, "RDATE")
+        exdates = len(_dates(event, "EXDATE"))
+        if not rdates and not exdates:
+            return True
+        built = sum(1 for value in rdates if self._builds(value, build_from, build_to))
+        wanted = DATE_COST * (len(rdates) + exdates) + BUILD_COST * built
+        allowed = self._charge(wanted)
+        if allowed is None:
+            return True
+        self.unreadable = True
+        self.problems.append(
+            Problem(
+                "too many dates",
+                f"{len(rdates):,} RDATE and {exdates:,} EXDATE values "
+                f"{self._over(wanted, allowed)}; the event was skipped",
+                uid=uid,
+            )
+        )
+        return False
+
+    def _builds(self, value: Any, build_from: datetime, build_to: datetime) -> bool:
+        """Whether recurring-ical-events builds an instance for an RDATE value."""
+        try:
+            moment = self._instant(value[0] if isinstance(value, tuple) else value)
+        except Exception:
+            return True  # charged as built: an estimate never undercharges
+        return build_from <= moment <= build_to
+
     def _rule_end(
-        self, uid: str, rule: Any, start: datetime, query_end: datetime
+        self,
+        uid: str,
+        rule: Any,
+        start: datetime,
+        query_end: datetime,
+        build_from: datetime,
+        after: timedelta,
     ) -> datetime:
         freq = str(rule_part(rule, "FREQ", "")).upper()
         if freq not in FREQ_SECONDS:
@@ -649,40 +736,39 @@ class Expander:
         check_rule(rule, freq)
         period = timedelta(seconds=FREQ_SECONDS[freq] * rule_part(rule, "INTERVAL", 1))
         per_period = instances_per_period(rule, freq)
-        periods = count_periods(start, query_end, period)
+        series_end = _LATEST
         count = int(rule_part(rule, "COUNT", 0))
-        series_end = query_end
         if count > 0:  # recurring-ical-events ignores a COUNT below one
             kept = min(distinct(rule, "BYSETPOS") or per_period, per_period)
-            periods = min(periods, -(-count // kept))
-            series_end = start + period * periods
+            series_end = _shifted(start, period, -(-count // kept))
         until = rule_part(rule, "UNTIL", None)
         if isinstance(until, date):
-            series_end = min(series_end, self._instant(until) + period)
+            series_end = min(series_end, _shifted(self._instant(until), period))
         # dateutil builds every candidate of a period, even those BYSETPOS drops.
-        wanted = periods * per_period
-        spent = self._group_budget - self.budget
-        self._need = max(self._need, spent + _SERIES_INSTANCE_BUDGET)
-        allowed = min(_SERIES_INSTANCE_BUDGET, self.budget)
+        stop = min(_shifted(query_end, after), series_end)
+        periods = count_periods(start, stop, period)
+        cheap = min(count_periods(start, build_from, period), periods)
+        wanted = (periods + (periods - cheap) * BUILD_COST) * per_period
+        allowed = self._charge(wanted)
         end = query_end
-        if wanted > allowed:
-            end = start + period * (allowed // per_period)
-            self.budget -= allowed
+        if allowed is not None:
+            reached = _shifted(
+                start, period, periods_affordable(allowed, per_period, cheap)
+            )
+            end = min(end, _shifted(reached, -after))
             self.problems.append(
                 Problem(
                     "recurrence too dense",
-                    f"FREQ={freq} would need about {int(wanted):,} instances; "
-                    f"expanded only up to {end.isoformat()}",
+                    f"FREQ={freq} {self._over(wanted, allowed)}; expanded only "
+                    f"up to {reached.isoformat()}",
                     uid=uid,
                 )
             )
-        else:
-            self.budget -= wanted
         # Never build far more instances than the calendar may keep.
         first = max(start, self.window.start)
         keep = count_periods(first, min(end, series_end), period) * per_period
         if keep > self.limit + 1_000:
-            end = first + period * ((self.limit + 1_000) // per_period + 1)
+            end = _shifted(first, period, (self.limit + 1_000) // per_period + 1)
             self.capped = True
         return max(min(end, query_end), self.query_start)
 
@@ -757,6 +843,49 @@ class Expander:
         if isinstance(original, datetime):
             return self._instant(original).strftime("%Y%m%dT%H%M%SZ")
         return f"{original:%Y%m%d}"
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _shifted(moment: datetime, period: timedelta, times: int = 1) -> datetime:
+    """Return ``moment + period * times``, kept within the datetimes there are."""
+    try:
+        return moment + period * times
+    except OverflowError:
+        return _LATEST if (period > timedelta(0)) == (times > 0) else _EARLIEST
+
+
+def _reach(group: Iterable[Any]) -> tuple[timedelta, timedelta]:
+    """How far recurring-ical-events widens a query, back and ahead.
+
+    Back by the longest event of the series, ahead by the farthest a
+    RANGE=THISANDFUTURE override moved (other overrides do not widen it).
+    """
+    before = after = timedelta(0)
+    for event in group:
+        try:
+            adapter = _Source(event)
+            if "RECURRENCE-ID" in event and not adapter.this_and_future:
+                continue
+            back, ahead = adapter.extend_query_span_by
+            before, after = max(before, back), max(after, ahead)
+        except Exception:
+            continue  # recurring-ical-events fails on the same event
+    return before, after
+
+
+def _dates(event: Any, name: str) -> list[Any]:
+    """Return the values of all of an event's RDATE or EXDATE properties."""
+    values = event.get(name)
+    if values is None:
+        return []
+    return [
+        item.dt
+        for value in (values if isinstance(values, list) else [values])
+        for item in getattr(value, "dts", ())
+    ]
 
 
 def _sequence(event: Any) -> int:
