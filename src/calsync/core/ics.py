@@ -639,17 +639,23 @@ class Expander:
     def _bounded_end(self, uid: str, group: Sequence[Any]) -> datetime:
         """Return where to stop expanding, charging the budget for all the work.
 
-        recurring-ical-events widens the query by the group's reach and builds
-        every instance in it (``build_from`` on); dateutil steps through every
-        instance from DTSTART on. RDATE and EXDATE values are charged too.
+        recurring-ical-events widens the query (`_widening`) and builds every
+        instance in it; dateutil steps through every instance from DTSTART on,
+        and on to the overrides' RECURRENCE-IDs. RDATE and EXDATE values are
+        charged too.
         """
         query_end = self.query_end
         if not any(name in event for event in group for name in _DATED):
             return query_end
-        before, after = _reach(group)
-        build_from = _shifted(self.query_start, -before)
+        before, after = _widening(group)
+        checked = self._checked_until(group)
+        reach = _Reach(
+            _shifted(self.query_start, -before),
+            after,
+            None if checked is None else _shifted(checked, after),
+        )
         for event in group:
-            if not self._dates_fit(uid, event, build_from, _shifted(query_end, after)):
+            if not self._dates_fit(uid, event, reach, _shifted(query_end, after)):
                 return self.query_start
         for event in group:
             rules = event.get("RRULE")
@@ -660,9 +666,27 @@ class Expander:
             span = self.span(event)
             start = span[0] if span else self._instant(event["DTSTART"].dt)
             for rule in rules if isinstance(rules, list) else [rules]:
-                end = self._rule_end(uid, rule, start, query_end, build_from, after)
+                end = self._rule_end(uid, rule, start, query_end, reach)
                 query_end = min(query_end, end)
         return query_end
+
+    def _checked_until(self, group: Sequence[Any]) -> datetime | None:
+        """Return how far recurring-ical-events runs the rules to check overrides.
+
+        An override with rules of its own is looked up in the master's rules,
+        which are run from DTSTART to a day past its RECURRENCE-ID, whatever
+        the query.
+        """
+        latest = None
+        for event in group:
+            if "RECURRENCE-ID" not in event or not any(n in event for n in _DATED):
+                continue
+            try:
+                moment = self._instant(_single(event, "RECURRENCE-ID").dt)
+            except Exception:
+                continue  # recurring-ical-events fails on the same event
+            latest = moment if latest is None else max(latest, moment)
+        return None if latest is None else _shifted(latest, timedelta(days=1))
 
     def _charge(self, wanted: int) -> int | None:
         """Charge ``wanted`` units; past the budget, charge what is left and return it.
@@ -691,14 +715,14 @@ class Expander:
         return f"would need about {wanted:,} steps, over {limit}"
 
     def _dates_fit(
-        self, uid: str, event: Any, build_from: datetime, build_to: datetime
+        self, uid: str, event: Any, reach: _Reach, build_to: datetime
     ) -> bool:
         """Charge an event's RDATE and EXDATE values; False if over the budget."""
         rdates = _dates(event, "RDATE")
         exdates = len(_dates(event, "EXDATE"))
         if not rdates and not exdates:
             return True
-        built = sum(1 for value in rdates if self._builds(value, build_from, build_to))
+        built = sum(1 for value in rdates if self._builds(value, reach, build_to))
         wanted = DATE_COST * (len(rdates) + exdates) + BUILD_COST * built
         allowed = self._charge(wanted)
         if allowed is None:
@@ -714,13 +738,13 @@ class Expander:
         )
         return False
 
-    def _builds(self, value: Any, build_from: datetime, build_to: datetime) -> bool:
+    def _builds(self, value: Any, reach: _Reach, build_to: datetime) -> bool:
         """Whether recurring-ical-events builds an instance for an RDATE value."""
         try:
             moment = self._instant(value[0] if isinstance(value, tuple) else value)
         except Exception:
             return True  # charged as built: an estimate never undercharges
-        return build_from <= moment <= build_to
+        return reach.build_from <= moment <= build_to
 
     def _rule_end(
         self,
@@ -728,8 +752,7 @@ class Expander:
         rule: Any,
         start: datetime,
         query_end: datetime,
-        build_from: datetime,
-        after: timedelta,
+        reach: _Reach,
     ) -> datetime:
         freq = str(rule_part(rule, "FREQ", "")).upper()
         if freq not in FREQ_SECONDS:
@@ -746,17 +769,23 @@ class Expander:
         if isinstance(until, date):
             series_end = min(series_end, _shifted(self._instant(until), period))
         # dateutil builds every candidate of a period, even those BYSETPOS drops.
-        stop = min(_shifted(query_end, after), series_end)
+        query_stop = min(_shifted(query_end, reach.after), series_end)
+        stop = query_stop
+        if reach.checked is not None:
+            stop = max(stop, min(reach.checked, series_end))
         periods = count_periods(start, stop, period)
-        cheap = min(count_periods(start, build_from, period), periods)
-        wanted = (periods + (periods - cheap) * BUILD_COST) * per_period
+        cheap = min(count_periods(start, reach.build_from, period), periods)
+        built = max(count_periods(start, query_stop, period) - cheap, 0)
+        wanted = (periods + built * BUILD_COST) * per_period
         allowed = self._charge(wanted)
         end = query_end
         if allowed is not None:
             reached = _shifted(
                 start, period, periods_affordable(allowed, per_period, cheap)
             )
-            end = min(end, _shifted(reached, -after))
+            end = min(end, _shifted(reached, -reach.after))
+            if reach.checked is not None and reached < min(reach.checked, series_end):
+                end = self.query_start  # checking the overrides is past the budget
             self.problems.append(
                 Problem(
                     "recurrence too dense",
@@ -846,6 +875,19 @@ class Expander:
         return f"{original:%Y%m%d}"
 
 
+@attrs.frozen
+class _Reach:
+    """Where recurring-ical-events builds instances and runs a series' rules to.
+
+    It builds those from ``build_from`` to the query's end plus ``after``, and
+    runs the rules to ``checked`` (None: the query's end) to check overrides.
+    """
+
+    build_from: datetime
+    after: timedelta
+    checked: datetime | None
+
+
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _LATEST = datetime.max.replace(tzinfo=UTC)
 
@@ -858,7 +900,7 @@ def _shifted(moment: datetime, period: timedelta, times: int = 1) -> datetime:
         return _LATEST if (period > timedelta(0)) == (times > 0) else _EARLIEST
 
 
-def _reach(group: Iterable[Any]) -> tuple[timedelta, timedelta]:
+def _widening(group: Iterable[Any]) -> tuple[timedelta, timedelta]:
     """How far recurring-ical-events widens a query, back and ahead.
 
     Back by the longest event of the series, ahead by the farthest a
