@@ -5,7 +5,8 @@ The feeds in tests/slow_inputs once took seconds to minutes to parse (found by
 start centuries before the window and last into it, a DTEND long before its
 DTSTART, a RANGE=THISANDFUTURE override moved to the year 9999, an override
 with rules of its own (recurring-ical-events runs the master's rules up to its
-RECURRENCE-ID, whatever the window), dense rules in the window. The tests assert the problem that names the limit, not a time.
+RECURRENCE-ID, whatever the window), dense rules in the window. The tests
+assert the problem that names the limit, not a time.
 """
 
 from __future__ import annotations
