@@ -3,7 +3,7 @@
 The feeds in tests/slow_inputs once took seconds to minutes to parse (found by
 ``nox -s fuzz``, or the smallest feeds showing the same hole): instances that
 start centuries before the window and last into it, a DTEND long before its
-DTSTART, a RANGE=THISANDFUTURE override moved to the year 9999, an override
+DTSTART (in the year 1, before UTC can be reached from Berlin), a RANGE=THISANDFUTURE override moved to the year 9999, an override
 with rules of its own (recurring-ical-events runs the master's rules up to its
 RECURRENCE-ID, whatever the window), dense rules in the window. The tests
 assert the problem that names the limit, not a time.
@@ -41,6 +41,9 @@ def parsed_both_ways(body: bytes) -> ParsedCalendar:
         ("thisandfuture-override-from-9999.ics", "moved", 0),
         ("override-checked-against-a-secondly-rule.ics", "checked", 0),
         ("fuzz-22190-override-checked-against-a-secondly-rule.ics", "111", 0),
+        ("dtend-in-year-1-before-utc-begins.ics", "year-1", 0),
+        ("fuzz-62427-dtend-in-year-1.ics", "fuzz-2", 44),
+        ("fuzz-81562-dtend-in-year-1-nested.ics", "fuzz-0", 0),
         ("fuzz-10004-dtend-in-1601.ics", "test1", 5),
         ("fuzz-1841-secondly-rule-in-a-zone.ics", "fuzz-rule", 20_000),
         ("fuzz-24250-secondly-until-9999.ics", "fuzz-rule", 20_000),

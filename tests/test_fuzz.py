@@ -112,3 +112,19 @@ def test_costly_recurring_events_parse_to_results_or_calsync_errors(
     body: bytes,
 ) -> None:
     check(Input(0, 0, body, "generated", SMALL_LIMIT), {})
+
+
+def test_vtimezone_nested_in_another_is_read_the_same_through_a_cache() -> None:
+    # Found by nox -s fuzz: the cached parse read only top-level VTIMEZONEs.
+    warm = (
+        b"BEGIN:VCALENDAR\nBEGIN:VTIMEZONE\nTZID:Europe/London\nBEGIN:STANDARD\n"
+        b"DTSTART:19701025T020000\nTZOFFSETFROM:+0100\nTZOFFSETTO:+0000\n"
+        b"END:STANDARD\nEND:VTIMEZONE\nEND:VCALENDAR\n"
+    )
+    nested = warm.replace(
+        b"TZID:Europe/London\n",
+        b"BEGIN:VTIMEZONE\nTZOFFSETTO:+0000\nEND:VTIMEZONE\nTZID:Europe/London\n",
+    )
+    cache = ParseCache()
+    check(Input(0, 0, warm, "warm", SMALL_LIMIT), {(0, SMALL_LIMIT): cache})
+    check(Input(1, 0, nested, "nested", SMALL_LIMIT), {(0, SMALL_LIMIT): cache})

@@ -661,14 +661,33 @@ class Expander:
             rules = event.get("RRULE")
             if rules is None:
                 continue
-            # recurring-ical-events starts the rule at the earlier of the
-            # event's start and end, swapping them if DTEND comes first.
-            span = self.span(event)
-            start = span[0] if span else self._instant(event["DTSTART"].dt)
+            start = self._rule_start(event)
             for rule in rules if isinstance(rules, list) else [rules]:
                 end = self._rule_end(uid, rule, start, query_end, reach)
                 query_end = min(query_end, end)
         return query_end
+
+    def _rule_start(self, event: Any) -> datetime:
+        """Where recurring-ical-events starts an event's rules.
+
+        At the earlier of its start and end: it swaps them if DTEND comes first.
+        """
+        start = self._clamped(event["DTSTART"].dt)
+        try:
+            if "DTEND" in event:
+                return min(start, self._clamped(event["DTEND"].dt))
+            if "DURATION" in event:
+                return min(start, _shifted(start, event["DURATION"].dt))
+        except Exception:
+            pass  # recurring-ical-events fails on the same event
+        return start
+
+    def _clamped(self, value: date | datetime) -> datetime:
+        """Place a time like `_instant`, the first or last datetime if out of range."""
+        try:
+            return self._instant(value)
+        except OverflowError:
+            return _EARLIEST if value.year < 5000 else _LATEST
 
     def _checked_until(self, group: Sequence[Any]) -> datetime | None:
         """Return how far recurring-ical-events runs the rules to check overrides.
