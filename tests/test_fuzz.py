@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _fuzzing import SMALL_LIMIT, Input, check, mutated, sources
+from _fuzzing import SMALL_LIMIT, Input, check, mutated, outcome, sources
 from calsync import ParseCache
 
 INPUTS = range(240)
@@ -128,3 +128,20 @@ def test_vtimezone_nested_in_another_is_read_the_same_through_a_cache() -> None:
     cache = ParseCache()
     check(Input(0, 0, warm, "warm", SMALL_LIMIT), {(0, SMALL_LIMIT): cache})
     check(Input(1, 0, nested, "nested", SMALL_LIMIT), {(0, SMALL_LIMIT): cache})
+
+
+def test_a_group_with_two_broken_overrides_gives_the_same_problem_every_time() -> None:
+    # Found by nox -s fuzz: recurring-ical-events meets overrides in set order,
+    # so which broken one failed first changed from parse to parse.
+    body = (
+        b"BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:u\nDTSTART:20190301T090000Z\n"
+        b"RRULE:FREQ=WEEKLY\nEND:VEVENT\n"
+        b"BEGIN:VEVENT\nUID:u\nRECURRENCE-ID:20190308T090000Z\nEND:VEVENT\n"
+        b"BEGIN:VEVENT\nUID:u\nRECURRENCE-ID:20190315T090000Z\n"
+        b"DTSTART:20190315T100000Z\nDTEND:Europe/Paris\nEND:VEVENT\nEND:VCALENDAR\n"
+    )
+    for number in range(20):
+        check(Input(number, 0, body, "broken", SMALL_LIMIT), {})
+    (problem,) = outcome(body, SMALL_LIMIT, None).problems  # type: ignore[union-attr]
+    assert problem.what == "event skipped"
+    assert problem.why == "KeyError: missing property 'DTSTART'"

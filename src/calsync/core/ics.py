@@ -549,6 +549,12 @@ class Expander:
         calendar.subcomponents = [_without_nested_events(event) for event in group]
         if self.repair is not None:
             calendar = x_wr_timezone.to_standard(calendar, timezone=self.repair)
+        if len(calendar.subcomponents) > 1:
+            # recurring-ical-events meets a group's events in an order of its own
+            # (a set): fail on the first broken one in the feed's order instead,
+            # so that the problem is the same on every parse.
+            for event in calendar.subcomponents:
+                _ = _Source(event).span
         query_end = self._bounded_end(uid, calendar.subcomponents)
         if query_end <= self.query_start:
             return []
