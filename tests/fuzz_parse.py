@@ -21,6 +21,7 @@ import collections
 import multiprocessing
 import os
 import resource
+import signal
 import sys
 import time
 import traceback
@@ -72,7 +73,8 @@ def _work(
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     caches: dict[tuple[int, int], ParseCache] = {}
     warmed_by: dict[tuple[int, int], int] = {}
-    while (numbers := conn.recv()) is not None:
+    parent = os.getppid()
+    while (numbers := _next_task(conn, parent)) is not None:
         slowest, slowest_wall, failures = (0.0, -1), (0.0, -1), []
         for number in numbers:
             fuzz_input = mutated(number, pool)
@@ -95,6 +97,19 @@ def _work(
             slowest = max(slowest, (cpu, number))
             slowest_wall = max(slowest_wall, (wall, number))
         conn.send(Report(len(numbers), slowest, slowest_wall, tuple(failures)))
+
+
+def _next_task(conn: Connection, parent: int) -> range | None:
+    """Wait for the next chunk; None when told to stop or when the parent is gone.
+
+    A forked worker holds copies of the parent's pipe ends, so it never sees
+    end-of-file on its own: it looks for its parent instead.
+    """
+    while not conn.poll(1.0):
+        if os.getppid() != parent:
+            return None
+    task: range | None = conn.recv()
+    return task
 
 
 @attrs.define
@@ -279,6 +294,7 @@ def main() -> int:
     pool = sources()
     if args.replay is not None:
         return replay(args.replay, args.after, pool)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # workers die too
     run = Run(args, pool)
     elapsed = run.run()
     kinds = collections.Counter(f.kind for f in run.failures.values())
