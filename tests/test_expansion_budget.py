@@ -3,8 +3,9 @@
 The feeds in tests/slow_inputs once took seconds to minutes to parse (found by
 ``nox -s fuzz``, or the smallest feeds showing the same hole): instances that
 start centuries before the window and last into it, a DTEND long before its
-DTSTART (in the year 1, before UTC can be reached from Berlin), a RANGE=THISANDFUTURE override moved to the year 9999, an override
-with rules of its own (recurring-ical-events runs the master's rules up to its
+DTSTART (in the year 1, before UTC can be reached from Berlin), a
+RANGE=THISANDFUTURE override moved to the year 9999, an override with rules of
+its own (recurring-ical-events runs the master's rules up to its
 RECURRENCE-ID, whatever the window), dense rules in the window. The tests
 assert the problem that names the limit, not a time.
 """
