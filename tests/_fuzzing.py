@@ -281,6 +281,10 @@ def outcome(
             return f"{type(error).__name__}: {error}"
 
 
+class Mismatch(AssertionError):
+    """A parse through a `ParseCache` gave another result than the whole parse."""
+
+
 def check(fuzz_input: Input, caches: dict[tuple[int, int], ParseCache]) -> None:
     """Only results or `CalsyncError`s, and the cached parse equals the whole one.
 
@@ -297,6 +301,4 @@ def check(fuzz_input: Input, caches: dict[tuple[int, int], ParseCache]) -> None:
         raise
     if cached != whole:
         caches.pop(key, None)
-        raise AssertionError(
-            f"cached parse differs from whole parse:\n{cached}\n{whole}"
-        )
+        raise Mismatch(f"cached parse differs from whole parse:\n{cached}\n{whole}")

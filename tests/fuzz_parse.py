@@ -32,7 +32,7 @@ from typing import Any
 
 import attrs
 
-from _fuzzing import check, mutated, outcome, sources
+from _fuzzing import Mismatch, check, mutated, outcome, sources
 from calsync import ParseCache
 
 CHUNK = 40  # inputs a worker is handed at a time
@@ -83,7 +83,7 @@ def _work(
             started.value, current.value = time.monotonic(), number
             try:
                 check(fuzz_input, caches)
-            except AssertionError as error:
+            except Mismatch as error:
                 failures.append(
                     Failure(number, "mismatch", str(error), warmed_by.get(key))
                 )
