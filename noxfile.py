@@ -86,6 +86,9 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def fuzz(session: nox.Session) -> None:
-    """Parse 100,000 mutated corpus feeds: nox -s fuzz [-- --inputs N --start S]."""
+    """Parse 100,000 mutated corpus feeds, a worker process a core.
+
+    nox -s fuzz [-- --inputs N --start S --workers W --timeout SECONDS]
+    """
     session.install("-e", ".")
     session.run("python", "tests/fuzz_parse.py", *session.posargs)

@@ -329,16 +329,18 @@ def test_vevent_nested_in_another_is_expanded_once_and_bounded() -> None:
     assert [o.key.uid for o in parsed.occurrences].count("outer") == 1
 
 
-def test_instances_lasting_into_the_window_from_long_ago_are_capped() -> None:
+def test_instances_lasting_into_the_window_from_long_ago_are_charged() -> None:
     # A flipped byte made the DTSTART year 23: every weekly instance since
-    # then lasts 2,000 years into the window.
+    # then lasts 2,000 years into the window, and each one is built.
     event = (
         "UID:ancient\nDTSTART:00230105T100000Z\nDTEND:20230105T110000Z\n"
         "RRULE:FREQ=WEEKLY;UNTIL=20230608T170000Z"
     )
     parsed = parse_ics(ics(event), YEAR_2026, max_occurrences=100)
-    assert len(parsed.occurrences) == 100
-    assert [p.what for p in parsed.problems] == ["too many occurrences"]
+    assert parsed.occurrences == ()
+    (problem,) = parsed.problems
+    assert problem.what == "recurrence too dense"
+    assert "over the parser's budget of 400,000 a series" in problem.why
     assert parsed == parse_ics(
         ics(event), YEAR_2026, max_occurrences=100, cache=ParseCache()
     )

@@ -76,9 +76,12 @@ def test_most_corpus_feeds_are_parsed_group_by_group() -> None:
 @pytest.mark.parametrize("first", range(0, 200, 50))
 def test_mutated_feeds_parse_as_one_tree_does(first: int) -> None:
     for number in range(first, first + 50):
-        _, body, how = mutated(number, POOL)
-        expected = outcome(one_tree, body, FUZZ_WINDOW)
-        assert outcome(parse_ics, body, FUZZ_WINDOW) == expected, (number, how)
+        fuzz = mutated(number, POOL)
+        expected = outcome(one_tree, fuzz.body, FUZZ_WINDOW)
+        assert outcome(parse_ics, fuzz.body, FUZZ_WINDOW) == expected, (
+            number,
+            fuzz.how,
+        )
 
 
 UID_LINES = [

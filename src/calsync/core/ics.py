@@ -36,12 +36,15 @@ from calsync.core.model import (
     Window,
 )
 from calsync.core.rules import (
+    BUILD_COST,
+    DATE_COST,
     FREQ_SECONDS,
     UnusableRule,
     check_rule,
     count_periods,
     distinct,
     instances_per_period,
+    periods_affordable,
     rule_part,
 )
 from calsync.core.sniff import EMPTY, OTHER_BLOCK, SOMETHING_ELSE, kind_of
@@ -66,10 +69,15 @@ __all__ = [
 # exactly: floating and all-day times are only placed in time after expansion.
 _MARGIN = timedelta(days=1)
 # Recurrence rules are expanded from DTSTART on, so a dense rule costs time in
-# proportion to the instances before the window too. Bound that work per series
-# and per calendar (about 4 microseconds an instance here).
-_SERIES_INSTANCE_BUDGET = 200_000
-CALENDAR_INSTANCE_BUDGET = 2_000_000
+# proportion to the instances before the window too. Bound that work, and every
+# other expansion (RDATE lists, long events, VTIMEZONE rules), per series and
+# per calendar in steps of about 4 microseconds (calsync.core.rules): a series
+# may build the 21,000 occurrences a calendar keeps at most, a calendar spends
+# about 4 s at most (a Google export of 4,778 events needs some 10,000 steps).
+_SERIES_INSTANCE_BUDGET = 400_000
+CALENDAR_INSTANCE_BUDGET = 1_000_000
+# What makes an event cost more than one instance to expand.
+_DATED = ("RRULE", "RDATE", "EXDATE")
 # Unreadable properties a series can do without, and what is lost without them.
 _DROPPABLE = {
     "EXDATE": "instances it meant to exclude may appear",
@@ -541,6 +549,12 @@ class Expander:
         calendar.subcomponents = [_without_nested_events(event) for event in group]
         if self.repair is not None:
             calendar = x_wr_timezone.to_standard(calendar, timezone=self.repair)
+        if len(calendar.subcomponents) > 1:
+            # recurring-ical-events meets a group's events in an order of its own
+            # (a set): fail on the first broken one in the feed's order instead,
+            # so that the problem is the same on every parse.
+            for event in calendar.subcomponents:
+                _ = _Source(event).span
         query_end = self._bounded_end(uid, calendar.subcomponents)
         if query_end <= self.query_start:
             return []
@@ -629,19 +643,141 @@ class Expander:
                 return
 
     def _bounded_end(self, uid: str, group: Sequence[Any]) -> datetime:
-        """Return where to stop expanding so that dense rules stay bounded."""
+        """Return where to stop expanding, charging the budget for all the work.
+
+        recurring-ical-events widens the query (`_widening`) and builds every
+        instance in it; dateutil steps through every instance from DTSTART on,
+        and on to the overrides' RECURRENCE-IDs. RDATE and EXDATE values are
+        charged too.
+        """
         query_end = self.query_end
+        if not any(name in event for event in group for name in _DATED):
+            return query_end
+        before, after = _widening(group)
+        checked = self._checked_until(group)
+        reach = _Reach(
+            _shifted(self.query_start, -before),
+            after,
+            None if checked is None else _shifted(checked, after),
+        )
+        for event in group:
+            if not self._dates_fit(uid, event, reach, _shifted(query_end, after)):
+                return self.query_start
         for event in group:
             rules = event.get("RRULE")
             if rules is None:
                 continue
-            start = self._instant(event["DTSTART"].dt)
+            start = self._rule_start(event)
             for rule in rules if isinstance(rules, list) else [rules]:
-                query_end = min(query_end, self._rule_end(uid, rule, start, query_end))
+                end = self._rule_end(uid, rule, start, query_end, reach)
+                query_end = min(query_end, end)
         return query_end
 
+    def _rule_start(self, event: Any) -> datetime:
+        """Where recurring-ical-events starts an event's rules.
+
+        At the earlier of its start and end: it swaps them if DTEND comes first.
+        """
+        start = self._clamped(event["DTSTART"].dt)
+        try:
+            if "DTEND" in event:
+                return min(start, self._clamped(event["DTEND"].dt))
+            if "DURATION" in event:
+                return min(start, _shifted(start, event["DURATION"].dt))
+        except Exception:
+            pass  # recurring-ical-events fails on the same event
+        return start
+
+    def _clamped(self, value: date | datetime) -> datetime:
+        """Place a time like `_instant`, the first or last datetime if out of range."""
+        try:
+            return self._instant(value)
+        except OverflowError:
+            return _EARLIEST if value.year < 5000 else _LATEST
+
+    def _checked_until(self, group: Sequence[Any]) -> datetime | None:
+        """Return how far recurring-ical-events runs the rules to check overrides.
+
+        An override with rules of its own is looked up in the master's rules,
+        which are run from DTSTART to a day past its RECURRENCE-ID, whatever
+        the query.
+        """
+        latest = None
+        for event in group:
+            if "RECURRENCE-ID" not in event or not any(n in event for n in _DATED):
+                continue
+            try:
+                moment = self._instant(_single(event, "RECURRENCE-ID").dt)
+            except Exception:
+                continue  # recurring-ical-events fails on the same event
+            latest = moment if latest is None else max(latest, moment)
+        return None if latest is None else _shifted(latest, timedelta(days=1))
+
+    def _charge(self, wanted: int) -> int | None:
+        """Charge ``wanted`` units; past the budget, charge what is left and return it.
+
+        A series may spend at most its own budget and what the calendar has left.
+        """
+        spent = self._group_budget - self.budget
+        self._need = max(self._need, spent + _SERIES_INSTANCE_BUDGET)
+        allowed = min(_SERIES_INSTANCE_BUDGET, self.budget)
+        if wanted <= allowed:
+            self.budget -= wanted
+            return None
+        self.budget -= allowed
+        return allowed
+
+    @staticmethod
+    def _over(wanted: int, allowed: int) -> str:
+        """Say which budget ``wanted`` units exceed, for a problem."""
+        if allowed == _SERIES_INSTANCE_BUDGET:
+            limit = f"the parser's budget of {allowed:,} a series"
+        else:
+            limit = (
+                f"the {allowed:,} left of the parser's budget of "
+                f"{CALENDAR_INSTANCE_BUDGET:,} a calendar"
+            )
+        return f"would need about {wanted:,} steps, over {limit}"
+
+    def _dates_fit(
+        self, uid: str, event: Any, reach: _Reach, build_to: datetime
+    ) -> bool:
+        """Charge an event's RDATE and EXDATE values; False if over the budget."""
+        rdates = _dates(event, "RDATE")
+        exdates = len(_dates(event, "EXDATE"))
+        if not rdates and not exdates:
+            return True
+        built = sum(1 for value in rdates if self._builds(value, reach, build_to))
+        wanted = DATE_COST * (len(rdates) + exdates) + BUILD_COST * built
+        allowed = self._charge(wanted)
+        if allowed is None:
+            return True
+        self.unreadable = True
+        self.problems.append(
+            Problem(
+                "too many dates",
+                f"{len(rdates):,} RDATE and {exdates:,} EXDATE values "
+                f"{self._over(wanted, allowed)}; the event was skipped",
+                uid=uid,
+            )
+        )
+        return False
+
+    def _builds(self, value: Any, reach: _Reach, build_to: datetime) -> bool:
+        """Whether recurring-ical-events builds an instance for an RDATE value."""
+        try:
+            moment = self._instant(value[0] if isinstance(value, tuple) else value)
+        except Exception:
+            return True  # charged as built: an estimate never undercharges
+        return reach.build_from <= moment <= build_to
+
     def _rule_end(
-        self, uid: str, rule: Any, start: datetime, query_end: datetime
+        self,
+        uid: str,
+        rule: Any,
+        start: datetime,
+        query_end: datetime,
+        reach: _Reach,
     ) -> datetime:
         freq = str(rule_part(rule, "FREQ", "")).upper()
         if freq not in FREQ_SECONDS:
@@ -649,40 +785,45 @@ class Expander:
         check_rule(rule, freq)
         period = timedelta(seconds=FREQ_SECONDS[freq] * rule_part(rule, "INTERVAL", 1))
         per_period = instances_per_period(rule, freq)
-        periods = count_periods(start, query_end, period)
+        series_end = _LATEST
         count = int(rule_part(rule, "COUNT", 0))
-        series_end = query_end
         if count > 0:  # recurring-ical-events ignores a COUNT below one
             kept = min(distinct(rule, "BYSETPOS") or per_period, per_period)
-            periods = min(periods, -(-count // kept))
-            series_end = start + period * periods
+            series_end = _shifted(start, period, -(-count // kept))
         until = rule_part(rule, "UNTIL", None)
         if isinstance(until, date):
-            series_end = min(series_end, self._instant(until) + period)
+            series_end = min(series_end, _shifted(self._instant(until), period))
         # dateutil builds every candidate of a period, even those BYSETPOS drops.
-        wanted = periods * per_period
-        spent = self._group_budget - self.budget
-        self._need = max(self._need, spent + _SERIES_INSTANCE_BUDGET)
-        allowed = min(_SERIES_INSTANCE_BUDGET, self.budget)
+        query_stop = min(_shifted(query_end, reach.after), series_end)
+        stop = query_stop
+        if reach.checked is not None:
+            stop = max(stop, min(reach.checked, series_end))
+        periods = count_periods(start, stop, period)
+        cheap = min(count_periods(start, reach.build_from, period), periods)
+        built = max(count_periods(start, query_stop, period) - cheap, 0)
+        wanted = (periods + built * BUILD_COST) * per_period
+        allowed = self._charge(wanted)
         end = query_end
-        if wanted > allowed:
-            end = start + period * (allowed // per_period)
-            self.budget -= allowed
+        if allowed is not None:
+            reached = _shifted(
+                start, period, periods_affordable(allowed, per_period, cheap)
+            )
+            end = min(end, _shifted(reached, -reach.after))
+            if reach.checked is not None and reached < min(reach.checked, series_end):
+                end = self.query_start  # checking the overrides is past the budget
             self.problems.append(
                 Problem(
                     "recurrence too dense",
-                    f"FREQ={freq} would need about {int(wanted):,} instances; "
-                    f"expanded only up to {end.isoformat()}",
+                    f"FREQ={freq} {self._over(wanted, allowed)}; expanded only "
+                    f"up to {reached.isoformat()}",
                     uid=uid,
                 )
             )
-        else:
-            self.budget -= wanted
         # Never build far more instances than the calendar may keep.
         first = max(start, self.window.start)
         keep = count_periods(first, min(end, series_end), period) * per_period
         if keep > self.limit + 1_000:
-            end = first + period * ((self.limit + 1_000) // per_period + 1)
+            end = _shifted(first, period, (self.limit + 1_000) // per_period + 1)
             self.capped = True
         return max(min(end, query_end), self.query_start)
 
@@ -757,6 +898,62 @@ class Expander:
         if isinstance(original, datetime):
             return self._instant(original).strftime("%Y%m%dT%H%M%SZ")
         return f"{original:%Y%m%d}"
+
+
+@attrs.frozen
+class _Reach:
+    """Where recurring-ical-events builds instances and runs a series' rules to.
+
+    It builds those from ``build_from`` to the query's end plus ``after``, and
+    runs the rules to ``checked`` (None: the query's end) to check overrides.
+    """
+
+    build_from: datetime
+    after: timedelta
+    checked: datetime | None
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _shifted(moment: datetime, period: timedelta, times: int = 1) -> datetime:
+    """Return ``moment + period * times``, kept within the datetimes there are."""
+    try:
+        return moment + period * times
+    except OverflowError:
+        return _LATEST if (period > timedelta(0)) == (times > 0) else _EARLIEST
+
+
+def _widening(group: Iterable[Any]) -> tuple[timedelta, timedelta]:
+    """How far recurring-ical-events widens a query, back and ahead.
+
+    Back by the longest event of the series, ahead by the farthest a
+    RANGE=THISANDFUTURE override moved (other overrides do not widen it).
+    """
+    before = after = timedelta(0)
+    for event in group:
+        try:
+            adapter = _Source(event)
+            if "RECURRENCE-ID" in event and not adapter.this_and_future:
+                continue
+            back, ahead = adapter.extend_query_span_by
+            before, after = max(before, back), max(after, ahead)
+        except Exception:
+            continue  # recurring-ical-events fails on the same event
+    return before, after
+
+
+def _dates(event: Any, name: str) -> list[Any]:
+    """Return the values of all of an event's RDATE or EXDATE properties."""
+    values = event.get(name)
+    if values is None:
+        return []
+    return [
+        item.dt
+        for value in (values if isinstance(values, list) else [values])
+        for item in getattr(value, "dts", ())
+    ]
 
 
 def _sequence(event: Any) -> int:

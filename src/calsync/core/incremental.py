@@ -233,7 +233,9 @@ class _Run:
         components = _read_blocks(blocks) if blocks else []
         if components is None:
             return None
-        return FeedZones.read(components, CALENDAR_INSTANCE_BUDGET)
+        # Nested ones too, as a whole parse reads them (found by nox -s fuzz).
+        zones = [zone for block in components for zone in block.walk("VTIMEZONE")]
+        return FeedZones.read(zones, CALENDAR_INSTANCE_BUDGET)
 
     def _enter(self, context: _Context) -> None:
         """Drop what depends on the context or the window if either changed."""
