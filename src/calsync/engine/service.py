@@ -166,16 +166,19 @@ class Engine:
         *,
         name: str | None = None,
         owner: str = "default",
-        every: str = "every 15m",
-        leads: Iterable[timedelta | str] = (timedelta(minutes=10),),
+        every: str | None = None,
+        leads: Iterable[timedelta | str] | None = None,
         tz: str | None = None,
-        window_past: timedelta | str = timedelta(days=1),
-        horizon: timedelta | str = timedelta(days=90),
+        window_past: timedelta | str | None = None,
+        horizon: timedelta | str | None = None,
         use_alarms: bool = False,
         auth: BasicAuth | BearerAuth | None = None,
         paused: bool = False,
     ) -> Calendar:
         """Subscribe to a feed; it is synced by the next `sync_due`.
+
+        An option left None keeps the `Calendar` default (every 15m, a 10m lead,
+        a day back, 90 days ahead).
 
         ``every`` is a `Schedule` text, or a bare interval such as ``15m``; leads
         and spans may be written as ``10m``. Everything is validated first: a bad
@@ -222,35 +225,27 @@ class Engine:
             )
         return stored, added
 
-    def _new_calendar(
-        self,
-        url: str,
-        *,
-        name: str | None = None,
-        owner: str = "default",
-        every: str = "every 15m",
-        leads: Iterable[timedelta | str] = (timedelta(minutes=10),),
-        tz: str | None = None,
-        window_past: timedelta | str = timedelta(days=1),
-        horizon: timedelta | str = timedelta(days=90),
-        use_alarms: bool = False,
-        auth: BasicAuth | BearerAuth | None = None,
-        paused: bool = False,
-    ) -> Calendar:
-        """Return a new, validated calendar (not stored) for `add_calendar`."""
+    def _new_calendar(self, url: str, **options: Any) -> Calendar:
+        """Return a new, validated calendar (not stored) for `add_calendar`.
+
+        Options left out or None keep the `Calendar` defaults, declared there only.
+        """
+        unknown = sorted(set(options) - _CALENDAR_OPTIONS)
+        if unknown:
+            raise TypeError(f"unexpected calendar option(s): {', '.join(unknown)}")
+        given = {key: value for key, value in options.items() if value is not None}
+        fields: dict[str, Any] = {}
+        if "every" in given:
+            fields["schedule"] = _schedule_text(given.pop("every"), given.get("tz"))
+        if "leads" in given:
+            fields["leads"] = self._leads(given.pop("leads"))
+        if "tz" in given:
+            fields["tz"] = _zone(given.pop("tz"))
+        for span in ("window_past", "horizon"):
+            if span in given:
+                fields[span] = as_duration(given.pop(span))
         return Calendar(
-            url=self._checked_url(url),
-            created_at=self._now(),
-            owner=owner,
-            name=name,
-            schedule=_schedule_text(every, tz),
-            leads=self._leads(leads),
-            tz=_zone(tz),
-            window_past=as_duration(window_past),
-            horizon=as_duration(horizon),
-            use_alarms=use_alarms,
-            auth=auth,
-            paused=paused,
+            url=self._checked_url(url), created_at=self._now(), **given, **fields
         )
 
     async def get_calendar(
@@ -793,6 +788,12 @@ def _parse_handoff(calendar_id: str, handoff: str) -> tuple[int, str]:
             "the handoff text of a lease from Engine.claim_due"
         )
     return int(token), worker
+
+
+_CALENDAR_OPTIONS = frozenset(
+    {"name", "owner", "every", "leads", "tz", "window_past", "horizon"}
+    | {"use_alarms", "auth", "paused"}
+)
 
 
 def _schedule_text(every: str, tz: str | None) -> str:
