@@ -381,9 +381,9 @@ class Statements:
             )
         else:
             self.claim_notifications = self._claiming(
-                due.with_only_columns(
-                    *_NOTIFICATION, N.claim_token, *o_columns
-                ).outerjoin(occurrences, _occurrence_of(N)),
+                backend.using_index(due, notifications, "notifications_due")
+                .with_only_columns(*_NOTIFICATION, N.claim_token, *o_columns)
+                .outerjoin(occurrences, _occurrence_of(N)),
                 of=notifications,
             )
         self.mark_delivered = (
