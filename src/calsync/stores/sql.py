@@ -863,7 +863,7 @@ class SQLStore(OpensAndCloses):
         """Make dead-letter notifications pending again, due ``now``; count them."""
         due_at = self._instant(now)
         rows = [{"b_id": id_, "now": due_at} for id_ in sorted(set(notification_ids))]
-        return await self._write(_execute_many, self._sql.requeue, rows)
+        return await self._write(self._execute_many, self._sql.requeue, rows)
 
     # -- history and housekeeping -------------------------------------------
 
@@ -1174,7 +1174,7 @@ class SQLStore(OpensAndCloses):
             }
             for row in changed
         ]
-        _execute_many(conn, self._sql.update_calendar, params)
+        self._execute_many(conn, self._sql.update_calendar, params)
         return len(changed)
 
     def _update_calendar(self, conn: Connection, calendar: Calendar) -> Calendar:
@@ -1306,7 +1306,7 @@ class SQLStore(OpensAndCloses):
         cancelled = 0
         if write.changes is not None:
             cancelled += self._apply_changes(conn, calendar_id, write.changes)
-        cancelled += _execute_many(
+        cancelled += self._execute_many(
             conn,
             self._sql.cancel_asked,
             [self._identity(calendar_id, note) for note in write.cancel],
@@ -1324,13 +1324,13 @@ class SQLStore(OpensAndCloses):
     ) -> int:
         """Write a ChangeSet; return how many pending notifications it made stale."""
         upserts = {o.key: o for o in (*changes.added, *changes.updated)}
-        _execute_many(
+        self._execute_many(
             conn,
             self._sql.delete_occurrence,
             [_key(calendar_id, o) for o in changes.removed],
         )
         row = self._codec.occurrence_row
-        _execute_many(
+        self._execute_many(
             conn,
             self._sql.upsert_occurrence,
             [
@@ -1338,14 +1338,14 @@ class SQLStore(OpensAndCloses):
                 for o in upserts.values()
             ],
         )
-        _execute_many(
+        self._execute_many(
             conn,
             self._sql.expire_occurrence,
             [_key(calendar_id, o) for o in changes.expired],
         )
         touched = {(o.key.uid, o.key.recurrence_id) for o in changes.removed}
         touched.update((key.uid, key.recurrence_id) for key in upserts)
-        return _execute_many(
+        return self._execute_many(
             conn,
             self._sql.cancel_stale,
             [
@@ -1353,6 +1353,11 @@ class SQLStore(OpensAndCloses):
                 for uid, rid in sorted(touched)
             ],
         )
+
+    def _execute_many(
+        self, conn: Connection, statement: Any, rows: Sequence[dict[str, Any]]
+    ) -> int:
+        return self._backend.execute_many(conn, statement, rows) if rows else 0
 
     def _identity(self, calendar_id: str, notification: Notification) -> dict[str, Any]:
         return {
@@ -1386,8 +1391,8 @@ class SQLStore(OpensAndCloses):
         ]
         revived = 0
         if status is NotificationStatus.PENDING:
-            revived = _execute_many(conn, self._sql.revive, rows)
-        return revived + _execute_many(conn, self._sql.insert_notification, rows)
+            revived = self._execute_many(conn, self._sql.revive, rows)
+        return revived + self._execute_many(conn, self._sql.insert_notification, rows)
 
     def _add_notifications(
         self,
@@ -1512,11 +1517,3 @@ def _fetch_all(
 
 def _execute(conn: Connection, statement: Any, params: dict[str, Any]) -> int:
     return max(conn.execute(statement, params).rowcount, 0)
-
-
-def _execute_many(
-    conn: Connection, statement: Any, rows: Sequence[dict[str, Any]]
-) -> int:
-    if not rows:
-        return 0
-    return max(conn.execute(statement, list(rows)).rowcount, 0)
