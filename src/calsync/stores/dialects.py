@@ -112,6 +112,12 @@ class Backend:
         """Run ``statement`` once per row; return how many rows it changed."""
         return max(conn.execute(statement, list(rows)).rowcount, 0)
 
+    def fetch_all(
+        self, conn: Connection, statement: Any, params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """`fetch_rows`, for a statement the store built once (a hot one)."""
+        return fetch_rows(conn, statement, params)
+
     def using_index(self, statement: Select[Any], table: Table, index: str) -> Any:
         """Return ``statement`` reading ``table`` through ``index``.
 
@@ -209,7 +215,9 @@ class SQLiteBackend(Backend):
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
         # By statement id (the statement is kept, so the id stays its own).
-        self._driver_sql: dict[tuple[int, tuple[str, ...]], tuple[Any, str | None]] = {}
+        self._driver_sql: dict[
+            tuple[int, tuple[str, ...]], tuple[Any, _Plain | None]
+        ] = {}
 
     @override
     def target(self) -> str:
@@ -244,17 +252,40 @@ class SQLiteBackend(Backend):
     ) -> int:
         # Straight to sqlite3, with the SQL compiled once: SQLAlchemy's per-row
         # parameter handling cost more than SQLite's work on a 1 % change.
-        keys = tuple(rows[0])
+        plain = self._plain(statement, tuple(rows[0]))
+        if plain is None:
+            return super().execute_many(conn, statement, rows)
+        sql, fixed = plain
+        if fixed:
+            rows = [{**fixed, **row} for row in rows]
+        return max(_sqlite(conn).executemany(sql, rows).rowcount, 0)
+
+    @override
+    def fetch_all(
+        self, conn: Connection, statement: Any, params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        plain = self._plain(statement, ())
+        if plain is None:
+            return super().fetch_all(conn, statement, params)
+        sql, fixed = plain
+        cursor = _sqlite(conn).execute(sql, {**fixed, **params} if fixed else params)
+        keys = [column[0] for column in cursor.description]
+        return [dict(zip(keys, row, strict=True)) for row in cursor.fetchall()]
+
+    def _plain(self, statement: Any, keys: tuple[str, ...]) -> _Plain | None:
+        """Return ``statement`` (built once) as sqlite3 SQL, compiled once.
+
+        None if it needs SQLAlchemy's parameter or result handling.
+        """
         cached = self._driver_sql.get((id(statement), keys))
         if cached is None:
+            if len(self._driver_sql) >= _PLAIN_STATEMENTS:
+                return None  # not a statement built once: SQLAlchemy caches it
             cached = self._driver_sql[id(statement), keys] = (
                 statement,
                 _plain_sql(statement, keys),
             )
-        sql = cached[1]
-        if sql is None:  # a statement that needs SQLAlchemy's parameter handling
-            return super().execute_many(conn, statement, rows)
-        return max(_sqlite(conn).executemany(sql, rows).rowcount, 0)
+        return cached[1]
 
     @override
     def using_index(self, statement: Select[Any], table: Table, index: str) -> Any:
@@ -310,6 +341,22 @@ class SQLiteBackend(Backend):
         )
 
 
+def fetch_rows(
+    conn: Connection, statement: Any, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Return the rows as dicts: the codec reads each row by name many times."""
+    result = conn.execute(statement, params)
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result.all()]
+
+
+_Plain = tuple[str, dict[str, Any]]
+"""SQL for sqlite3 and the parameter values it needs besides the caller's."""
+
+_PLAIN_STATEMENTS = 200
+"""More statements than the store builds once: the rest go through SQLAlchemy."""
+
+
 class _SQLiteCompiler(SQLiteCompiler):
     """SQLAlchemy's SQLite compiler, rendering table hints (``INDEXED BY``)."""
 
@@ -317,19 +364,31 @@ class _SQLiteCompiler(SQLiteCompiler):
         return text
 
 
-def _plain_sql(statement: Any, keys: Sequence[str]) -> str | None:
+def _plain_sql(statement: Any, keys: Sequence[str]) -> _Plain | None:
     """Return ``statement`` as SQL sqlite3 runs with named parameters ``keys``.
 
-    None when SQLAlchemy would convert a value or fill one in itself.
+    With the values SQLAlchemy fills in itself (an OFFSET 0); None when it would
+    convert a value or expand a list.
     """
     dialect = sqlite.dialect(paramstyle="named")
     dialect.statement_compiler = _SQLiteCompiler
     compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-    if compiled._bind_processors or any(
-        not param.required or param.expanding for param in compiled.binds.values()
+    params = compiled.binds.values()
+    if (
+        compiled._bind_processors
+        or any(param.expanding or param.callable is not None for param in params)
+        or any(
+            column[3]._cached_result_processor(dialect, None) is not None
+            for column in compiled._result_columns
+        )
     ):
         return None
-    return str(compiled)
+    fixed = {
+        compiled.bind_names[param]: param.value
+        for param in params
+        if not param.required
+    }
+    return str(compiled), fixed
 
 
 def _sqlite(conn: Connection) -> sqlite3.Connection:

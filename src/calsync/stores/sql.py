@@ -60,6 +60,7 @@ from calsync.stores._rows import (
     reseal_rows,
 )
 from calsync.stores.dialects import Backend, SQLiteBackend
+from calsync.stores.dialects import fetch_rows as _fetch_all
 from calsync.stores.records import (
     AppliedSync,
     Calendar,
@@ -1249,12 +1250,12 @@ class SQLStore(OpensAndCloses):
             "worker": worker,
             "expires": instant(expires_at),
         }
-        rows = _fetch_all(conn, self._sql.claim_requested, params)
+        rows = self._fetch_hot(conn, self._sql.claim_requested, params)
         if at_once:  # UPDATE ... RETURNING returns the rows in no order
             rows.sort(key=lambda row: (row["sync_requested_at"], row["id"]))
         if len(rows) < limit:
             params["limit"] = limit - len(rows)
-            periodic = _fetch_all(conn, self._sql.claim_periodic, params)
+            periodic = self._fetch_hot(conn, self._sql.claim_periodic, params)
             if at_once:
                 periodic.sort(key=lambda row: (row["next_sync_at"], row["id"]))
             rows += periodic
@@ -1354,6 +1355,12 @@ class SQLStore(OpensAndCloses):
             ],
         )
 
+    def _fetch_hot(
+        self, conn: Connection, statement: Any, params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """`_fetch_all` of a statement built once, run the backend's fastest way."""
+        return self._backend.fetch_all(conn, statement, params)
+
     def _execute_many(
         self, conn: Connection, statement: Any, rows: Sequence[dict[str, Any]]
     ) -> int:
@@ -1446,7 +1453,7 @@ class SQLStore(OpensAndCloses):
             "worker": worker,
             "due_at": due_at,
         }
-        rows = _fetch_all(conn, self._sql.claim_notifications, params)
+        rows = self._fetch_hot(conn, self._sql.claim_notifications, params)
         if rows and not at_once:  # one statement for the batch
             ids = [row["id"] for row in rows]
             conn.execute(self._sql.take_claim, {**params, "b_ids": ids})
@@ -1504,15 +1511,6 @@ def _key(calendar_id: str, occurrence: Occurrence) -> dict[str, str]:
         "b_uid": occurrence.key.uid,
         "b_rid": occurrence.key.recurrence_id,
     }
-
-
-def _fetch_all(
-    conn: Connection, statement: Any, params: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Return the rows as dicts: the codec reads each row by name many times."""
-    result = conn.execute(statement, params)
-    keys = list(result.keys())
-    return [dict(zip(keys, row, strict=True)) for row in result.all()]
 
 
 def _execute(conn: Connection, statement: Any, params: dict[str, Any]) -> int:
