@@ -1301,8 +1301,8 @@ class SQLStore(OpensAndCloses):
         self, conn: Connection, lease: Lease, write: SyncWrite, now: datetime
     ) -> AppliedSync:
         calendar_id = lease.calendar_id
-        held = conn.execute(self._sql.lease_of, {"b_id": calendar_id}).first()
-        if held is None or tuple(held) != (lease.token, lease.worker):
+        held = self._fetch_hot(conn, self._sql.lease_of, {"b_id": calendar_id})
+        if not held or tuple(held[0].values()) != (lease.token, lease.worker):
             raise lease_lost(lease)
         cancelled = 0
         if write.changes is not None:
@@ -1317,7 +1317,9 @@ class SQLStore(OpensAndCloses):
         if state.next_sync_at is None:
             state = attrs.evolve(state, next_sync_at=now)
         values = dict(zip(STATE_COLUMNS, self._codec.state_values(state), strict=True))
-        conn.execute(self._sql.finish_sync, {**values, "b_id": calendar_id})
+        self._execute_many(
+            conn, self._sql.finish_sync, [{**values, "b_id": calendar_id}]
+        )
         return AppliedSync(created=created, cancelled=cancelled)
 
     def _apply_changes(
