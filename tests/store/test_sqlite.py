@@ -408,14 +408,17 @@ async def test_a_taken_url_is_not_shown_in_the_error(tmp_path: Path) -> None:
 
 SQL = sql_module.Statements(SQLiteBackend("plans.db", timedelta(seconds=1)))
 WEEK = Window(T0, T0 + timedelta(days=7))
+STORE_DIALECT = SQLiteBackend("plans.db", timedelta(seconds=1)).engine().dialect
 
 
 def compiled(statement: object, params: dict[str, object]) -> tuple[str, object]:
     """The SQL text the store sends for ``statement``, and its named parameters."""
     from sqlalchemy.dialects import sqlite
 
+    dialect = sqlite.dialect(paramstyle="named")
+    dialect.statement_compiler = STORE_DIALECT.statement_compiler
     done = statement.compile(  # type: ignore[attr-defined]
-        dialect=sqlite.dialect(paramstyle="named"),
+        dialect=dialect,
         compile_kwargs={"render_postcompile": True},
     )
     return str(done), done.construct_params(params)
@@ -483,6 +486,23 @@ async def test_hot_statements_are_index_lookups(
         ]
     assert plan
     assert not [step for step in plan if step.startswith("SCAN")], plan
+
+
+async def test_claiming_notifications_reads_only_the_pending_ones(
+    tmp_path: Path,
+) -> None:
+    # SQLite, without statistics, preferred the full status index: a claim then
+    # read every pending row, and grew with the table.
+    path = tmp_path / "plans.db"
+    async with SQLiteStore(path):
+        pass
+    text, params = compiled(SQL.claim_notifications, {"now": 0, "limit": 1})
+    with raw(path) as conn:
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {text}", params)]
+    assert any(
+        step.startswith("SEARCH notifications USING INDEX notifications_due ")
+        for step in plan
+    ), plan
 
 
 async def test_a_stored_lead_past_todays_range_is_read_clamped_not_refused(

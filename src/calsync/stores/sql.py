@@ -60,6 +60,7 @@ from calsync.stores._rows import (
     reseal_rows,
 )
 from calsync.stores.dialects import Backend, SQLiteBackend
+from calsync.stores.dialects import fetch_rows as _fetch_all
 from calsync.stores.records import (
     AppliedSync,
     Calendar,
@@ -381,9 +382,9 @@ class Statements:
             )
         else:
             self.claim_notifications = self._claiming(
-                due.with_only_columns(
-                    *_NOTIFICATION, N.claim_token, *o_columns
-                ).outerjoin(occurrences, _occurrence_of(N)),
+                backend.using_index(due, notifications, "notifications_due")
+                .with_only_columns(*_NOTIFICATION, N.claim_token, *o_columns)
+                .outerjoin(occurrences, _occurrence_of(N)),
                 of=notifications,
             )
         self.mark_delivered = (
@@ -863,7 +864,7 @@ class SQLStore(OpensAndCloses):
         """Make dead-letter notifications pending again, due ``now``; count them."""
         due_at = self._instant(now)
         rows = [{"b_id": id_, "now": due_at} for id_ in sorted(set(notification_ids))]
-        return await self._write(_execute_many, self._sql.requeue, rows)
+        return await self._write(self._execute_many, self._sql.requeue, rows)
 
     # -- history and housekeeping -------------------------------------------
 
@@ -1174,7 +1175,7 @@ class SQLStore(OpensAndCloses):
             }
             for row in changed
         ]
-        _execute_many(conn, self._sql.update_calendar, params)
+        self._execute_many(conn, self._sql.update_calendar, params)
         return len(changed)
 
     def _update_calendar(self, conn: Connection, calendar: Calendar) -> Calendar:
@@ -1249,12 +1250,12 @@ class SQLStore(OpensAndCloses):
             "worker": worker,
             "expires": instant(expires_at),
         }
-        rows = _fetch_all(conn, self._sql.claim_requested, params)
+        rows = self._fetch_hot(conn, self._sql.claim_requested, params)
         if at_once:  # UPDATE ... RETURNING returns the rows in no order
             rows.sort(key=lambda row: (row["sync_requested_at"], row["id"]))
         if len(rows) < limit:
             params["limit"] = limit - len(rows)
-            periodic = _fetch_all(conn, self._sql.claim_periodic, params)
+            periodic = self._fetch_hot(conn, self._sql.claim_periodic, params)
             if at_once:
                 periodic.sort(key=lambda row: (row["next_sync_at"], row["id"]))
             rows += periodic
@@ -1300,13 +1301,13 @@ class SQLStore(OpensAndCloses):
         self, conn: Connection, lease: Lease, write: SyncWrite, now: datetime
     ) -> AppliedSync:
         calendar_id = lease.calendar_id
-        held = conn.execute(self._sql.lease_of, {"b_id": calendar_id}).first()
-        if held is None or tuple(held) != (lease.token, lease.worker):
+        held = self._fetch_hot(conn, self._sql.lease_of, {"b_id": calendar_id})
+        if not held or tuple(held[0].values()) != (lease.token, lease.worker):
             raise lease_lost(lease)
         cancelled = 0
         if write.changes is not None:
             cancelled += self._apply_changes(conn, calendar_id, write.changes)
-        cancelled += _execute_many(
+        cancelled += self._execute_many(
             conn,
             self._sql.cancel_asked,
             [self._identity(calendar_id, note) for note in write.cancel],
@@ -1316,7 +1317,9 @@ class SQLStore(OpensAndCloses):
         if state.next_sync_at is None:
             state = attrs.evolve(state, next_sync_at=now)
         values = dict(zip(STATE_COLUMNS, self._codec.state_values(state), strict=True))
-        conn.execute(self._sql.finish_sync, {**values, "b_id": calendar_id})
+        self._execute_many(
+            conn, self._sql.finish_sync, [{**values, "b_id": calendar_id}]
+        )
         return AppliedSync(created=created, cancelled=cancelled)
 
     def _apply_changes(
@@ -1324,13 +1327,13 @@ class SQLStore(OpensAndCloses):
     ) -> int:
         """Write a ChangeSet; return how many pending notifications it made stale."""
         upserts = {o.key: o for o in (*changes.added, *changes.updated)}
-        _execute_many(
+        self._execute_many(
             conn,
             self._sql.delete_occurrence,
             [_key(calendar_id, o) for o in changes.removed],
         )
         row = self._codec.occurrence_row
-        _execute_many(
+        self._execute_many(
             conn,
             self._sql.upsert_occurrence,
             [
@@ -1338,14 +1341,14 @@ class SQLStore(OpensAndCloses):
                 for o in upserts.values()
             ],
         )
-        _execute_many(
+        self._execute_many(
             conn,
             self._sql.expire_occurrence,
             [_key(calendar_id, o) for o in changes.expired],
         )
         touched = {(o.key.uid, o.key.recurrence_id) for o in changes.removed}
         touched.update((key.uid, key.recurrence_id) for key in upserts)
-        return _execute_many(
+        return self._execute_many(
             conn,
             self._sql.cancel_stale,
             [
@@ -1353,6 +1356,17 @@ class SQLStore(OpensAndCloses):
                 for uid, rid in sorted(touched)
             ],
         )
+
+    def _fetch_hot(
+        self, conn: Connection, statement: Any, params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """`_fetch_all` of a statement built once, run the backend's fastest way."""
+        return self._backend.fetch_all(conn, statement, params)
+
+    def _execute_many(
+        self, conn: Connection, statement: Any, rows: Sequence[dict[str, Any]]
+    ) -> int:
+        return self._backend.execute_many(conn, statement, rows) if rows else 0
 
     def _identity(self, calendar_id: str, notification: Notification) -> dict[str, Any]:
         return {
@@ -1386,8 +1400,8 @@ class SQLStore(OpensAndCloses):
         ]
         revived = 0
         if status is NotificationStatus.PENDING:
-            revived = _execute_many(conn, self._sql.revive, rows)
-        return revived + _execute_many(conn, self._sql.insert_notification, rows)
+            revived = self._execute_many(conn, self._sql.revive, rows)
+        return revived + self._execute_many(conn, self._sql.insert_notification, rows)
 
     def _add_notifications(
         self,
@@ -1441,7 +1455,7 @@ class SQLStore(OpensAndCloses):
             "worker": worker,
             "due_at": due_at,
         }
-        rows = _fetch_all(conn, self._sql.claim_notifications, params)
+        rows = self._fetch_hot(conn, self._sql.claim_notifications, params)
         if rows and not at_once:  # one statement for the batch
             ids = [row["id"] for row in rows]
             conn.execute(self._sql.take_claim, {**params, "b_ids": ids})
@@ -1501,22 +1515,5 @@ def _key(calendar_id: str, occurrence: Occurrence) -> dict[str, str]:
     }
 
 
-def _fetch_all(
-    conn: Connection, statement: Any, params: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Return the rows as dicts: the codec reads each row by name many times."""
-    result = conn.execute(statement, params)
-    keys = list(result.keys())
-    return [dict(zip(keys, row, strict=True)) for row in result.all()]
-
-
 def _execute(conn: Connection, statement: Any, params: dict[str, Any]) -> int:
     return max(conn.execute(statement, params).rowcount, 0)
-
-
-def _execute_many(
-    conn: Connection, statement: Any, rows: Sequence[dict[str, Any]]
-) -> int:
-    if not rows:
-        return 0
-    return max(conn.execute(statement, list(rows)).rowcount, 0)
