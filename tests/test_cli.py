@@ -79,6 +79,15 @@ class Feeds:
         self._loop.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables are as wide as a run without a terminal makes them, wherever pytest runs.
+
+    pytest-xdist workers (and some shells) set ``COLUMNS``, which rich obeys.
+    """
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 @pytest.fixture
 def feeds() -> Iterator[Feeds]:
     server = Feeds()
