@@ -48,13 +48,8 @@ from calsync.fetch.failures import (
 )
 from calsync.fetch.fetcher import FetchResult
 from calsync.fetch.hints import parse_max_age, parse_retry_after
-from calsync.fetch.ssrf import (
-    BlockedTarget,
-    GuardedResolver,
-    TargetGuard,
-    guarded_connector,
-    host_problem,
-)
+from calsync.fetch.session import GuardedSession
+from calsync.fetch.ssrf import BlockedTarget, TargetGuard, host_problem
 
 __all__ = ["HttpFetcher", "describe_transport_error"]
 
@@ -177,16 +172,24 @@ class HttpFetcher:
                 "never shrinks when it is decompressed"
             )
         self._max_redirects = _positive("max_redirects", max_redirects, minimum=0)
-        self._connections = _positive("connections", connections)
+        connections = _positive("connections", connections)
         self._user_agent = user_agent or _user_agent()
         if _CONTROL.search(self._user_agent):
             raise ValidationError("user_agent must not contain control characters")
-        self._ssl_context = ssl_context
-        self._resolver = resolver
-        self._session: aiohttp.ClientSession | None = None
-        self._guarded_resolver: GuardedResolver | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
+        self._session = GuardedSession(
+            "HttpFetcher",
+            self._guard,
+            resolver=resolver,
+            connector={
+                "limit": connections,
+                "ssl": ssl_context if ssl_context is not None else True,
+            },
+            headers={"User-Agent": self._user_agent, "Accept": _ACCEPT},
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self._connect_seconds
+            ),
+            auto_decompress=True,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -197,7 +200,7 @@ class HttpFetcher:
         )
 
     async def __aenter__(self) -> Self:
-        self._session_for_running_loop()
+        self._session.get()
         return self
 
     async def __aexit__(
@@ -210,13 +213,7 @@ class HttpFetcher:
 
     async def aclose(self) -> None:
         """Close the session and its connections; a later fetch raises RuntimeError."""
-        self._closed = True
-        session, self._session = self._session, None
-        resolver, self._guarded_resolver = self._guarded_resolver, None
-        if session is not None:
-            await session.close()
-        if resolver is not None:
-            await resolver.close()
+        await self._session.aclose()
 
     async def fetch(
         self,
@@ -233,7 +230,7 @@ class HttpFetcher:
         """
         started = time.perf_counter()
         target, auth = self._first_target(url, auth)
-        session = self._session_for_running_loop()
+        session = self._session.get()
         validators = {
             "If-None-Match": _validator(etag),
             "If-Modified-Since": _validator(last_modified),
@@ -257,38 +254,6 @@ class HttpFetcher:
         # Raised outside the except blocks: the transport error, whose text may
         # hold the full URL, is neither the cause nor the context.
         raise error
-
-    def _session_for_running_loop(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._closed:
-            raise RuntimeError("this HttpFetcher is closed; create a new one")
-        if self._session is None:
-            self._session = self._new_session()
-            self._loop = loop
-        elif self._loop is not loop:
-            raise RuntimeError(
-                "an HttpFetcher belongs to the event loop it first fetched on; "
-                "create one fetcher per event loop"
-            )
-        return self._session
-
-    def _new_session(self) -> aiohttp.ClientSession:
-        connector, self._guarded_resolver = guarded_connector(
-            self._guard,
-            self._resolver,
-            limit=self._connections,
-            ssl=self._ssl_context if self._ssl_context is not None else True,
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),  # no cookies shared across tenants
-            headers={"User-Agent": self._user_agent, "Accept": _ACCEPT},
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=self._connect_seconds
-            ),
-            trust_env=False,
-            auto_decompress=True,
-        )
 
     def check_url(self, url: str) -> None:
         """Refuse a URL that is not http, https or webcal, or whose host is blocked."""

@@ -36,14 +36,8 @@ from calsync.core.redact import redact
 from calsync.fetch.failures import RetryAfter
 from calsync.fetch.hints import parse_retry_after
 from calsync.fetch.http import describe_transport_error
-from calsync.fetch.ssrf import (
-    BlockedTarget,
-    GuardedResolver,
-    TargetGuard,
-    allow_advice,
-    guarded_connector,
-    host_problem,
-)
+from calsync.fetch.session import GuardedSession
+from calsync.fetch.ssrf import BlockedTarget, TargetGuard, allow_advice, host_problem
 from calsync.handlers.delivery import Delivery, DeliveryError
 
 __all__ = [
@@ -242,8 +236,6 @@ class WebhookHandler:
         reason = self._guard.check_host(host)
         if reason is not None:
             raise ValidationError(_blocked(self._shown, host, reason))
-        self._inner_resolver = resolver
-        self._resolver: GuardedResolver | None = None
         self._signer = Webhook(_key(secret))
         if not isinstance(timeout, timedelta) or timeout <= timedelta(0):
             raise ValidationError(
@@ -252,16 +244,19 @@ class WebhookHandler:
         self._timeout = timeout.total_seconds()
         self._headers = _extra_headers(headers)
         self._clock = clock
-        self._session = session
-        self._owns_session = session is None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
+        self._session = GuardedSession(
+            "WebhookHandler",
+            self._guard,
+            resolver=resolver,
+            session=session,
+            headers={"User-Agent": _user_agent()},
+        )
 
     def __repr__(self) -> str:
         return f"WebhookHandler(url={self._shown!r}, timeout={self._timeout:g}s)"
 
     async def __aenter__(self) -> Self:
-        self._session_for_running_loop()
+        self._session.get()
         return self
 
     async def __aexit__(
@@ -274,17 +269,11 @@ class WebhookHandler:
 
     async def aclose(self) -> None:
         """Close the session if the handler made it; later calls raise RuntimeError."""
-        self._closed = True
-        session, self._session = self._session, None
-        resolver, self._resolver = self._resolver, None
-        if session is not None and self._owns_session:
-            await session.close()
-        if resolver is not None:
-            await resolver.close()
+        await self._session.aclose()
 
     async def __call__(self, delivery: Delivery) -> None:
         """POST *delivery*; raise `DeliveryError` unless the receiver answers 2xx."""
-        session = self._session_for_running_loop()
+        session = self._session.get()
         body = json.dumps(delivery.payload(), separators=(",", ":")).encode()
         timestamp = int(self._clock())
         headers = {
@@ -367,28 +356,6 @@ class WebhookHandler:
             f"answered HTTP {_phrase(status)}; {_status_advice(status)}",
             permanent=True,
         )
-
-    def _session_for_running_loop(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._closed:
-            raise RuntimeError("this WebhookHandler is closed; create a new one")
-        if self._session is None:
-            connector, self._resolver = guarded_connector(
-                self._guard, self._inner_resolver
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                headers={"User-Agent": _user_agent()},
-                trust_env=False,
-            )
-            self._loop = loop
-        elif self._owns_session and self._loop is not loop:
-            raise RuntimeError(
-                "a WebhookHandler belongs to the event loop it first posted on; "
-                "create one handler per event loop"
-            )
-        return self._session
 
 
 def _keys(secret: str | bytes | Sequence[str | bytes]) -> list[bytes]:
