@@ -429,17 +429,7 @@ def remove(app: _App, calendar_id: str, yes: bool) -> None:
 @pass_app
 def reseal_secrets(app: _App) -> None:
     """Encrypt every stored feed secret with the first of [store] secret_keys."""
-
-    async def work(engine: Engine) -> int:
-        reseal = getattr(engine.store, "reseal_secrets", None)
-        if reseal is None:
-            raise ValidationError(
-                "this store keeps nothing on disk: there are no secrets to reseal"
-            )
-        count: int = await reseal()
-        return count
-
-    count = _run(_with_engine(app, work))
+    count = _run(_with_engine(app, lambda engine: engine.reseal_secrets()))
     _console().print(
         f"Resealed the feed secrets of {count} calendar(s) with the first key; "
         "older keys can now leave [store] secret_keys."

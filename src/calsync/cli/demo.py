@@ -32,7 +32,6 @@ from calsync.engine.service import Engine, utc_now
 from calsync.fetch.http import HttpFetcher
 from calsync.handlers.delivery import Delivery
 from calsync.stores.sqlite import SQLiteStore
-from calsync.stores.store import Store
 from calsync.testing.feedserver import FeedServer
 
 __all__ = ["CALENDARS", "HORIZON", "DemoCalendar", "DemoClock", "run_demo"]
@@ -345,25 +344,25 @@ class _Printer:
         if isinstance(result, SyncDueResult) and result.results:
             self._cycles.put_nowait(result)
 
-    async def watch(self, store: Store) -> None:
+    async def watch(self, engine: Engine) -> None:
         """Print one line per sync cycle, with what changed in each calendar."""
         while True:
-            await self.report(await self._cycles.get(), store)
+            await self.report(await self._cycles.get(), engine)
 
-    async def drain(self, store: Store) -> None:
+    async def drain(self, engine: Engine) -> None:
         """Print the cycles not printed yet."""
         while not self._cycles.empty():
-            await self.report(self._cycles.get_nowait(), store)
+            await self.report(self._cycles.get_nowait(), engine)
 
-    async def report(self, cycle: SyncDueResult, store: Store) -> None:
+    async def report(self, cycle: SyncDueResult, engine: Engine) -> None:
         """Print what one sync cycle did."""
-        parts = [await self._describe(result, store) for result in cycle.results]
+        parts = [await self._describe(result, engine) for result in cycle.results]
         self.console.print(
             f"{_now(self.clock)}  [green]synced[/]    " + "; ".join(parts),
             highlight=False,
         )
 
-    async def _describe(self, result: SyncResult, store: Store) -> str:
+    async def _describe(self, result: SyncResult, engine: Engine) -> str:
         name = f"[cyan]{escape(self.names.get(result.calendar_id, result.label))}[/]"
         if result.outcome is SyncOutcome.FAILED:
             error = (result.error or "failed").removeprefix(f"{result.label}: ")
@@ -376,7 +375,7 @@ class _Printer:
         if result.outcome is not SyncOutcome.CHANGED:
             answer = " (304)" if result.not_modified else ""
             return f"{name} {result.outcome}{answer}"
-        occurrences = await store.list_occurrences(result.calendar_id)
+        occurrences = await engine.occurrences(result.calendar_id)
         current = {str(o.key): (o.start, o.summary) for o in occurrences}
         previous = self._snapshots.get(result.calendar_id)
         self._snapshots[result.calendar_id] = current
@@ -516,7 +515,7 @@ async def _run_engine(
         runner.on_result(printer.on_result)
         helpers = [
             asyncio.create_task(_keep_feeds_current(server, start, clock)),
-            asyncio.create_task(printer.watch(engine.store)),
+            asyncio.create_task(printer.watch(engine)),
         ]
         if duration is not None:
             helpers.append(asyncio.create_task(_stop_after(runner, duration, clock)))
@@ -524,7 +523,7 @@ async def _run_engine(
             await runner.run(install_signal_handlers=duration is None)
         finally:
             await _cancel(helpers)
-        await printer.drain(engine.store)
+        await printer.drain(engine)
         return printer.delivered
 
 

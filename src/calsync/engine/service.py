@@ -19,7 +19,7 @@ import attrs
 from calsync.core.auth import BasicAuth, BearerAuth
 from calsync.core.durations import as_duration
 from calsync.core.errors import LeaseLost, ValidationError
-from calsync.core.model import as_aware_utc
+from calsync.core.model import Occurrence, Window, as_aware_utc
 from calsync.core.redact import redact_text
 from calsync.core.schedule import schedule_of, schedule_or_interval
 from calsync.core.settings import Settings
@@ -342,6 +342,19 @@ class Engine:
         """Make dead-letter notifications pending again; return how many."""
         return await self._store.requeue(list(notification_ids), self._now())
 
+    async def reseal_secrets(self) -> int:
+        """Encrypt every stored feed secret with the store's first key; return how many.
+
+        Raises `ValidationError` for a store that keeps nothing on disk (memory).
+        """
+        reseal = getattr(self._store, "reseal_secrets", None)
+        if reseal is None:
+            raise ValidationError(
+                "this store keeps nothing on disk: there are no secrets to reseal"
+            )
+        count: int = await reseal()
+        return count
+
     # -- jobs --------------------------------------------------------------
 
     async def run_job(
@@ -636,6 +649,21 @@ class Engine:
         return await self._store.list_notifications(
             calendar_id=calendar_id, status=status, uid=uid, limit=limit
         )
+
+    async def occurrences(
+        self,
+        calendar_id: str,
+        window: Window | None = None,
+        *,
+        owner: str | None = None,
+    ) -> list[Occurrence]:
+        """Return a calendar's stored occurrences overlapping ``window`` (all if None).
+
+        Sorted by start; raises `CalendarNotFound` (also when ``owner`` differs).
+        """
+        if owner is not None:
+            await self._store.get_calendar(calendar_id, owner=owner)
+        return await self._store.list_occurrences(calendar_id, window)
 
     def _stale(self, calendar: Calendar, now: datetime) -> bool:
         if calendar.paused:
