@@ -25,6 +25,7 @@ from calsync.engine.runner import (
     Triggers,
 )
 from calsync.engine.service import Engine
+from calsync.engine.thread import EngineThread
 
 __all__ = [
     "CalendarStatus",
@@ -34,6 +35,7 @@ __all__ = [
     "DispatchResult",
     "Engine",
     "EngineStatus",
+    "EngineThread",
     "Explanation",
     "Job",
     "JobResult",

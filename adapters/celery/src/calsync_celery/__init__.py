@@ -1,29 +1,23 @@
 """Run calsync's jobs as Celery tasks: beat triggers them, workers run them.
 
 `install` registers the tasks on your Celery app and merges their beat entries.
-Each worker process opens one `calsync.Engine` on one event loop of its own;
+Each worker process opens one `calsync.Engine` on a `calsync.engine.EngineThread`;
 each task only translates a trigger into one `calsync.Engine.run_job` call.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 from celery import Celery, signals
 from celery.app.task import Task
 from celery.schedules import BaseSchedule, schedstate
 
 import calsync
-from calsync.engine import ClaimResult, JobResult
+from calsync.engine import ClaimResult, EngineThread, JobResult
 
 __all__ = ["CalsyncSchedule", "install"]
 
@@ -41,14 +35,12 @@ class CalsyncSchedule(BaseSchedule):
     """
 
     def __init__(self, text: str, tz: str = "UTC", **options: Any) -> None:
-        self._schedule = calsync.Schedule.parse(text, tz)
-        self.text = self._schedule.text
-        self.zone = tz
+        self.schedule = calsync.Schedule.parse(text, tz)
         super().__init__(**options)
 
     def next_after(self, t: datetime) -> datetime:
         """Return the next run strictly after the aware ``t``, in UTC."""
-        return self._schedule.next_after(self.maybe_make_aware(t))
+        return self.schedule.next_after(self.maybe_make_aware(t))
 
     def remaining_estimate(self, last_run_at: datetime) -> timedelta:
         """Return how long until the run after ``last_run_at`` (zero if due)."""
@@ -57,90 +49,23 @@ class CalsyncSchedule(BaseSchedule):
     def is_due(self, last_run_at: datetime) -> schedstate:
         """Return whether a run is due now, and the seconds until beat looks again."""
         now = self.now()
-        if self.next_after(last_run_at) <= now:
-            return schedstate(True, (self.next_after(now) - now).total_seconds())
-        return schedstate(False, self.remaining_estimate(last_run_at).total_seconds())
+        due = self.next_after(last_run_at) <= now
+        upcoming = self.next_after(now if due else last_run_at)
+        return schedstate(due, (upcoming - now).total_seconds())
 
     def __reduce__(self) -> tuple[type[CalsyncSchedule], tuple[str, str]]:
-        return (type(self), (self.text, self.zone))
+        return (type(self), (self.schedule.text, self.schedule.zone))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, CalsyncSchedule):
-            return (self.text, self.zone) == (other.text, other.zone)
+            return self.schedule == other.schedule
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash((self.text, self.zone))
+        return hash(self.schedule)
 
     def __repr__(self) -> str:
-        return f"<calsync schedule {self.text} ({self.zone})>"
-
-
-class _Runtime:
-    """One Engine per process, open on the event loop of an anyio blocking portal.
-
-    Tasks (from any pool thread) run their jobs on that one loop and wait, so
-    the Engine's clients live on one loop. A forked child starts afresh.
-    """
-
-    def __init__(self, engine_factory: Callable[[], calsync.Engine]) -> None:
-        self._factory = engine_factory
-        self._lock = threading.Lock()
-        self._pid: int | None = None
-        self._stack = ExitStack()
-        self._portal: BlockingPortal | None = None
-        self._opening: Future[calsync.Engine] | None = None
-
-    def start(self) -> Future[calsync.Engine]:
-        """Begin opening this process's Engine, unless it is open or opening."""
-        with self._lock:
-            portal = self._portal
-            if portal is None or self._pid != os.getpid():  # a fork has no loop thread
-                self._stack = ExitStack()
-                portal = self._stack.enter_context(start_blocking_portal())
-                self._pid, self._portal, self._opening = os.getpid(), portal, None
-            if self._opening is None or _failed(self._opening):
-                self._opening = portal.start_task_soon(self._open)
-            return self._opening
-
-    def run(self, job: calsync.Job, **arguments: Any) -> JobResult:
-        """Run one Engine job on the process's loop and wait for its result."""
-        engine = self.start().result()
-        assert self._portal is not None
-        run = functools.partial(engine.run_job, job, **arguments)
-        future = self._portal.start_task_soon(run)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # a time limit or a shutdown interrupted the wait
-            raise
-
-    async def _open(self) -> calsync.Engine:
-        engine = self._factory()
-        try:
-            await engine.open()
-        except BaseException:
-            await engine.close()
-            raise
-        return engine
-
-    def stop(self) -> None:
-        """Close this process's Engine and stop its loop (no-op if it has none)."""
-        with self._lock:
-            if self._pid != os.getpid():
-                return
-            portal, opening, stack = self._portal, self._opening, self._stack
-            self._pid, self._portal, self._opening = None, None, None
-        with stack:  # stops the portal's loop on the way out
-            try:
-                if portal is not None and opening is not None:
-                    portal.call(opening.result().close)
-            except Exception:
-                logger.exception("closing the calsync engine failed")
-
-
-def _failed(future: Future[Any]) -> bool:
-    return future.done() and (future.cancelled() or future.exception() is not None)
+        return f"<calsync schedule {self.schedule} ({self.schedule.zone})>"
 
 
 def install(
@@ -161,7 +86,7 @@ def install(
     """
     if not callable(handler):
         raise calsync.ValidationError(f"handler must be callable, got {handler!r}")
-    runtime = _Runtime(engine_factory)
+    engine = EngineThread(engine_factory)
     triggers = schedules if schedules is not None else calsync.Triggers()
     check_schedule = triggers.schedule(calsync.Job.CHECK_NOTIFICATIONS)
 
@@ -182,7 +107,7 @@ def install(
 
     def run(job: calsync.Job, until: str | None = None, **arguments: Any) -> JobResult:
         """Run one job, then send the dispatch it asks for and its wake-up check."""
-        result = runtime.run(job, handler=handler, **arguments)
+        result = engine.run_job(job, handler=handler, **arguments)
         if calsync.Job.DISPATCH_NOTIFICATIONS in result.follow_ups:
             dispatch_notifications.delay()
         if result.wake_at is not None:
@@ -197,7 +122,7 @@ def install(
         horizon = (
             datetime.fromisoformat(until)
             if until
-            else check_schedule.next_after(runtime.start().result().now())
+            else check_schedule.next_after(engine.now())
         )
         if wake_at < horizon:
             check_notifications.apply_async(
@@ -234,21 +159,21 @@ def install(
     def cleanup() -> str:
         return str(run(calsync.Job.CLEANUP).outcome)
 
-    _connect(runtime)
+    _connect(engine)
     every = (sync_due, sync_calendar, check_notifications, dispatch_notifications)
     tasks = {task.name.removeprefix("calsync."): task for task in (*every, cleanup)}
     app.conf.beat_schedule = {**_beat_entries(triggers), **app.conf.beat_schedule}
     return tasks
 
 
-def _connect(runtime: _Runtime) -> None:
+def _connect(engine: EngineThread) -> None:
     """Open the Engine in each pool process, and close it when the process ends.
 
     Opening does not wait: the first task waits for it (and may retry).
     """
-    signals.worker_process_init.connect(lambda **_: runtime.start(), weak=False)
+    signals.worker_process_init.connect(lambda **_: engine.start(), weak=False)
     for ended in (signals.worker_process_shutdown, signals.worker_shutdown):
-        ended.connect(lambda **_: runtime.stop(), weak=False)
+        ended.connect(lambda **_: engine.stop(), weak=False)
 
 
 def _beat_entries(triggers: calsync.Triggers) -> dict[str, dict[str, Any]]:
