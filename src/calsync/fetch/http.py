@@ -17,8 +17,6 @@ import ssl
 import time
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from importlib.metadata import PackageNotFoundError, version
-from types import TracebackType
 from typing import Self
 
 import aiohttp
@@ -48,7 +46,7 @@ from calsync.fetch.failures import (
 )
 from calsync.fetch.fetcher import FetchResult
 from calsync.fetch.hints import parse_max_age, parse_retry_after
-from calsync.fetch.session import GuardedSession
+from calsync.fetch.session import GuardedSession, default_user_agent
 from calsync.fetch.ssrf import BlockedTarget, TargetGuard, host_problem
 
 __all__ = ["HttpFetcher", "describe_transport_error"]
@@ -61,14 +59,6 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 256 * 1024
 _ACCEPT = "text/calendar, application/ics;q=0.9, text/plain;q=0.5, */*;q=0.1"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _user_agent() -> str:
-    try:
-        release = version("calsync")
-    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        release = "0"
-    return f"calsync/{release} (+https://github.com/calsync/calsync)"
 
 
 def _seconds(name: str, value: timedelta) -> float:
@@ -173,7 +163,7 @@ class HttpFetcher:
             )
         self._max_redirects = _positive("max_redirects", max_redirects, minimum=0)
         connections = _positive("connections", connections)
-        self._user_agent = user_agent or _user_agent()
+        self._user_agent = user_agent or default_user_agent()
         if _CONTROL.search(self._user_agent):
             raise ValidationError("user_agent must not contain control characters")
         self._session = GuardedSession(
@@ -203,12 +193,7 @@ class HttpFetcher:
         self._session.get()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:

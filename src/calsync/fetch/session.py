@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,16 @@ from aiohttp.abc import AbstractResolver
 
 from calsync.fetch.ssrf import GuardedResolver, TargetGuard, guarded_connector
 
-__all__ = ["GuardedSession"]
+__all__ = ["GuardedSession", "default_user_agent"]
+
+
+def default_user_agent() -> str:
+    """Return the User-Agent calsync sends unless told otherwise."""
+    try:
+        release = version("calsync")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        release = "0"
+    return f"calsync/{release} (+https://github.com/calsync/calsync)"
 
 
 class GuardedSession:

@@ -21,8 +21,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from importlib.metadata import PackageNotFoundError, version
-from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
@@ -36,7 +34,7 @@ from calsync.core.redact import redact
 from calsync.fetch.failures import RetryAfter
 from calsync.fetch.hints import parse_retry_after
 from calsync.fetch.http import describe_transport_error
-from calsync.fetch.session import GuardedSession
+from calsync.fetch.session import GuardedSession, default_user_agent
 from calsync.fetch.ssrf import BlockedTarget, TargetGuard, allow_advice, host_problem
 from calsync.handlers.delivery import Delivery, DeliveryError
 
@@ -123,14 +121,6 @@ def sign_webhook(
     *timestamp* is in Unix seconds. Useful to test a receiver.
     """
     return _signed(Webhook(_key(secret)), bytes(body), webhook_id, int(timestamp))
-
-
-def _user_agent() -> str:
-    try:
-        release = version("calsync")
-    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        release = "0"
-    return f"calsync/{release} (+https://github.com/calsync/calsync)"
 
 
 def _webhook_url(url: str) -> str:
@@ -249,7 +239,7 @@ class WebhookHandler:
             self._guard,
             resolver=resolver,
             session=session,
-            headers={"User-Agent": _user_agent()},
+            headers={"User-Agent": default_user_agent()},
         )
 
     def __repr__(self) -> str:
@@ -259,12 +249,7 @@ class WebhookHandler:
         self._session.get()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
