@@ -78,7 +78,7 @@ class GuardedSession:
             self._loop = loop
         elif self._owned and self._loop is not loop:
             raise RuntimeError(
-                f"a {self._owner} belongs to the event loop it was first used on; "
+                f"this {self._owner} belongs to the event loop it was first used on; "
                 "create one per event loop"
             )
         return self._session
