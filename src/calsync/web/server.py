@@ -1,0 +1,73 @@
+"""`serve_http`: `create_app` on a host and port, as `calsync run --http` serves it."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from calsync.core.errors import ValidationError
+from calsync.engine.service import Engine
+from calsync.web.application import ExtraRoutes, create_app
+
+__all__ = ["is_loopback", "parse_bind", "serve_http"]
+
+logger = logging.getLogger("calsync.web")
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:8080`` for IPv6); raises `ValidationError`."""
+    host, colon, port = bind.rpartition(":")
+    host = host.strip("[]")
+    if not colon or not host or not port.isdigit() or int(port) > 65_535:
+        raise ValidationError(
+            f"[http] bind must be host:port, like 127.0.0.1:8080, got {bind!r}"
+        )
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve_http(
+    engine: Engine,
+    bind: str,
+    *,
+    token: str | None = None,
+    owner_header: str | None = None,
+    runner: Any = None,
+    extra_routes: ExtraRoutes | None = None,
+) -> web.AppRunner:
+    """Start serving the API and dashboard on ``bind``; return the started runner.
+
+    Refuses (`ValidationError`) to listen beyond loopback without a ``token``.
+    Stop it with ``await site_runner.cleanup()``.
+    """
+    host, port = parse_bind(bind)
+    if token is None and not is_loopback(host):
+        raise ValidationError(
+            f"refusing to serve the HTTP API on {host} without a token: set [http] "
+            "token (CALSYNC_HTTP_TOKEN), or bind to 127.0.0.1"
+        )
+    app = create_app(
+        engine,
+        runner=runner,
+        token=token,
+        owner_header=owner_header,
+        extra_routes=extra_routes,
+    )
+    site_runner = web.AppRunner(app, access_log=None)
+    await site_runner.setup()
+    site = web.TCPSite(site_runner, host, port)
+    await site.start()
+    logger.info("serving the HTTP API and dashboard on http://%s:%s/", host, port)
+    return site_runner
