@@ -128,8 +128,11 @@ def _is_api(request: web.Request) -> bool:
 
 
 def _is_public(request: web.Request) -> bool:
-    name = request.match_info.route.name
-    return name is None or name in ("openapi", "ui.login", "ui.login_form")
+    """Whether a route needs no credentials: the document, the login, a host's own."""
+    name = request.match_info.route.name or ""
+    if name in ("ui.login", "ui.login_form"):
+        return True
+    return not name.startswith(("api.", "ui."))
 
 
 def access_middleware(access: Access) -> Callable[..., Awaitable[web.StreamResponse]]:

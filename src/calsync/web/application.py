@@ -6,7 +6,6 @@ aiohttp application: ``host.add_subapp("/calsync/", create_app(engine, ...))``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -19,8 +18,6 @@ from calsync.web.problems import problem_middleware
 from calsync.web.routes import ACCESS, ENGINE, RUNNER, add_api_routes
 
 __all__ = ["create_app"]
-
-ExtraRoutes = Callable[[web.Application], Any]
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -36,7 +33,6 @@ def create_app(
     token: str | None = None,
     owner_header: str | None = None,
     owner_of: OwnerOf | None = None,
-    extra_routes: ExtraRoutes | None = None,
 ) -> web.Application:
     """Return the API and dashboard over ``engine`` as an aiohttp application.
 
@@ -44,9 +40,10 @@ def create_app(
     no authentication: serve such an app on loopback only). A request is
     scoped to one owner by ``owner_of(request)`` or by the ``owner_header`` a
     reverse proxy sets; otherwise it sees every owner. ``runner`` (a `Runner`)
-    is woken after a manual sync or requeue. ``extra_routes(app)`` adds routes
-    of the host's own (metrics and health checks, say) behind no auth.
-    The engine is opened and closed by its owner, not by the app.
+    is woken after a manual sync or requeue. Routes a host adds to the app
+    under other names than ``api.*`` and ``ui.*`` need no credentials (a
+    metrics scrape, a health check). The engine is opened and closed by its
+    owner, not by the app.
     """
     access = Access(token=token, owner_header=owner_header, owner_of=owner_of)
     app = web.Application(
@@ -59,6 +56,4 @@ def create_app(
     app.router.add_get("/openapi.json", _openapi, name="openapi")
     add_api_routes(app)
     add_dashboard_routes(app)
-    if extra_routes is not None:
-        extra_routes(app)
     return app

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from calsync.core.errors import ValidationError
 from calsync.engine.service import Engine
-from calsync.web.application import ExtraRoutes, create_app
+from calsync.web.application import create_app
 
-__all__ = ["is_loopback", "parse_bind", "serve_http"]
+__all__ = ["ExtraRoutes", "check_bind", "is_loopback", "parse_bind", "serve_http"]
 
 logger = logging.getLogger("calsync.web")
+
+ExtraRoutes = Callable[[web.Application], Awaitable[None] | None]
+"""Adds a host's own routes (``/metrics``, ``/healthz``) to the app; may be async."""
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -38,6 +43,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_bind(bind: str, token: str | None) -> tuple[str, int]:
+    """Return (host, port); refuse a bind beyond loopback without a token.
+
+    Raises `ValidationError` naming the setting to set.
+    """
+    host, port = parse_bind(bind)
+    if token is None and not is_loopback(host):
+        raise ValidationError(
+            f"refusing to serve the HTTP API on {host} without a token: set [http] "
+            "token (CALSYNC_HTTP_TOKEN), or bind to 127.0.0.1"
+        )
+    return host, port
+
+
 async def serve_http(
     engine: Engine,
     bind: str,
@@ -50,21 +69,15 @@ async def serve_http(
     """Start serving the API and dashboard on ``bind``; return the started runner.
 
     Refuses (`ValidationError`) to listen beyond loopback without a ``token``.
-    Stop it with ``await site_runner.cleanup()``.
+    ``extra_routes(app)`` adds the host's own routes first (served without
+    credentials). Stop it with ``await site_runner.cleanup()``.
     """
-    host, port = parse_bind(bind)
-    if token is None and not is_loopback(host):
-        raise ValidationError(
-            f"refusing to serve the HTTP API on {host} without a token: set [http] "
-            "token (CALSYNC_HTTP_TOKEN), or bind to 127.0.0.1"
-        )
-    app = create_app(
-        engine,
-        runner=runner,
-        token=token,
-        owner_header=owner_header,
-        extra_routes=extra_routes,
-    )
+    host, port = check_bind(bind, token)
+    app = create_app(engine, runner=runner, token=token, owner_header=owner_header)
+    if extra_routes is not None:
+        added = extra_routes(app)
+        if inspect.isawaitable(added):
+            await added
     site_runner = web.AppRunner(app, access_log=None)
     await site_runner.setup()
     site = web.TCPSite(site_runner, host, port)
