@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import hmac
 import secrets
@@ -30,6 +31,8 @@ OwnerOf = Callable[[web.Request], str | None]
 """Return the owner a request acts for (None: every owner); raise to refuse it."""
 
 SESSION_COOKIE = "calsync_session"
+SESSION: contextvars.ContextVar[str] = contextvars.ContextVar("calsync_session")
+"""The nonce of the session a dashboard request is served under."""
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _MAX_OWNER = 200
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -177,7 +180,7 @@ async def _dashboard(
         presented = form.get("csrf")
         if not isinstance(presented, str) or not access.csrf_ok(nonce, presented):
             raise ProblemError(403, "the form is stale: reload the page and try again")
-    request["calsync_session"] = nonce
+    SESSION.set(nonce)
     response = await handler(request)
     if fresh is not None:
         set_session_cookie(request, response, fresh)

@@ -25,7 +25,12 @@ from calsync.core.redact import redact, redact_text
 from calsync.core.zones import resolve_zone
 from calsync.engine.results import SyncOutcome
 from calsync.stores.records import NotificationStatus
-from calsync.web.access import SESSION_COOKIE, app_path, set_session_cookie
+from calsync.web.access import (
+    SESSION,
+    SESSION_COOKIE,
+    app_path,
+    set_session_cookie,
+)
 from calsync.web.problems import ProblemError
 from calsync.web.routes import (
     ACCESS,
@@ -135,7 +140,7 @@ async def index(request: web.Request) -> web.Response:
     reminders.sort(key=lambda row: row[2])
     dead = await engine.dead_letters(owner=owner, limit=_SHOWN)
     runs = [] if owner is not None else await engine.job_runs(limit=_SHOWN)
-    nonce = request["calsync_session"]
+    nonce = SESSION.get()
     script_nonce = secrets.token_urlsafe(16)
     html = _templates.get_template("dashboard.html").render(
         base=app_path(request),

@@ -431,7 +431,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "listCalendars": {
         "path": "/api/calendars",
         "method": "get",
-        "summary": "List calendars, one page at a time, optionally searched.",
+        "summary": "List calendars by name, one page at a time, optionally searched.",
         "parameters": [
             _query(
                 "q",

@@ -79,8 +79,11 @@ async def calendar_page(
     offset: int,
     limit: int,
 ) -> tuple[list[CalendarStatus], int]:
-    """One page of calendars matching the search and state, and how many match."""
-    calendars = await engine.list_calendars(owner=owner)
+    """Return a page of the calendars matching, by name, and how many match."""
+    calendars = sorted(
+        await engine.list_calendars(owner=owner),
+        key=lambda calendar: ((calendar.name or "").casefold(), calendar.id),
+    )
     if search:
         needle = search.casefold()
         calendars = [c for c in calendars if needle in _haystack(c)]
