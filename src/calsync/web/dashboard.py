@@ -23,7 +23,7 @@ from calsync.core.durations import format_duration
 from calsync.core.errors import CalsyncError
 from calsync.core.redact import redact, redact_text
 from calsync.core.zones import resolve_zone
-from calsync.engine.results import SyncOutcome
+from calsync.engine.results import CalendarStatus, SyncOutcome
 from calsync.stores.records import NotificationStatus
 from calsync.web.access import (
     SESSION,
@@ -35,6 +35,7 @@ from calsync.web.problems import ProblemError
 from calsync.web.routes import (
     ACCESS,
     calendar_page,
+    calendar_statuses,
     engine_of,
     owner_of,
     requeue_one,
@@ -121,15 +122,15 @@ async def index(request: web.Request) -> web.Response:
     engine, owner = engine_of(request), owner_of(request)
     zone_name, zone = _zone(request)
     page = values["page"]
-    statuses, total = await calendar_page(
-        engine,
-        owner,
+    everyone = await calendar_statuses(request)
+    statuses, total = calendar_page(
+        everyone,
         search=values.get("q"),
         state=values["state"],
         offset=(page - 1) * PAGE_SIZE,
         limit=PAGE_SIZE,
     )
-    status = await engine.status(owner=owner)
+    counts = await engine.store.notification_counts(owner=owner)
     upcoming = await engine.upcoming(days=_UPCOMING_DAYS, owner=owner)
     reminders = [
         (item, lead, fire_at, state)
@@ -153,7 +154,8 @@ async def index(request: web.Request) -> web.Response:
         script_nonce=script_nonce,
         refresh=REFRESH_SECONDS,
         flash=_flash(request),
-        status=status,
+        summary=_summary(everyone, counts),
+        checked_at=engine.now(),
         calendars=statuses,
         total=total,
         page=page,
@@ -171,6 +173,21 @@ async def index(request: web.Request) -> web.Response:
     if _FLASH in request.cookies:
         response.del_cookie(_FLASH, path=app_path(request))
     return response
+
+
+def _summary(
+    statuses: list[CalendarStatus], counts: dict[NotificationStatus, int]
+) -> dict[str, int]:
+    """Count the calendars by health and the reminders by outbox status."""
+    return {
+        "calendars": len(statuses),
+        "stale": sum(s.stale for s in statuses),
+        "failing": sum(bool(s.calendar.state.consecutive_failures) for s in statuses),
+        "paused": sum(s.calendar.paused for s in statuses),
+        "pending": counts[NotificationStatus.PENDING],
+        "failed": counts[NotificationStatus.FAILED],
+        "missed": counts[NotificationStatus.MISSED],
+    }
 
 
 def _see_other(target: str) -> web.Response:

@@ -43,21 +43,34 @@ _COUNT = {"type": "integer", "minimum": 0}
 _CALENDAR_SETTINGS: dict[str, Any] = {
     "url": {
         "type": "string",
+        "format": "uri",
         "minLength": 1,
         "maxLength": 2048,
         "description": "the feed (http, https or webcal)",
+        "examples": ["https://calendar.example.com/team.ics?token=secret"],
     },
-    "name": _nullable("string", maxLength=200),
+    "name": _nullable("string", maxLength=200, examples=["Team"]),
     "every": {
         "type": "string",
         "minLength": 1,
         "maxLength": 100,
         "description": "a schedule (every 15m, daily 07:30, cron ...) or an interval",
+        "examples": ["every 15m", "daily 07:30", "30m"],
     },
-    "leads": {"type": "array", "items": _DURATION, "maxItems": 20},
-    "tz": {"type": "string", "minLength": 1, "maxLength": 64},
-    "window_past": _DURATION,
-    "horizon": _DURATION,
+    "leads": {
+        "type": "array",
+        "items": _DURATION,
+        "maxItems": 20,
+        "examples": [["10m", "1h"]],
+    },
+    "tz": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "examples": ["Europe/Berlin", "UTC"],
+    },
+    "window_past": {**_DURATION, "examples": ["1d"]},
+    "horizon": {**_DURATION, "examples": ["90d"]},
     "use_alarms": {"type": "boolean"},
 }
 
@@ -420,6 +433,25 @@ def _ok(schema: dict[str, Any] | None, status: str = "200") -> dict[str, Any]:
     return responses
 
 
+def _linked(responses: dict[str, Any], status: str) -> dict[str, Any]:
+    """Link a new calendar's id to the operations on one calendar (OpenAPI links)."""
+    responses[status]["links"] = {
+        operation_id: {
+            "operationId": operation_id,
+            "parameters": {"calendar_id": "$response.body#/id"},
+        }
+        for operation_id in (
+            "getCalendar",
+            "updateCalendar",
+            "pauseCalendar",
+            "resumeCalendar",
+            "syncCalendar",
+            "removeCalendar",
+        )
+    }
+    return responses
+
+
 def _body(schema: str) -> dict[str, Any]:
     return {
         "required": True,
@@ -457,7 +489,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "method": "post",
         "summary": "Subscribe to a feed; it is synced by the next sync cycle.",
         "requestBody": _body("NewCalendar"),
-        "responses": _ok(_ref("Calendar"), "201"),
+        "responses": _linked(_ok(_ref("Calendar"), "201"), "201"),
     },
     "getCalendar": {
         "path": "/api/calendars/{calendar_id}",

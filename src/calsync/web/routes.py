@@ -18,7 +18,7 @@ from calsync.web.openapi import OPERATIONS, SCHEMAS
 from calsync.web.problems import ProblemError
 from calsync.web.validation import problem_in, query_values
 
-__all__ = ["ENGINE", "RUNNER", "add_api_routes", "calendar_page"]
+__all__ = ["ENGINE", "RUNNER", "add_api_routes", "calendar_page", "calendar_statuses"]
 
 ENGINE = web.AppKey("calsync_engine", Engine)
 RUNNER: web.AppKey[Any] = web.AppKey("calsync_runner")
@@ -70,9 +70,8 @@ def owner_of(request: web.Request) -> str | None:
     return request.app[ACCESS].owner(request)
 
 
-async def calendar_page(
-    engine: Engine,
-    owner: str | None,
+def calendar_page(
+    statuses: list[CalendarStatus],
     *,
     search: str | None,
     state: str,
@@ -80,22 +79,24 @@ async def calendar_page(
     limit: int,
 ) -> tuple[list[CalendarStatus], int]:
     """Return a page of the calendars matching, by name, and how many match."""
-    calendars = sorted(
-        await engine.list_calendars(owner=owner),
-        key=lambda calendar: ((calendar.name or "").casefold(), calendar.id),
+    matching = sorted(
+        statuses,
+        key=lambda status: ((status.calendar.name or "").casefold(), status.id),
     )
     if search:
         needle = search.casefold()
-        calendars = [c for c in calendars if needle in _haystack(c)]
-    if state == "stale":
-        statuses = [engine.calendar_status(c) for c in calendars]
-        statuses = [s for s in statuses if s.stale]
-        return statuses[offset : offset + limit], len(statuses)
+        matching = [s for s in matching if needle in _haystack(s.calendar)]
     wanted = _STATES.get(state)
     if wanted is not None:
-        calendars = [c for c in calendars if wanted(c)]
-    page = calendars[offset : offset + limit]
-    return [engine.calendar_status(c) for c in page], len(calendars)
+        matching = [s for s in matching if wanted(s)]
+    return matching[offset : offset + limit], len(matching)
+
+
+async def calendar_statuses(request: web.Request) -> list[CalendarStatus]:
+    """Return the health of every calendar of the request's owner."""
+    engine = engine_of(request)
+    calendars = await engine.list_calendars(owner=owner_of(request))
+    return [engine.calendar_status(calendar) for calendar in calendars]
 
 
 def _haystack(calendar: Calendar) -> str:
@@ -104,19 +105,19 @@ def _haystack(calendar: Calendar) -> str:
     )
 
 
-_STATES: dict[str, Callable[[Calendar], bool]] = {
-    "failing": lambda c: c.state.consecutive_failures > 0,
-    "paused": lambda c: c.paused,
-    "circuit_open": lambda c: c.state.circuit != CircuitState.CLOSED,
+_STATES: dict[str, Callable[[CalendarStatus], bool]] = {
+    "failing": lambda s: s.calendar.state.consecutive_failures > 0,
+    "paused": lambda s: s.calendar.paused,
+    "stale": lambda s: s.stale,
+    "circuit_open": lambda s: s.circuit != CircuitState.CLOSED,
 }
 
 
 async def list_calendars(request: web.Request) -> web.Response:
     """GET /api/calendars."""
     values = query(request, "listCalendars")
-    statuses, total = await calendar_page(
-        engine_of(request),
-        owner_of(request),
+    statuses, total = calendar_page(
+        await calendar_statuses(request),
         search=values.get("q"),
         state=values["state"],
         offset=values["offset"],
