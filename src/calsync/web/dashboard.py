@@ -83,7 +83,8 @@ _QUERY = [
 
 def _zone(request: web.Request) -> tuple[str, tzinfo]:
     """Return the viewer's zone: ?tz=, else the cookie the script sets, else UTC."""
-    for name in (request.query.get("tz"), request.cookies.get(_ZONE)):
+    cookie = unquote(request.cookies.get(_ZONE, ""))  # the script URL-encodes it
+    for name in (request.query.get("tz"), cookie):
         if name:
             try:
                 return name, resolve_zone(name)
@@ -165,6 +166,7 @@ async def index(request: web.Request) -> web.Response:
         here=request.path_qs,
         reminders=reminders[:_SHOWN],
         dead=dead,
+        names={s.id: s.calendar.name or s.id for s in everyone},
         failed_status=NotificationStatus.FAILED,
         runs=runs,
     )
