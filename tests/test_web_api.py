@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -442,3 +445,43 @@ def test_calsync_run_refuses_an_open_public_bind_in_one_line(tmp_path: Path) -> 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "CALSYNC_HTTP_TOKEN" in lines[0]
+
+
+async def test_calsync_run_http_serves_the_api_next_to_the_runner(
+    tmp_path: Path,
+) -> None:
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": ":".join(sys.path),
+        "CALSYNC_STORE_URL": f"sqlite:///{tmp_path / 'run.db'}",
+        "CALSYNC_HTTP_TOKEN": TOKEN,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "calsync",
+        "run",
+        "--http",
+        "127.0.0.1:0",
+        cwd=tmp_path,
+        env=environment,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        url = None
+        while url is None:
+            line = (await process.stderr.readline()).decode()
+            assert line, "calsync run ended before it served"
+            found = re.search(r"serving the HTTP API and dashboard on (\S+)", line)
+            url = found[1] if found else None
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(url + "api/status", headers=AUTH) as response,
+        ):
+            assert response.status == 200
+            assert (await response.json())["calendars"]["total"] == 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await process.wait()
+    assert process.returncode == 0

@@ -212,7 +212,12 @@ async def _back(request: web.Request, kind: str, text: str) -> web.Response:
     form = await request.post()
     target = form.get("next")
     base = app_path(request)
-    if not isinstance(target, str) or not target.startswith(base) or "//" in target:
+    if (
+        not isinstance(target, str)
+        or not target.startswith(base)
+        or "//" in target
+        or "\\" in target
+    ):
         target = base
     response = _see_other(target)
     flash = quote(json.dumps({"kind": kind, "text": redact_text(text)[:2000]}))

@@ -82,5 +82,12 @@ async def serve_http(
     await site_runner.setup()
     site = web.TCPSite(site_runner, host, port)
     await site.start()
-    logger.info("serving the HTTP API and dashboard on http://%s:%s/", host, port)
+    for address in site_runner.addresses:
+        logger.info("serving the HTTP API and dashboard on %s", _url(address))
     return site_runner
+
+
+def _url(address: Any) -> str:
+    """Return the base URL of a listening socket's (host, port, ...) address."""
+    host, port = address[0], address[1]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
