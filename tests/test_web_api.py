@@ -27,7 +27,8 @@ from _web import (
     sqlite_engine,
     web_settings,
 )
-from calsync import Engine, HttpFetcher, ValidationError
+from calsync import ConfigError, Engine, HttpFetcher, ValidationError, load_config
+from calsync.core import HttpSettings
 from calsync.testing import FeedServer, ManualClock, MemoryStore
 from calsync.web import PROBLEM_TYPE, create_app, openapi_document
 from calsync.web.server import check_bind
@@ -485,3 +486,21 @@ async def test_calsync_run_http_serves_the_api_next_to_the_runner(
         process.send_signal(signal.SIGTERM)
         await process.wait()
     assert process.returncode == 0
+
+
+def test_the_http_section_is_read_from_the_environment_with_the_token_hidden() -> None:
+    config = load_config(
+        None,
+        env={
+            "CALSYNC_HTTP_BIND": "0.0.0.0:8080",
+            "CALSYNC_HTTP_TOKEN": TOKEN,
+            "CALSYNC_HTTP_OWNER_HEADER": "X-Calsync-Owner",
+        },
+    )
+    assert config.http == HttpSettings("0.0.0.0:8080", TOKEN, "X-Calsync-Owner")
+    assert TOKEN not in repr(config)
+
+
+def test_a_bad_bind_is_a_config_error_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match="CALSYNC_HTTP_BIND: must be host:port"):
+        load_config(None, env={"CALSYNC_HTTP_BIND": "8080"})
