@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from calsync.core.redact import redact
-from calsync.engine.results import CalendarStatus
+from calsync.engine.results import CalendarStatus, SyncResult
 from calsync.engine.service import Engine
 from calsync.stores.records import Calendar, CircuitState, NotificationStatus
 from calsync.web import payloads
@@ -200,7 +200,9 @@ async def sync_calendar(request: web.Request) -> web.Response:
     return _json(payloads.sync_json(result))
 
 
-async def sync_now(request: web.Request, calendar_id: str, *, force: bool) -> Any:
+async def sync_now(
+    request: web.Request, calendar_id: str, *, force: bool
+) -> SyncResult:
     """Sync one of the request's owner's calendars now; wake the follow-up jobs."""
     engine = engine_of(request)
     calendar = await engine.get_calendar(calendar_id, owner=owner_of(request))

@@ -2,9 +2,10 @@
 
 The API validates with the schemas it publishes, so a request the document
 calls invalid is refused with a 4xx, and one it calls valid reaches the Engine.
-Supported keywords: type, enum, const-free scalars' bounds (minimum, maximum,
-exclusiveMinimum, minLength, maxLength, pattern), array items and sizes,
-object properties, required and additionalProperties.
+Supported keywords: type, enum, the bounds of numbers and strings (minimum,
+maximum, exclusiveMinimum, minLength, maxLength, pattern), array items and
+sizes, object properties, required and additionalProperties; ``format`` is
+left to the Engine, which checks URLs, zones and durations itself.
 """
 
 from __future__ import annotations
