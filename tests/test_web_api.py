@@ -504,3 +504,11 @@ def test_the_http_section_is_read_from_the_environment_with_the_token_hidden() -
 def test_a_bad_bind_is_a_config_error_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match="CALSYNC_HTTP_BIND: must be host:port"):
         load_config(None, env={"CALSYNC_HTTP_BIND": "8080"})
+
+
+async def test_a_search_never_finds_a_calendar_by_its_secret(api: Api) -> None:
+    await api.add(name="Work")
+    _, by_secret, _ = await api.call("GET", f"/api/calendars?q={FEED_SECRET}")
+    assert by_secret["total"] == 0
+    _, by_url, _ = await api.call("GET", "/api/calendars?q=good.ics%3Ftoken%3D***")
+    assert by_url["total"] == 1
