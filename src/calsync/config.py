@@ -39,7 +39,7 @@ from calsync.core.durations import DurationTooLong, Span, parse_duration
 from calsync.core.errors import ValidationError
 from calsync.core.redact import is_conninfo, redact
 from calsync.core.schedule import schedule_or_interval
-from calsync.core.settings import Checked, Count, Settings, span_problem
+from calsync.core.settings import Checked, Count, HttpSettings, Settings, span_problem
 from calsync.core.zones import resolve_zone
 from calsync.engine.runner import Triggers
 from calsync.fetch.http import HttpFetcher
@@ -579,6 +579,7 @@ class Config:
     fetch: FetchConfig = attrs.field(factory=FetchConfig)
     handler: HandlerConfig = attrs.field(factory=HandlerConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+    http: HttpSettings = attrs.field(factory=HttpSettings)
     calendars: tuple[CalendarConfig, ...] = ()
     source: Path | None = None
 

@@ -181,17 +181,58 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 @cli.command()
+@click.option(
+    "--http",
+    "http_bind",
+    metavar="HOST:PORT",
+    help="Also serve the HTTP API and dashboard there [default: [http] bind].",
+)
 @pass_app
 @click.pass_context
-def run(ctx: click.Context, app: _App) -> None:
+def run(ctx: click.Context, app: _App, http_bind: str | None) -> None:
     """Run the service: sync, check and dispatch on the [runner] triggers.
 
     Stops gracefully on SIGTERM or Ctrl-C. Calendars declared as [[calendars]]
-    in the config are added (or updated) first.
+    in the config are added (or updated) first. With --http (or [http] bind)
+    it serves the HTTP API and dashboard too (needs the web extra).
     """
     config = app.config
+    if http_bind is not None:
+        config = attrs.evolve(config, http=attrs.evolve(config.http, bind=http_bind))
+    if config.http.bind is not None:
+        _check_http(config.http.bind, config.http.token)
     ctx.call_on_close(_configure_logging(config.logging.level, config.logging.format))
     _run(_serve(config))
+
+
+def _check_http(bind: str, token: str | None) -> None:
+    """Refuse a bad or unsafe [http] bind, or a missing web extra, before starting."""
+    try:
+        from calsync.web.server import check_bind
+    except ImportError as error:
+        raise click.ClickException(
+            f"--http needs the web extra ({error.name} is missing): "
+            "pip install 'calsync[web]'"
+        ) from None
+    check_bind(bind, token)
+
+
+async def _start_http(config: Config, engine: Engine, runner: Any) -> Any:
+    """Serve the HTTP API and dashboard next to the runner, if [http] bind is set."""
+    if config.http.bind is None:
+        return None
+    from calsync.web.server import serve_http
+
+    return await serve_http(
+        engine,
+        config.http.bind,
+        token=config.http.token,
+        owner_header=config.http.owner_header,
+        runner=runner,
+        # Issue 17's /metrics, /healthz and /readyz join here (calsync.observe):
+        # extra_routes=lambda app: add_routes(app, engine, runner=runner),
+        extra_routes=None,
+    )
 
 
 async def _serve(config: Config) -> None:
@@ -212,7 +253,12 @@ async def _serve(config: Config) -> None:
             if early_stop.is_set():
                 return
             runner = Runner(engine, handler, triggers=config.runner)
-            await runner.run(install_signal_handlers=True)
+            http = await _start_http(config, engine, runner)
+            try:
+                await runner.run(install_signal_handlers=True)
+            finally:
+                if http is not None:
+                    await http.cleanup()
     finally:
         close = getattr(handler, "aclose", None)
         if close is not None:

@@ -51,7 +51,7 @@ from calsync.core.retry import (
     next_sync_at,
 )
 from calsync.core.schedule import Schedule
-from calsync.core.settings import Settings
+from calsync.core.settings import HttpSettings, Settings
 
 __all__ = [
     "BasicAuth",
@@ -65,6 +65,7 @@ __all__ = [
     "CircuitState",
     "EventStatus",
     "HostCircuits",
+    "HttpSettings",
     "LeaseLost",
     "Notification",
     "Occurrence",

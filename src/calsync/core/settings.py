@@ -23,6 +23,7 @@ __all__ = [
     "SETTINGS_SPANS",
     "Checked",
     "Count",
+    "HttpSettings",
     "Settings",
     "default_worker",
     "span_problem",
@@ -273,3 +274,38 @@ class Settings:
                 "handler_timeout must be at most half of lease_ttl: a claim must "
                 "outlast the handler call it covers"
             )
+
+
+def _bind_problem(name: str, value: object) -> str | None:
+    """Why *value* is not ``host:port`` (``[::1]:8080`` for IPv6), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return "must be host:port, like '127.0.0.1:8080'"
+    host, colon, port = value.rpartition(":")
+    if not colon or not host.strip("[]") or not port.isdigit():
+        return "must be host:port, like '127.0.0.1:8080'"
+    if not 0 <= int(port) <= 65_535:
+        return "must name a port from 0 to 65535"
+    return None
+
+
+def _hidden(value: object) -> str:
+    return "None" if value is None else "'***'"
+
+
+@attrs.frozen
+class HttpSettings:
+    """``[http]``: the HTTP API and dashboard that ``calsync run --http`` serves.
+
+    ``bind`` is ``host:port`` (None: no HTTP server). ``token`` is the bearer
+    token every API request and dashboard login must present; without one the
+    server refuses any bind but loopback. ``owner_header`` names a header the
+    host's reverse proxy sets to scope each request to one owner (tenant).
+    """
+
+    bind: str | None = attrs.field(default=None, validator=Checked(_bind_problem))
+    token: str | None = attrs.field(
+        default=None, metadata={"secret": True}, repr=_hidden
+    )
+    owner_header: str | None = None

@@ -53,7 +53,7 @@ from calsync.stores.records import (
     NotificationStatus,
     SyncWrite,
 )
-from calsync.stores.store import Store
+from calsync.stores.store import Store, check_limit
 
 __all__ = ["Clock", "Engine", "utc_now"]
 
@@ -64,6 +64,8 @@ Clock = Callable[[], datetime]
 
 _R = TypeVar("_R", bound=JobResult)
 _CLAIM_BATCH = 100
+_FAILED = NotificationStatus.FAILED
+_MANY = 100_000  # the most dead letters an owner-scoped page reads
 _SETTABLE = frozenset(
     {
         "url",
@@ -332,9 +334,23 @@ class Engine:
         calendar = await self._store.get_calendar(calendar_id, owner=owner)
         await self._store.request_sync(calendar.id, self._now())
 
-    async def requeue(self, notification_ids: Iterable[str]) -> int:
-        """Make dead-letter notifications pending again; return how many."""
-        return await self._store.requeue(list(notification_ids), self._now())
+    async def requeue(
+        self, notification_ids: Iterable[str], *, owner: str | None = None
+    ) -> int:
+        """Make dead-letter notifications pending again; return how many.
+
+        With ``owner``, only that owner's failed notifications are requeued.
+        """
+        wanted = list(notification_ids)
+        if owner is not None:
+            mine = {
+                record.id
+                for record in await self._dead_letters(owner, (_FAILED,), _MANY)
+            }
+            wanted = [
+                notification_id for notification_id in wanted if notification_id in mine
+            ]
+        return await self._store.requeue(wanted, self._now())
 
     async def reseal_secrets(self) -> int:
         """Encrypt every stored feed secret with the store's first key; return how many.
@@ -658,6 +674,58 @@ class Engine:
         if owner is not None:
             await self._store.get_calendar(calendar_id, owner=owner)
         return await self._store.list_occurrences(calendar_id, window)
+
+    async def dead_letters(
+        self,
+        *,
+        owner: str | None = None,
+        missed: bool = True,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[NotificationRecord]:
+        """Return failed (and, with ``missed``, missed) reminders, earliest fire first.
+
+        One page of ``limit`` after ``offset``, for a dashboard or an API; the
+        totals are in `status`. Failed ones can be `requeue`d; missed ones cannot.
+        """
+        check_limit(limit)
+        check_limit(offset)
+        statuses = (_FAILED, NotificationStatus.MISSED) if missed else (_FAILED,)
+        records = await self._dead_letters(owner, statuses, offset + limit)
+        return records[offset : offset + limit]
+
+    async def _dead_letters(
+        self,
+        owner: str | None,
+        statuses: tuple[NotificationStatus, ...],
+        size: int,
+    ) -> list[NotificationRecord]:
+        """Return the first ``size`` in ``statuses`` of ``owner``, by fire time."""
+        ids = None
+        if owner is not None:
+            ids = {c.id for c in await self._store.list_calendars(owner=owner)}
+            size = _MANY
+        records = [
+            record
+            for status in statuses
+            for record in await self._store.list_notifications(
+                status=status, limit=size
+            )
+            if ids is None or record.calendar_id in ids
+        ]
+        return sorted(records, key=lambda record: (record.fire_at, record.id))[:size]
+
+    async def job_runs(
+        self, *, job: Job | str | None = None, limit: int = 100
+    ) -> list[JobRun]:
+        """Return the latest recorded runs (of one ``job``, or all), newest first."""
+        check_limit(limit)
+        name = None if job is None else _job(job).value
+        return await self._store.recent_job_runs(job=name, limit=limit)
+
+    def calendar_status(self, calendar: Calendar) -> CalendarStatus:
+        """Return a calendar's health now, as `status` reports it for each one."""
+        return CalendarStatus(calendar, self._stale(calendar, self._now()))
 
     def _stale(self, calendar: Calendar, now: datetime) -> bool:
         if calendar.paused:
