@@ -23,7 +23,8 @@ def diff(
     ``removed``. ``updated`` means same key, different content hash or alarms.
     Events whose UID is in ``unreadable`` (the feed carries them but they could
     not be read) keep their stored versions: none is removed or updated, and
-    ``current``'s occurrences of them are ignored.
+    ``current``'s occurrences of them are ignored. An occurrence that is the
+    very object of ``previous`` (a cached parse reuses them) is not compared.
     """
     before = {occurrence.key: occurrence for occurrence in previous}
     added: list[Occurrence] = []
@@ -37,7 +38,7 @@ def diff(
         old = before.get(occurrence.key)
         if old is None:
             added.append(occurrence)
-        elif _changed(old, occurrence):
+        elif old is not occurrence and _changed(old, occurrence):
             updated.append(occurrence)
         else:
             unchanged += 1
