@@ -121,12 +121,10 @@ async def bench_backend(
     profiler = cProfile.Profile()
     if profile is not None:
         # Parse inline, so the profile sees it (a thread's calls are not profiled).
-        import calsync.engine.sync
-
         async def inline(function: Callable[..., object], *args: object) -> object:
             return function(*args)
 
-        calsync.engine.sync.asyncio.to_thread = inline  # type: ignore[assignment]
+        asyncio.to_thread = inline  # type: ignore[assignment]
     try:
         async with Engine(
             store, HttpFetcher(allow=["127.0.0.1"]), settings=settings, clock=clock
@@ -164,7 +162,9 @@ async def bench_backend(
 
             for run in range(runs):
                 body = edit(body, max(1, events // 100), rng, f"a{run}")
-                await case("1 % edited", body, lambda: engine.sync_calendar(calendar.id))
+                await case(
+                    "1 % edited", body, lambda: engine.sync_calendar(calendar.id)
+                )
                 body = edit(body, 1, rng, f"b{run}")
                 await case("one event", body, lambda: engine.sync_calendar(calendar.id))
                 await case(
@@ -187,7 +187,9 @@ def spread(seconds: list[float]) -> str:
     return f"{low * 1e3:.0f} / {middle * 1e3:.0f} / {high * 1e3:.0f}"
 
 
-def table(name: str, runs: int, samples: dict[str, tuple[list[float], list[float]]]) -> None:
+def table(
+    name: str, runs: int, samples: dict[str, tuple[list[float], list[float]]]
+) -> None:
     print(
         f"\n{name}: re-sync through the Engine against a whole parse_ics of the "
         f"same body, ms (min / median / max of {runs}, interleaved)"

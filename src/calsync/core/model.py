@@ -84,7 +84,7 @@ def _text(value: object) -> str:
     return "" if value is None else str(value).replace("\x00", "")
 
 
-@attrs.frozen(order=True, cache_hash=True)
+@attrs.frozen(order=True)
 class OccurrenceKey:
     """What identifies one occurrence of a calendar across syncs.
 
