@@ -70,6 +70,10 @@ Clock = Callable[[], datetime]
 
 # Pending notifications of one calendar read per sync to find removed leads.
 _PENDING_SCAN_LIMIT = 100_000
+# Occurrences kept as last written, over all calendars (a few hundred bytes
+# each, most shared with the parse results kept anyway): beyond, the least
+# recently synced calendars' are dropped and read from the store when needed.
+_WRITTEN_LIMIT = 200_000
 
 
 def expansion_inputs(calendar: Calendar, settings: Settings) -> str:
@@ -187,6 +191,7 @@ class Syncer:
         self._clock = clock
         self._caches: OrderedDict[str, ParseCache] = OrderedDict()
         self._written: OrderedDict[str, _Written] = OrderedDict()
+        self._written_count = 0
         self._prepared = False
         self._pool: ParsePool | None = None
         if settings.parse_isolation:
@@ -454,6 +459,7 @@ class Syncer:
         """End the parse workers and drop the parse caches."""
         self._caches.clear()
         self._written.clear()
+        self._written_count = 0
         if self._pool is not None:
             await self._pool.close()
 
@@ -562,6 +568,8 @@ class Syncer:
         names another parse), or when unreadable events keep stored versions.
         """
         written = self._written.pop(calendar.id, None)
+        if written is not None:
+            self._written_count -= len(written.occurrences)
         state = calendar.state
         if (
             written is not None
@@ -573,13 +581,15 @@ class Syncer:
         return await self._store.list_occurrences(calendar.id)
 
     def _remember(self, calendar_id: str, written: _Written) -> None:
-        """Keep what a sync wrote, for as many calendars as parse caches."""
+        """Keep what a sync wrote, for as many calendars as parse caches (bounded)."""
         size = self._settings.parse_cache_size
-        if size == 0:
+        if size == 0 or len(written.occurrences) > _WRITTEN_LIMIT:
             return
         self._written[calendar_id] = written
-        while len(self._written) > size:
-            self._written.popitem(last=False)
+        self._written_count += len(written.occurrences)
+        while len(self._written) > size or self._written_count > _WRITTEN_LIMIT:
+            _, dropped = self._written.popitem(last=False)
+            self._written_count -= len(dropped.occurrences)
 
     def _succeeded(
         self,
