@@ -363,3 +363,18 @@ def test_guard_applies_rekeyed_instances_of_an_event_the_feed_still_has() -> Non
         previous_fingerprint=None,
     )
     assert (guarded.held, guarded.changes.removed) == (0, old)
+
+
+def test_shared_objects_diff_as_their_copies_do() -> None:
+    # A cached parse hands back the very objects of the last one: not compared.
+    a = occurrence("a", T0 - 2 * HOUR)  # slid out
+    b = occurrence("b", T0 + HOUR)
+    c = occurrence("c", T0 + 2 * HOUR)
+    d = occurrence("d", T0 + 3 * HOUR)
+    previous = [a, b, c, d]
+    current = [b, attrs.evolve(c, summary="moved"), occurrence("e", T0 + HOUR)]
+    copies = [attrs.evolve(o) for o in previous]
+    assert diff(previous, current, WINDOW) == diff(copies, current, WINDOW)
+    changes = diff(previous, current, WINDOW)
+    assert (len(changes.added), len(changes.updated), changes.unchanged) == (1, 1, 1)
+    assert (changes.expired, changes.removed) == ((a,), (d,))

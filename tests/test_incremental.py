@@ -185,6 +185,119 @@ def test_window_slide_reads_an_event_entering_the_window_again() -> None:
     assert cached == whole
 
 
+def test_window_sliding_15_minutes_reads_nothing_again() -> None:
+    # Expansions are kept for a week past the window's end, filtered to it.
+    daily = "UID:daily\nDTSTART:20260101T090000Z\nDURATION:PT1H\nRRULE:FREQ=DAILY"
+    body = ics(daily, SERIES, OVERRIDE, LUNCH)
+    week = Window(datetime(2026, 6, 28, tzinfo=UTC), datetime(2026, 7, 5, tzinfo=UTC))
+    cache = warm(body, week)
+    for step in range(1, 8):
+        later = Window(
+            week.start + step * timedelta(minutes=15),
+            week.end + step * timedelta(minutes=15),
+        )
+        cached, whole = parse_both(body, later, cache=cache)
+        assert cached == whole
+        assert (cache.stats.events_read, cache.stats.groups_expanded) == (0, 0)
+
+
+# Events at the window's edges as it slides an hour at a time over two days
+# around the spring DST change in Berlin (29 March 2026, 02:00 -> 03:00).
+EDGES = [
+    # Hourly in Berlin: instances start and end at every step of the slide.
+    "UID:hourly\nDTSTART;TZID=Europe/Berlin:20260327T000000\n"
+    "DTEND;TZID=Europe/Berlin:20260327T003000\nRRULE:FREQ=HOURLY;COUNT=200\n"
+    "EXDATE;TZID=Europe/Berlin:20260329T040000,20260329T050000\nSUMMARY:Hourly",
+    # An override moved from inside the window's start to past its end.
+    "UID:hourly\nRECURRENCE-ID;TZID=Europe/Berlin:20260328T100000\n"
+    "DTSTART;TZID=Europe/Berlin:20260402T100000\n"
+    "DTEND;TZID=Europe/Berlin:20260402T110000\nSUMMARY:Hourly (moved)",
+    # Daily over the DST change, a long instance crossing the window's start.
+    "UID:daily-long\nDTSTART;TZID=Europe/Berlin:20260320T013000\n"
+    "DTEND;TZID=Europe/Berlin:20260320T073000\nRRULE:FREQ=DAILY;UNTIL=20260410T000000Z"
+    "\nEXDATE;TZID=Europe/Berlin:20260329T013000\nSUMMARY:Night shift",
+    # All-day (read in the calendar's zone) and floating times.
+    "UID:all-day\nDTSTART;VALUE=DATE:20260327\nRRULE:FREQ=DAILY;COUNT=10\n"
+    "SUMMARY:All day",
+    "UID:floating\nDTSTART:20260328T230000\nDTEND:20260329T030000\nSUMMARY:Night",
+    # Zero-length, on the hour the window's edges pass over.
+    "UID:instant\nDTSTART:20260328T120000Z\nSUMMARY:Instant",
+    "UID:instants\nDTSTART:20260328T000000Z\nRRULE:FREQ=HOURLY;COUNT=80\nSUMMARY:Tick",
+    # A single event spanning the whole slide, and one with a problem (an
+    # unknown zone) that is kept for its exact window only.
+    "UID:long\nDTSTART:20260301T000000Z\nDTEND:20260501T000000Z\nSUMMARY:Long",
+    "UID:unknown-zone\nDTSTART;TZID=Nowhere/Else:20260328T120000\n"
+    "DURATION:PT1H\nRRULE:FREQ=HOURLY;COUNT=48\nSUMMARY:Elsewhere",
+]
+
+
+@pytest.mark.parametrize("default_tz", ["UTC", "Europe/Berlin", "America/New_York"])
+@pytest.mark.parametrize("width", [timedelta(hours=5), timedelta(days=2)])
+def test_sliding_window_equals_a_whole_parse_at_every_step(
+    default_tz: str, width: timedelta
+) -> None:
+    body = ics(*EDGES)
+    start = datetime(2026, 3, 27, 18, 7, tzinfo=UTC)
+    cache = ParseCache()
+    for step in range(60):
+        moment = start + step * timedelta(hours=1)
+        window = Window(moment, moment + width)
+        cached = parse_ics(body, window, default_tz=default_tz, cache=cache)
+        assert cached == parse_ics(body, window, default_tz=default_tz), step
+    assert cache.stats.groups_reused > 0
+
+
+def test_window_moved_back_or_widened_equals_a_whole_parse() -> None:
+    body = ics(*EDGES)
+    base = Window(datetime(2026, 3, 28, tzinfo=UTC), datetime(2026, 3, 30, tzinfo=UTC))
+    cache = warm(body, base)
+    for window in (
+        Window(base.start - timedelta(hours=3), base.end),
+        Window(base.start, base.end + timedelta(days=30)),
+        Window(base.start + timedelta(hours=1), base.end + timedelta(days=6)),
+        base,
+    ):
+        cached, whole = parse_both(body, window, cache=cache)
+        assert cached == whole
+
+
+def test_dense_rules_over_the_calendar_budget_equal_a_whole_parse_as_it_slides() -> (
+    None
+):
+    # Wider expansions spend more of the calendar's budget: a parse that would
+    # find it short gives up and parses whole, never differs.
+    dense = [
+        f"UID:dense-{n}\nDTSTART:2000010{n % 9 + 1}T000000Z\nRRULE:FREQ=MINUTELY"
+        for n in range(12)
+    ]
+    body = ics(*dense, LUNCH)
+    cache = warm(body)
+    for days in (0, 1, 2):
+        window = Window(
+            YEAR_2026.start + timedelta(days=days),
+            YEAR_2026.end + timedelta(days=days),
+        )
+        cached, whole = parse_both(body, window, cache=cache)
+        assert cached == whole
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_google_export_re_synced_every_15_minutes_equals_a_whole_parse() -> None:
+    text = GOOGLE_EXPORT.read_text(encoding="utf-8")
+    now = datetime(2011, 1, 1, tzinfo=UTC)
+    past, horizon = timedelta(days=366), timedelta(days=3650)
+    cache = warm(text, Window(now - past, now + horizon))
+    for step, share in enumerate((0.01, 0.0, 0.0), start=1):
+        later = now + step * timedelta(minutes=15)
+        if share:
+            text = _edit_summaries(text, share=share, seed=step)
+        cached, whole = parse_both(text, Window(later - past, later + horizon), cache)
+        assert cached == whole
+        # Only the edited events' groups are read and expanded again.
+        assert cache.stats.events_read <= (50 if share else 0)
+        assert cache.stats.groups_expanded <= (48 if share else 0)
+
+
 # --- the same result as a whole parse ---------------------------------------
 
 

@@ -7,6 +7,7 @@ import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 
 from calsync import Engine, HttpFetcher, SQLiteStore, Store, ValidationError
@@ -474,3 +475,44 @@ async def test_a_sync_names_the_next_fire_time_among_what_it_brought_in(
     feeds.set("/a.ics", ics(event("later", T0 + 2 * 60 * MINUTE)))
     moved = await engine.sync_calendar(calendar.id, confirm_removals=True)
     assert moved.next_fire_at == T0 + 60 * MINUTE
+
+
+async def test_a_sync_after_another_engines_write_diffs_against_the_store(
+    feeds: FeedServer, clock: ManualClock, tmp_path: Path
+) -> None:
+    # Each Syncer diffs against what it last wrote while the stored state still
+    # names that parse; another engine's write in between must be read back.
+    path = tmp_path / "shared.db"
+    start = T0 + timedelta(hours=2)
+    base = [event("x", start), event("y", start + MINUTE), event("z", start)]
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    first = Engine(SQLiteStore(path), fetcher, settings=settings(), clock=clock)
+    other = Engine(
+        SQLiteStore(path),
+        fetcher,
+        settings=attrs.evolve(settings(), worker="other"),
+        clock=clock,
+    )
+    async with first, other:
+        feeds.set("/a.ics", ics(*base))
+        calendar = await first.add_calendar(feeds.url("/a.ics"))
+        assert (await first.sync_calendar(calendar.id)).added == 3
+        clock.advance(15 * MINUTE)
+        edited = event("y", start + MINUTE, summary="moved")
+        feeds.set("/a.ics", ics(base[0], edited, base[2], event("w", start)))
+        by_other = await other.sync_calendar(calendar.id)
+        assert (by_other.added, by_other.updated) == (1, 1)
+        clock.advance(15 * MINUTE)
+        feeds.set("/a.ics", ics(*base))
+        again = await first.sync_calendar(calendar.id)
+        assert (again.added, again.updated, again.removed) == (0, 1, 1)
+        stored = await first.store.list_occurrences(calendar.id)
+        assert sorted(o.key.uid for o in stored) == ["x", "y", "z"]
+        assert {o.summary for o in stored if o.key.uid == "y"} != {"moved"}
+        # Its own write is the next sync's base: still right.
+        clock.advance(15 * MINUTE)
+        feeds.set("/a.ics", ics(base[0], base[1]))
+        last = await first.sync_calendar(calendar.id)
+        assert (last.added, last.updated, last.removed) == (0, 0, 1)
+        stored = await first.store.list_occurrences(calendar.id)
+        assert sorted(o.key.uid for o in stored) == ["x", "y"]

@@ -23,15 +23,19 @@ def diff(
     ``removed``. ``updated`` means same key, different content hash or alarms.
     Events whose UID is in ``unreadable`` (the feed carries them but they could
     not be read) keep their stored versions: none is removed or updated, and
-    ``current``'s occurrences of them are ignored.
+    ``current``'s occurrences of them are ignored. An occurrence that is the
+    very object of ``previous`` (a cached parse reuses them) is not compared.
     """
-    before = {occurrence.key: occurrence for occurrence in previous}
+    previous, current = tuple(previous), tuple(current)
+    # Both are alive here, so an id names one object: the shared ones are unchanged.
+    shared = set() if unreadable else {id(o) for o in previous} & set(map(id, current))
+    before = {o.key: o for o in previous if id(o) not in shared}
     added: list[Occurrence] = []
     updated: list[Occurrence] = []
-    unchanged = 0
+    unchanged = len(shared)
     seen = set()
     for occurrence in current:
-        if occurrence.key.uid in unreadable:
+        if id(occurrence) in shared or occurrence.key.uid in unreadable:
             continue
         seen.add(occurrence.key)
         old = before.get(occurrence.key)

@@ -8,11 +8,14 @@ text), which are expanded and dropped. Whatever the size of a feed, only those
 few groups' components are alive at once.
 
 A `ParseCache` remembers, for one calendar, a digest of each UID group's texts
-and the group's expansion in the last window (no icalendar objects): a new body's
-groups whose texts are unchanged are neither read nor expanded again.
-Everything a group's result depends on besides its own text (the VTIMEZONEs,
-the zone floating times are read in, ``max_occurrences``, the window) is
-compared first; a change drops what depends on it. Bodies the split does not
+and the group's expansion (no icalendar objects): a new body's groups whose
+texts are unchanged are neither read nor expanded again. A group is expanded
+`_AHEAD` further than the window asks, then filtered to it, so its expansion
+still holds when the window slides (a sync every 15 minutes); one with a
+problem or cut short by a budget is kept for its exact window only. Everything
+a group's result depends on besides its own text (the VTIMEZONEs, the zone
+floating times are read in, ``max_occurrences``) is compared first; a change
+drops what depends on it. Bodies the split does not
 understand, and bodies with a component icalendar refuses, are parsed whole by
 `calsync.core.ics.parse_whole`, which the result here always equals.
 """
@@ -23,7 +26,7 @@ import bisect
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import attrs
@@ -55,6 +58,9 @@ _CHUNK = 64 * 1024
 _UID_LINE = re.compile("\n[ \t]*[Uu][ \t]*[Ii\u0131][ \t]*[Dd][ \t]*[:;]")
 # The plain form, not folded on: its value is the UID as icalendar reads it.
 _PLAIN_UID = re.compile(r"UID:([^\\\r\n]*)\r?\n(?!(?:\r?\n)*[ \t])")
+# How much further ahead than the window a group is expanded for the cache: its
+# expansion holds while the window's end slides this far (a week of syncs).
+_AHEAD = timedelta(days=7)
 
 
 @attrs.frozen
@@ -79,7 +85,16 @@ class _Group:
     # Of a non-recurring group: from its earliest start to its latest end
     # (None if one is unreadable). Far from the window, it needs no expanding.
     span: _Span
-    expansion: Expansion | None  # in the cache's window, if it holds for reuse
+    expansion: Expansion | None  # in ``cover``, if it holds for reuse
+    # The window the expansion was made in; None: none kept.
+    cover: Window | None = None
+    # Whether it holds, filtered, for any window inside ``cover`` (else only for
+    # ``cover`` itself): it has no problem and was not cut short.
+    wide: bool = False
+    # Its occurrences' latest start and earliest end: a window that holds them
+    # all needs no filtering.
+    latest_start: datetime | None = None
+    earliest_end: datetime | None = None
 
 
 @attrs.define(repr=False)
@@ -161,6 +176,11 @@ class _Run:
         self.uids: dict[bytes, tuple[str, Problem | None]] = {}
         self.events_read = self.expanded = self.reused = 0
         self.whole = True
+        # Set once a group's expansion in a wider window is used: it may have
+        # spent more of the calendar's budget than the window's own would, so a
+        # later group that finds the budget short gives the parse up (rare).
+        self.drift = False
+        self.wide: Expander | None = None
         # The groups to expand, in order, and the ones read ahead of their turn.
         self.order: list[tuple[str, list[str]]] = []
         self.unread: list[int] = []
@@ -200,6 +220,11 @@ class _Run:
             self.window, zone, limit, timezone_name, problems, zones.cost
         )
         self._enter((zone_key, expander.zone, expander.repair, limit))
+        if self.remember:
+            wider = Window(self.window.start, _later(self.window.end, _AHEAD))
+            self.wide = Expander(
+                wider, expander.zone, repair=expander.repair, limit=limit
+            )
         if not self._check_others(layout.others):
             return None
         if not self._group(layout.events, problems):
@@ -212,7 +237,7 @@ class _Run:
             self.unread = [
                 position
                 for position, key in enumerate(keys)
-                if _unsure(cached.get(key), expander)
+                if _unsure(cached.get(key), expander, self.window)
             ]
         expansions = []
         for position, (uid, _) in enumerate(self.order):
@@ -238,16 +263,13 @@ class _Run:
         return FeedZones.read(zones, CALENDAR_INSTANCE_BUDGET)
 
     def _enter(self, context: _Context) -> None:
-        """Drop what depends on the context or the window if either changed."""
+        """Drop what depends on the context if it changed (not on the window)."""
         cache = self.cache
         if cache._context is None or not _same_context(cache._context, context):
             cache._context = context
             cache._uids, cache._groups = {}, {}
         cache._zones = self.zones
-        if cache._window != self.window:
-            cache._window = self.window
-            for group in cache._groups.values():
-                group.expansion = None
+        cache._window = self.window
 
     def _check_others(self, blocks: list[str]) -> bool:
         """Check that icalendar reads the other blocks not seen yet (VTODO, ...)."""
@@ -297,7 +319,7 @@ class _Run:
     ) -> Expansion | None:
         group = None if key is None else self.cache._groups.get(key)
         if group is not None:
-            expansion = _reuse(group, expander)
+            expansion = self._reuse(group, expander)
             if expansion is not None:
                 self.ahead.pop(position, None)
                 self.reused += 1
@@ -307,14 +329,51 @@ class _Run:
         if components is None:
             return None
         self.expanded += 1
-        if key is None:
+        if key is None or self.wide is None:
             return expander.expand_group(uid, components)
         remembered = _remember(expander, components)
         budget = expander.budget
-        expansion = expander.expand_group(uid, components)
-        remembered.expansion = expansion if budget >= expansion.need else None
+        wide = self.wide
+        wide.budget = budget
+        expansion = wide.expand_group(uid, components)
+        if _holds_wide(expansion, budget):
+            expander.budget = wide.budget
+            self.drift = True
+            _cover(remembered, expansion, wide.window, wide=True)
+            self.groups[key] = remembered
+            return _narrowed(remembered, self.window)
+        # A problem or a budget may depend on the window: expand in it exactly,
+        # from the texts again (expanding may have changed the components).
+        read = _read_blocks(self.order[position][1])
+        if read is None:
+            return None
+        self.zones.place(read)
+        expander.budget = budget
+        expansion = expander.expand_group(uid, read)
+        if budget < expansion.need:
+            if self.drift:
+                return None  # the budget is short only for the wider windows
+        else:
+            _cover(remembered, expansion, self.window, wide=False)
         self.groups[key] = remembered
         return expansion
+
+    def _reuse(self, group: _Group, expander: Expander) -> Expansion | None:
+        """Return the group's expansion if its texts alone tell it, else None."""
+        expansion = group.expansion
+        if (
+            expansion is not None
+            and _fits(group, self.window)
+            and expander.budget >= expansion.need
+        ):
+            expander.budget -= expansion.spent
+            if not group.wide:
+                return expansion
+            self.drift = True
+            return _narrowed(group, self.window)
+        if not group.recurring and expander.outside(group.span):
+            return NOTHING
+        return None
 
     def _components(self, position: int) -> list[Any] | None:
         """Return a group's components, reading the next groups' along with them.
@@ -401,24 +460,70 @@ def _plain_uid(block: str) -> str | None:
     return plain.group(1).strip() or None
 
 
-def _unsure(group: _Group | None, expander: Expander) -> bool:
-    """Whether a group will likely have to be read: not known, or its window moved."""
-    return group is None or (
-        group.expansion is None
-        and (group.recurring or not expander.outside(group.span))
+def _unsure(group: _Group | None, expander: Expander, window: Window) -> bool:
+    """Whether a group will likely have to be read: not known, or out of its cover."""
+    if group is None:
+        return True
+    if _fits(group, window):
+        return False
+    return group.recurring or not expander.outside(group.span)
+
+
+def _fits(group: _Group, window: Window) -> bool:
+    """Whether the group's kept expansion holds for ``window`` (filtered if wide)."""
+    cover = group.cover
+    if group.expansion is None or cover is None:
+        return False
+    if group.wide:
+        return cover.start <= window.start and window.end <= cover.end
+    return cover == window
+
+
+def _holds_wide(expansion: Expansion, budget: int) -> bool:
+    """Whether an expansion in a wider window, filtered, is the window's own.
+
+    Its occurrences are then a superset of the window's, each the same; a
+    problem, a cap or a budget cut could depend on the window.
+    """
+    return (
+        not expansion.problems
+        and not expansion.capped
+        and not expansion.unreadable
+        and budget >= expansion.need
     )
 
 
-def _reuse(group: _Group, expander: Expander) -> Expansion | None:
-    """Return the group's expansion if its texts alone tell it, else None."""
+def _cover(group: _Group, expansion: Expansion, window: Window, *, wide: bool) -> None:
+    """Remember ``expansion``, made in ``window``, on the group."""
+    group.expansion, group.cover, group.wide = expansion, window, wide
+    occurrences = expansion.occurrences
+    if occurrences:
+        group.latest_start = max(o.start for o in occurrences)
+        group.earliest_end = min(o.end for o in occurrences)
+
+
+def _narrowed(group: _Group, window: Window) -> Expansion:
+    """Return a wide group's expansion filtered to ``window`` (the same objects)."""
     expansion = group.expansion
-    if expansion is not None and expander.budget >= expansion.need:
-        expander.budget -= expansion.spent
+    assert expansion is not None
+    occurrences = expansion.occurrences
+    if not occurrences or (
+        group.earliest_end is not None
+        and group.latest_start is not None
+        and group.earliest_end > window.start
+        and group.latest_start < window.end
+    ):
         return expansion
-    if not group.recurring and expander.outside(group.span):
-        group.expansion = NOTHING
-        return NOTHING
-    return None
+    kept = tuple(o for o in occurrences if window.overlaps(o.start, o.end))
+    return attrs.evolve(expansion, occurrences=kept)
+
+
+def _later(moment: datetime, by: timedelta) -> datetime:
+    """Return ``moment + by``, or the last datetime there is."""
+    try:
+        return moment + by
+    except OverflowError:
+        return datetime.max.replace(tzinfo=moment.tzinfo)
 
 
 def _remember(expander: Expander, components: list[Any]) -> _Group:

@@ -70,6 +70,10 @@ Clock = Callable[[], datetime]
 
 # Pending notifications of one calendar read per sync to find removed leads.
 _PENDING_SCAN_LIMIT = 100_000
+# Occurrences kept as last written, over all calendars (a few hundred bytes
+# each, most shared with the parse results kept anyway): beyond, the least
+# recently synced calendars' are dropped and read from the store when needed.
+_WRITTEN_LIMIT = 200_000
 
 
 def expansion_inputs(calendar: Calendar, settings: Settings) -> str:
@@ -133,6 +137,20 @@ class _Fetched:
     reexpand: bool = False
 
 
+@attrs.frozen
+class _Written:
+    """The occurrences a sync left stored for a calendar, and the state naming them.
+
+    While the calendar's stored ``body_hash`` and ``parsed_at`` are still these,
+    its live occurrences are these (equal by value; a parse reuses the objects),
+    so the next sync diffs against them without reading them back.
+    """
+
+    body_hash: str
+    parsed_at: datetime
+    occurrences: tuple[Occurrence, ...]
+
+
 class _Rested(Exception):
     """The calendar's host is rested by its circuit: not fetched until ``until``."""
 
@@ -172,6 +190,8 @@ class Syncer:
         )
         self._clock = clock
         self._caches: OrderedDict[str, ParseCache] = OrderedDict()
+        self._written: OrderedDict[str, _Written] = OrderedDict()
+        self._written_count = 0
         self._prepared = False
         self._pool: ParsePool | None = None
         if settings.parse_isolation:
@@ -438,6 +458,8 @@ class Syncer:
     async def aclose(self) -> None:
         """End the parse workers and drop the parse caches."""
         self._caches.clear()
+        self._written.clear()
+        self._written_count = 0
         if self._pool is not None:
             await self._pool.close()
 
@@ -475,8 +497,8 @@ class Syncer:
         truncated = _truncated(fetched.result.body or b"")
         if truncated:
             parsed = attrs.evolve(parsed, problems=(*parsed.problems, _TRUNCATED))
-        stored = await self._store.list_occurrences(calendar.id)
         unreadable = parsed.unreadable_uids
+        stored = await self._stored(calendar, unreadable)
         changes = diff(stored, parsed.occurrences, window, unreadable=unreadable)
         kept = _kept(stored, changes, unreadable)
         current = (
@@ -530,10 +552,44 @@ class Syncer:
         cancel = await self.stale_leads(calendar, current)
         write = SyncWrite(state, _or_none(changes), create=create, cancel=cancel)
         applied = await self._write(lease, write, now)
+        if state.body_hash is not None and not unreadable:
+            self._remember(calendar.id, _Written(state.body_hash, now, current))
         result = _changed_result(
             calendar, changes, guarded.held, parsed, state, applied
         )
         return attrs.evolve(result, next_fire_at=next_fire_at)
+
+    async def _stored(
+        self, calendar: Calendar, unreadable: frozenset[str]
+    ) -> Sequence[Occurrence]:
+        """Return the calendar's live occurrences: as last written here, or read.
+
+        Read from the store when another write may have come between (its state
+        names another parse), or when unreadable events keep stored versions.
+        """
+        written = self._written.pop(calendar.id, None)
+        if written is not None:
+            self._written_count -= len(written.occurrences)
+        state = calendar.state
+        if (
+            written is not None
+            and not unreadable
+            and written.body_hash == state.body_hash
+            and written.parsed_at == state.parsed_at
+        ):
+            return written.occurrences
+        return await self._store.list_occurrences(calendar.id)
+
+    def _remember(self, calendar_id: str, written: _Written) -> None:
+        """Keep what a sync wrote, for as many calendars as parse caches (bounded)."""
+        size = self._settings.parse_cache_size
+        if size == 0 or len(written.occurrences) > _WRITTEN_LIMIT:
+            return
+        self._written[calendar_id] = written
+        self._written_count += len(written.occurrences)
+        while len(self._written) > size or self._written_count > _WRITTEN_LIMIT:
+            _, dropped = self._written.popitem(last=False)
+            self._written_count -= len(dropped.occurrences)
 
     def _succeeded(
         self,
