@@ -857,7 +857,8 @@ def _handle(
         payload, now_sent = _delta(parsed, sent if _known(sent, token) else None)
         if kept is not None:
             kept.sent = now_sent
-            kept.cost = kept.cache.nbytes + _SENT_BYTES * len(parsed.occurrences)
+            if _reweigh(kept):
+                kept.cost = kept.cache.nbytes + _SENT_BYTES * len(parsed.occurrences)
             caches[calendar_id] = kept
             evicted = _evict(caches, cache_size, cache_bytes)
         held = (sum(k.cost for k in caches.values()), len(caches), evicted)
@@ -876,6 +877,16 @@ def _handle(
 
 # What a worker's record of one sent occurrence costs (its entry in _Sent).
 _SENT_BYTES = 100
+
+
+def _reweigh(kept: _Kept) -> bool:
+    """Whether a cache's bytes must be counted again: it expanded a group, or is new.
+
+    Counting walks every group (3 ms for the Google export); a parse that only
+    reused groups can only have dropped some, so the old count stands above.
+    """
+    stats = kept.cache.stats
+    return kept.cost == 0 or stats.whole or stats.groups_expanded > 0
 
 
 def _evict(caches: OrderedDict[str, _Kept], count: int, budget: int) -> int:

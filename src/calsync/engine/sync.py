@@ -431,7 +431,11 @@ class Syncer:
         cache = self._caches.get(calendar_id)
         if cache is None:
             return
-        self._cache_sizes[calendar_id] = cache.nbytes
+        stats = cache.stats
+        # A parse that only reused groups can only have dropped some: the old
+        # count stands above (counting walks every group).
+        if calendar_id not in self._cache_sizes or stats.whole or stats.groups_expanded:
+            self._cache_sizes[calendar_id] = cache.nbytes
         held = sum(self._cache_sizes.values())
         while self._caches and held > self._settings.parse_cache_memory:
             evicted, _ = self._caches.popitem(last=False)
