@@ -60,8 +60,9 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -508,24 +509,47 @@ async def bench_reparse(runs: int) -> dict[str, list[float]]:
 
             steady = await calendar_named("steady")
             cache = ParseCache()
+
+            async def both(
+                run: int, ours: Callable[[], Awaitable[None]], alone: Callable[[], None]
+            ) -> None:
+                """One of each; the Engine goes first on even runs (A/B, then B/A)."""
+                if run % 2:
+                    alone()
+                await ours()
+                if not run % 2:
+                    alone()
+
             for run in range(max(1, runs // 3)):
                 fresh = await calendar_named(f"cold {run}")
-                await engine_parse("cold engine", fresh, fetched)
-                in_process("cold in-process", body, ParseCache())
+                await both(
+                    run,
+                    partial(engine_parse, "cold engine", fresh, fetched),
+                    partial(in_process, "cold in-process", body, ParseCache()),
+                )
             await engine_parse("warm-up", steady, fetched)  # also starts both workers
             await engine_parse("warm-up", await calendar_named("other"), fetched)
             in_process("warm-up", body, cache)
-            for _ in range(runs):
-                await engine_parse("unchanged engine", steady, fetched)
-                in_process("unchanged in-process", body, cache)
             for run in range(runs):
-                index = (run + 1) % 2
-                await engine_parse("one event engine", steady, bodies[index])
-                in_process("one event in-process", bodies[index].body, cache)
+                await both(
+                    run,
+                    partial(engine_parse, "unchanged engine", steady, fetched),
+                    partial(in_process, "unchanged in-process", body, cache),
+                )
+            for run in range(runs):
+                edition = bodies[(run + 1) % 2]
+                await both(
+                    run,
+                    partial(engine_parse, "one event engine", steady, edition),
+                    partial(in_process, "one event in-process", edition.body, cache),
+                )
             for run in range(runs):
                 later = now + (run + 1) * timedelta(minutes=15)
-                await engine_parse("window slid engine", steady, fetched, later)
-                in_process("window slid in-process", body, cache, later)
+                await both(
+                    run,
+                    partial(engine_parse, "window slid engine", steady, fetched, later),
+                    partial(in_process, "window slid in-process", body, cache, later),
+                )
     return timings
 
 
