@@ -638,7 +638,8 @@ async def bench_cycles(args: argparse.Namespace) -> None:
         control.recv()
         server.join()
     for name, results in all_results.items():
-        table(name, args.calendars, results)
+        if results["mixed"]:
+            table(name, args.calendars, results)
         if results.get("runner"):
             runner_table(name, args.calendars, results["runner"])
 

@@ -252,7 +252,7 @@ class Settings:
     )
     keep_job_runs: timedelta = attrs.field(default=timedelta(days=30), validator=_span)
     stale_factor: int = attrs.field(default=3, validator=_count)
-    parse_cache_size: int = attrs.field(default=256, validator=_count)
+    parse_cache_size: int = attrs.field(default=10_000, validator=_count)
     parse_cache_memory: int = attrs.field(default=192 * 2**20, validator=_count)
     parse_concurrency: int = attrs.field(default=2, validator=_count)
     parse_memory_limit: int | None = attrs.field(
