@@ -103,8 +103,9 @@ def bench(session: nox.Session) -> None:
         for script in sorted(Path("benchmarks").glob("bench_*.py"))
         if not wanted or script.stem.removeprefix("bench_") in wanted
     ]
-    if wanted - {script.stem.removeprefix("bench_") for script in scripts}:
-        session.error(f"no such benchmark: {sorted(wanted)}")
+    unknown = wanted - {script.stem.removeprefix("bench_") for script in scripts}
+    if unknown:
+        session.error(f"no such benchmark: {', '.join(sorted(unknown))}")
     failed = [script.name for script in scripts if not run_script(session, script)]
     if failed:
         session.error(f"{len(failed)} of {len(scripts)} benchmarks failed: {failed}")
