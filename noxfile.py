@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -74,14 +75,49 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
+# The services the benchmarks measure against; one that is unset is skipped,
+# with a line saying so, by each benchmark that would use it.
+BENCH_SERVICES = {
+    "CALSYNC_TEST_POSTGRES_URL": "PostgreSQL (bench_engine, bench_store, bench_celery)",
+    "CALSYNC_TEST_MARIADB_URL": "MariaDB (bench_store)",
+    "CALSYNC_TEST_REDIS_URL": "Redis (bench_celery's broker)",
+}
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run every benchmarks/bench_*.py, or those named: nox -s bench -- store fetch."""
-    session.install("-e", ".[postgres]")
+    """Run every benchmarks/bench_*.py, or those named: nox -s bench -- store fetch.
+
+    Every benchmark runs, each in turn, even when one fails; the session fails
+    at the end naming them. Services come from the CALSYNC_TEST_*_URL variables.
+    """
+    session.install(
+        "-e", ".[bench]", *(arg for path in ADAPTERS for arg in ("-e", path))
+    )
+    for variable, service in BENCH_SERVICES.items():
+        if not os.environ.get(variable):
+            session.warn(f"{variable} is not set: {service} will be skipped")
     wanted = set(session.posargs)
-    for script in sorted(Path("benchmarks").glob("bench_*.py")):
-        if not wanted or script.stem.removeprefix("bench_") in wanted:
-            session.run("python", str(script))
+    scripts = [
+        script
+        for script in sorted(Path("benchmarks").glob("bench_*.py"))
+        if not wanted or script.stem.removeprefix("bench_") in wanted
+    ]
+    unknown = wanted - {script.stem.removeprefix("bench_") for script in scripts}
+    if unknown:
+        session.error(f"no such benchmark: {', '.join(sorted(unknown))}")
+    failed = [script.name for script in scripts if not run_script(session, script)]
+    if failed:
+        session.error(f"{len(failed)} of {len(scripts)} benchmarks failed: {failed}")
+
+
+def run_script(session: nox.Session, script: Path) -> bool:
+    """Run one benchmark script; whether it finished (exit 0)."""
+    try:
+        session.run("python", str(script))
+    except nox.command.CommandFailed:
+        return False
+    return True
 
 
 @nox.session

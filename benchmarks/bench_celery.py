@@ -39,6 +39,8 @@ import redis
 from celery import Celery
 
 import calsync
+from benchkit import alternating, spread
+from benchkit import table as table_of
 from calsync.testing import FeedServer
 
 EVENTS = 10
@@ -233,8 +235,9 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[int, list[float]]:
                 (await engine.add_calendar(f"{base_url}{index}.ics")).id
                 for index in range(args.calendars)
             ]
-            for number in range(args.runs + 1):  # the first one warms up
-                for count in NODES:
+            # The first run warms up; which configuration goes first alternates.
+            for number, order in alternating(NODES, args.runs + 1):
+                for count in order:
                     for calendar_id in ids:
                         await engine.request_sync(calendar_id)
                     nodes = Nodes(count, env, folder)
@@ -270,20 +273,25 @@ def table(args: argparse.Namespace, walls: dict[int, list[float]]) -> None:
         f"\none calsync.sync_due fan-out over {args.calendars:,} calendars "
         f"({EVENTS} events, {LATENCY * 1000:.0f} ms per answer), Redis broker, "
         f"PostgreSQL store, prefork --concurrency {CONCURRENCY} per worker, "
-        f"median of {args.runs} runs"
+        f"min / median / max of {args.runs} runs, alternating"
     )
-    print(f"{'workers':<9}{'processes':>10}{'wall s':>9}{'calendars/s':>13}  runs")
-    medians = {}
-    for count in NODES:
-        medians[count] = statistics.median(walls[count])
-        runs = " ".join(f"{wall:.2f}" for wall in walls[count])
-        print(
-            f"{count:<9}{count * CONCURRENCY:>10}{medians[count]:>9.2f}"
-            f"{args.calendars / medians[count]:>13.1f}  {runs}"
-        )
-    ratio = medians[1] / medians[2]
+    rows = [
+        [
+            str(count),
+            str(count * CONCURRENCY),
+            spread(walls[count], digits=3),
+            f"{args.calendars / statistics.median(walls[count]):.1f}",
+        ]
+        for count in NODES
+    ]
+    table_of(["workers", "processes", "wall s", "calendars/s (median)"], rows)
+    ratio = statistics.median(walls[1]) / statistics.median(walls[2])
+    paired = [one / two for one, two in zip(walls[1], walls[2], strict=True)]
     verdict = "ok" if ratio >= TARGET_RATIO else "BELOW TARGET"
-    print(f"1 worker / 2 workers: {ratio:.2f}x (target >= {TARGET_RATIO}x: {verdict})")
+    print(
+        f"1 worker / 2 workers: {ratio:.2f}x, run by run {spread(paired, digits=2)} "
+        f"(target >= {TARGET_RATIO}x: {verdict})"
+    )
 
 
 def main() -> None:
@@ -296,7 +304,16 @@ def main() -> None:
     parser.add_argument("--calendars", type=int, default=1000)
     args = parser.parse_args()
     if not args.postgres_url or not args.redis_url:
-        parser.error("needs --postgres-url and --redis-url (or the CALSYNC_TEST_ vars)")
+        missing = [
+            name
+            for name, url in (
+                ("CALSYNC_TEST_POSTGRES_URL", args.postgres_url),
+                ("CALSYNC_TEST_REDIS_URL", args.redis_url),
+            )
+            if not url
+        ]
+        print(f"skipped bench_celery: {' and '.join(missing)} not set (nor given)")
+        return
     with tempfile.TemporaryDirectory() as folder:
         walls = asyncio.run(run(args, Path(folder)))
     table(args, walls)

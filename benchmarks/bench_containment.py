@@ -55,6 +55,7 @@ import icalendar
 import recurring_ical_events
 
 import calsync
+from benchkit import alternating, spread
 from calsync import Engine, HttpFetcher, Settings, SQLiteStore
 from calsync.core.parse import parse_ics
 from calsync.engine.parsepool import _ZYGOTE, ParsePool
@@ -339,6 +340,7 @@ def held_by_cache(body: bytes, window: calsync.Window) -> dict[str, float]:
     return {
         "body_mb": len(body) / MB,
         "cache_mb": (held - before) / MB,
+        "estimate_mb": cache.nbytes / MB,
         "peak_mb": (peak - before) / MB,
         "groups": len(cache),
     }
@@ -391,16 +393,10 @@ def in_fresh_process(*args: str) -> Any:
 # -- the table ----------------------------------------------------------------------
 
 
-def spread(values: list[float], unit: str = "") -> str:
-    return (
-        f"{min(values):.3g} / {statistics.median(values):.3g} / {max(values):.3g}{unit}"
-    )
-
-
 def report_ab(name: str, keys: list[str], runs: int, modes: list[str]) -> None:
     results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
-    for _ in range(runs):
-        for mode in modes:  # alternating A/B
+    for _, order in alternating(modes, runs):  # A/B, then B/A
+        for mode in order:
             results[mode].append(in_fresh_process(name, mode))
     print(f"\n{name}  (min / median / max of {runs} runs)")
     for mode in modes:
@@ -418,21 +414,21 @@ def report_ab(name: str, keys: list[str], runs: int, modes: list[str]) -> None:
             a["seconds"] / b["seconds"]
             for a, b in zip(results["on"], results["off"], strict=True)
         ]
-        print(f"  on/off time ratio, per run: {spread(ratios, 'x')}")
+        print(f"  on/off time ratio, per run: {spread(ratios)}x")
 
 
 def report_google(runs: int) -> None:
     timings = in_fresh_process("google", str(runs))
     print(f"\ngoogle export and a one-event feed (min / median / max, {runs} runs)")
     for name, values in timings.items():
-        print(f"  {name:41} {spread([v * 1000 for v in values], ' ms')}")
+        print(f"  {name:41} {spread(values, 1000)} ms")
     for measure in ("wall", "cpu"):
         ours = timings[f"google cold, in-process {measure}"]
         theirs = timings[f"google cold, raw icalendar + rie {measure}"]
         ratios = [a / b for a, b in zip(ours, theirs, strict=True) if b > 0]
         print(
             f"  google cold ({measure}): parse_ics/raw icalendar + rie "
-            f"{spread(ratios, 'x')} (target <= 1.0x)"
+            f"{spread(ratios)}x (target <= 1.0x)"
         )
     cases = [
         ("google cold", "in-process"),
@@ -447,7 +443,7 @@ def report_google(runs: int) -> None:
             ratios = [a / b for a, b in zip(pool, here, strict=True) if b > 0]
             extra = statistics.median(pool) - statistics.median(here)
             print(
-                f"  {case} ({measure}): pool/{baseline} {spread(ratios, 'x')}, "
+                f"  {case} ({measure}): pool/{baseline} {spread(ratios)}x, "
                 f"median difference {extra * 1000:+.1f} ms"
             )
 
@@ -492,7 +488,8 @@ def main() -> None:
             print(
                 f"  {name:26} body {row['body_mb']:.1f} MB, {row['groups']:,} groups: "
                 f"cache holds {row['cache_mb']:.1f} MB "
-                f"({row['cache_mb'] / row['body_mb']:.1f}x the body), "
+                f"({row['cache_mb'] / row['body_mb']:.1f}x the body; its nbytes "
+                f"estimate {row['estimate_mb']:.1f} MB), "
                 f"parse peak {row['peak_mb']:.0f} MB"
             )
     if "unchanged" in only:

@@ -38,7 +38,14 @@ wall time on a loaded machine.
     python benchmarks/bench_engine.py [--only cycles,reparse] [--calendars 1000]
         [--runs 3] [--reparse-runs 15] [--postgres-url URL]
 
-PostgreSQL is measured when CALSYNC_TEST_POSTGRES_URL (or --postgres-url) is set.
+Section ``cycles`` also keeps one runner process (a fresh one, then kept) across
+--runner-cycles cycles (a forced one, which parses every feed, then mixed ones),
+as a service runs: its memory with the parse caches
+and kept results it holds (PSS of the service and its parse workers after each
+cycle, and the caches' size from `Engine.status()`), against their budget.
+
+PostgreSQL is measured when CALSYNC_TEST_POSTGRES_URL (or --postgres-url) is set;
+a line says so when it is not.
 """
 
 from __future__ import annotations
@@ -53,18 +60,22 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from benchkit import alternating, spread
+from benchkit import table as table_of
 from calsync import Engine, HttpFetcher, PostgresStore, Settings, SQLiteStore, Store
 from calsync.core.incremental import ParseCache
 from calsync.core.model import Window
 from calsync.core.parse import parse_ics
+from calsync.engine.parsepool import _ZYGOTE
 from calsync.testing import FeedServer, ManualClock
 
 EVENTS = 100
@@ -223,6 +234,110 @@ def in_fresh_process(spec: tuple[str, str, str | None], cycle: str) -> dict[str,
     return outcome
 
 
+# -- a long-running runner: its memory with the caches it keeps -----------------
+
+
+def pss_mb(pid: int) -> float:
+    """A process's proportional set size in MB (shared pages split between sharers)."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_runner(spec: tuple[str, str, str | None], commands: Connection) -> None:
+    asyncio.run(_run_runner(spec, commands))
+
+
+async def _run_runner(spec: tuple[str, str, str | None], commands: Connection) -> None:
+    """One Engine kept across cycles, as a runner is: report its memory after each."""
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    settings = engine_settings(f"bench-runner-{os.getpid()}")
+    async with Engine(open_store(spec), fetcher, settings=settings) as engine:
+        while (cycle := commands.recv()) != "stop":
+            started = time.perf_counter()
+            done = await engine.sync_due(force=cycle == "forced")
+            wall = time.perf_counter() - started
+            status = await engine.status()
+            pool = engine._syncer.parse_pool
+            helpers = [*(pool.pids() if pool else []), _ZYGOTE.pid]
+            commands.send(
+                {
+                    "cycle": cycle,
+                    "wall": wall,
+                    "counts": done.counts,
+                    "errors": [r.error for r in done.results if r.error][:3],
+                    "service_mb": pss_mb(os.getpid()),
+                    "workers_mb": sum(pss_mb(pid) for pid in helpers if pid),
+                    "cache_mb": status.parse_cache_bytes / 2**20,
+                    "budget_mb": status.parse_cache_budget / 2**20,
+                    "cached": status.parse_cached,
+                }
+            )
+
+
+async def bench_runner(
+    spec: tuple[str, str, str | None],
+    engine: Engine,
+    server: Connection,
+    ids: list[str],
+    cycles: int,
+) -> list[dict[str, Any]]:
+    """Cycles in one long-running process (caches kept): forced, then mixed ones.
+
+    The forced one parses every feed (as days of service would), filling the
+    caches; each mixed one follows a new edition of the changing third.
+    """
+    commands, child_end = FRESH.Pipe()
+    runner = FRESH.Process(target=run_runner, args=(spec, child_end))
+    runner.start()
+    rows = []
+    try:
+        for number in range(cycles):
+            server.send("edition")
+            assert server.recv() == "published"
+            for calendar_id in ids:
+                await engine.request_sync(calendar_id)
+            commands.send("forced" if number == 0 else "mixed")
+            row = await asyncio.to_thread(commands.recv)
+            assert not row["errors"], row["errors"]
+            rows.append(row)
+            print(
+                f"  {spec[0]} runner cycle {len(rows)} {row['cycle']}: "
+                f"{row['wall']:.2f} s, "
+                f"{row['service_mb'] + row['workers_mb']:.0f} MB",
+                flush=True,
+            )
+    finally:
+        commands.send("stop")
+        runner.join()
+    return rows
+
+
+def runner_table(name: str, calendars: int, rows: list[dict[str, Any]]) -> None:
+    print(
+        f"\n{name}: one runner process kept across {len(rows)} cycles over "
+        f"{calendars:,} calendars (parse caches kept; budget "
+        f"{rows[0]['budget_mb']:.0f} MiB); memory as PSS after each cycle, MB"
+    )
+    table_of(
+        ["cycle", "wall s", "service", "parse workers", "runner", "caches", "cached"],
+        [
+            [
+                f"{number} {row['cycle']}",
+                f"{row['wall']:.2f}",
+                f"{row['service_mb']:.0f}",
+                f"{row['workers_mb']:.0f}",
+                f"{row['service_mb'] + row['workers_mb']:.0f}",
+                f"{row['cache_mb']:.1f}",
+                str(row["cached"]),
+            ]
+            for number, row in enumerate(rows, 1)
+        ],
+    )
+
+
 # -- driving ------------------------------------------------------------------
 
 
@@ -248,6 +363,7 @@ async def bench_backend(
     base_url: str,
     calendars: int,
     runs: int,
+    runner_cycles: int = 0,
 ) -> dict[str, list[dict[str, Any]]]:
     fetcher = HttpFetcher(allow=["127.0.0.1"])
     results: dict[str, list[dict[str, Any]]] = {cycle: [] for cycle in CYCLES}
@@ -255,8 +371,8 @@ async def bench_backend(
         open_store(spec), fetcher, settings=engine_settings("bench-loader")
     ) as engine:
         ids = await load(engine, base_url, calendars)
-        for run in range(runs):
-            for cycle in CYCLES:
+        for run, order in alternating(CYCLES, runs):
+            for cycle in order:
                 if cycle == "mixed":
                     server.send("edition")
                     assert server.recv() == "published"
@@ -271,6 +387,10 @@ async def bench_backend(
                     f"{outcome['counts']}",
                     flush=True,
                 )
+        if runner_cycles:
+            results["runner"] = await bench_runner(
+                spec, engine, server, ids, runner_cycles
+            )
     return results
 
 
@@ -278,21 +398,22 @@ def table(name: str, calendars: int, results: dict[str, list[dict[str, Any]]]) -
     runs = len(results["mixed"])
     print(
         f"\n{name}: one sync_due cycle over {calendars:,} calendars "
-        f"(~{EVENTS} events each), median of {runs} runs"
+        f"(~{EVENTS} events each), {runs} runs in turn (wall: min / median / max; "
+        "the rest: medians)"
     )
     print(
-        f"{'cycle':<11}{'wall s':>9}{'cpu s':>9}{'peak RSS MB':>13}{'(+cycle)':>10}"
+        f"{'cycle':<11}{'wall s':>18}{'cpu s':>9}{'peak RSS MB':>13}{'(+cycle)':>10}"
         f"{'changed':>9}{'unchanged':>11}{'304':>6}"
     )
     for cycle in CYCLES:
         rows = results[cycle]
-        wall = statistics.median(row["wall"] for row in rows)
+        wall = spread([row["wall"] for row in rows])
         cpu = statistics.median(row["cpu"] for row in rows)
         rss = statistics.median(row["rss_mb"] for row in rows)
         peak = statistics.median(row["peak_mb"] for row in rows)
         counts = rows[-1]["counts"]
         print(
-            f"{cycle:<11}{wall:>9.2f}{cpu:>9.2f}{peak:>13.1f}{rss:>+10.1f}"
+            f"{cycle:<11}{wall:>18}{cpu:>9.2f}{peak:>13.1f}{rss:>+10.1f}"
             f"{counts.get('changed', 0):>9}{counts.get('unchanged', 0):>11}"
             f"{rows[-1]['not_modified']:>6}"
         )
@@ -315,7 +436,9 @@ def backends(
     directory: Path, postgres_url: str | None
 ) -> Iterator[tuple[str, str, str | None]]:
     yield ("sqlite", str(directory / "bench-engine.db"), None)
-    if postgres_url:
+    if not postgres_url:
+        print("skipped PostgreSQL: CALSYNC_TEST_POSTGRES_URL is not set (nor given)")
+    else:
         yield ("postgres", f"calsync_bench_{uuid.uuid4().hex[:8]}", postgres_url)
 
 
@@ -386,24 +509,47 @@ async def bench_reparse(runs: int) -> dict[str, list[float]]:
 
             steady = await calendar_named("steady")
             cache = ParseCache()
+
+            async def both(
+                run: int, ours: Callable[[], Awaitable[None]], alone: Callable[[], None]
+            ) -> None:
+                """One of each; the Engine goes first on even runs (A/B, then B/A)."""
+                if run % 2:
+                    alone()
+                await ours()
+                if not run % 2:
+                    alone()
+
             for run in range(max(1, runs // 3)):
                 fresh = await calendar_named(f"cold {run}")
-                await engine_parse("cold engine", fresh, fetched)
-                in_process("cold in-process", body, ParseCache())
+                await both(
+                    run,
+                    partial(engine_parse, "cold engine", fresh, fetched),
+                    partial(in_process, "cold in-process", body, ParseCache()),
+                )
             await engine_parse("warm-up", steady, fetched)  # also starts both workers
             await engine_parse("warm-up", await calendar_named("other"), fetched)
             in_process("warm-up", body, cache)
-            for _ in range(runs):
-                await engine_parse("unchanged engine", steady, fetched)
-                in_process("unchanged in-process", body, cache)
             for run in range(runs):
-                index = (run + 1) % 2
-                await engine_parse("one event engine", steady, bodies[index])
-                in_process("one event in-process", bodies[index].body, cache)
+                await both(
+                    run,
+                    partial(engine_parse, "unchanged engine", steady, fetched),
+                    partial(in_process, "unchanged in-process", body, cache),
+                )
+            for run in range(runs):
+                edition = bodies[(run + 1) % 2]
+                await both(
+                    run,
+                    partial(engine_parse, "one event engine", steady, edition),
+                    partial(in_process, "one event in-process", edition.body, cache),
+                )
             for run in range(runs):
                 later = now + (run + 1) * timedelta(minutes=15)
-                await engine_parse("window slid engine", steady, fetched, later)
-                in_process("window slid in-process", body, cache, later)
+                await both(
+                    run,
+                    partial(engine_parse, "window slid engine", steady, fetched, later),
+                    partial(in_process, "window slid in-process", body, cache, later),
+                )
     return timings
 
 
@@ -449,6 +595,7 @@ async def main() -> None:
     parser.add_argument("--calendars", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--reparse-runs", type=int, default=15)
+    parser.add_argument("--runner-cycles", type=int, default=4)
     parser.add_argument(
         "--postgres-url", default=os.environ.get("CALSYNC_TEST_POSTGRES_URL")
     )
@@ -475,7 +622,12 @@ async def bench_cycles(args: argparse.Namespace) -> None:
             for spec in backends(Path(tmp), args.postgres_url):
                 try:
                     all_results[spec[0]] = await bench_backend(
-                        spec, control, base_url, args.calendars, args.runs
+                        spec,
+                        control,
+                        base_url,
+                        args.calendars,
+                        args.runs,
+                        args.runner_cycles,
                     )
                 finally:
                     if spec[0] == "postgres":
@@ -486,7 +638,10 @@ async def bench_cycles(args: argparse.Namespace) -> None:
         control.recv()
         server.join()
     for name, results in all_results.items():
-        table(name, args.calendars, results)
+        if results["mixed"]:
+            table(name, args.calendars, results)
+        if results.get("runner"):
+            runner_table(name, args.calendars, results["runner"])
 
 
 if __name__ == "__main__":

@@ -7,10 +7,14 @@ If-None-Match. Each run sends N requests at concurrency C with each client:
   raw      one aiohttp.ClientSession, `async with session.get(...)`, `read()`
   calsync  one HttpFetcher (SSRF guard, caps, manual redirects, body check)
 
-Runs alternate between the two so machine noise hits both alike; the table shows
-the median requests/s over the runs and calsync/raw. Target: ratio >= 0.75.
+N is set per response kind from the warm-up so a run lasts about --seconds.
+The two clients alternate, and which goes first alternates run by run, so
+machine noise hits both alike. Reported per response kind and client:
+requests/s and client CPU per request (``time.process_time``; the server's is
+not counted), min / median / max over the runs, the ratio of the medians and
+the run-by-run ratios' spread. Target: calsync >= 0.9x raw's requests/s.
 
-    python benchmarks/bench_fetch.py [--requests 2000] [--concurrency 64] [--runs 5]
+    python benchmarks/bench_fetch.py [--seconds 3] [--concurrency 64] [--runs 7]
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import argparse
 import asyncio
 import multiprocessing
 import socket
-import statistics
 import time
 from collections.abc import Awaitable, Callable
 
@@ -27,6 +30,7 @@ import aiohttp
 from aiohttp import web
 
 import calsync
+from benchkit import Samples, alternating, spread, table
 
 ETAG = '"bench-v1"'
 BODY_SIZE = 200 * 1024
@@ -70,8 +74,8 @@ def free_port() -> int:
 Request = Callable[[], Awaitable[int]]
 
 
-async def drive(request: Request, total: int, concurrency: int) -> float:
-    """Send *total* requests from *concurrency* workers; return requests per second."""
+async def drive(request: Request, total: int, concurrency: int) -> tuple[float, float]:
+    """Send *total* requests from *concurrency* workers; return wall and CPU seconds."""
     remaining = total
 
     async def worker() -> None:
@@ -80,15 +84,19 @@ async def drive(request: Request, total: int, concurrency: int) -> float:
             remaining -= 1
             await request()
 
+    cpu = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return total / (time.perf_counter() - started)
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
-async def measure(
-    url: str, total: int, concurrency: int, runs: int
-) -> dict[tuple[str, str], list[float]]:
-    results: dict[tuple[str, str], list[float]] = {}
+CASES = {"200 (200 KB)": None, "304": ETAG}
+CLIENTS = ("raw", "calsync")
+TARGET = 0.9
+
+
+async def measure(url: str, seconds: float, concurrency: int, runs: int) -> Samples:
+    samples = Samples()
     async with (
         aiohttp.ClientSession() as session,
         calsync.HttpFetcher(allow=["127.0.0.1"]) as fetcher,
@@ -110,23 +118,29 @@ async def measure(
 
             return request
 
-        cases = {"200 (200 KB)": None, "304": ETAG}
-        for etag in cases.values():  # warm both pools and caches
-            await drive(raw(etag), concurrency * 2, concurrency)
-            await drive(ours(etag), concurrency * 2, concurrency)
-        for _ in range(runs):
-            for case, etag in cases.items():
-                for name, make in (("raw", raw), ("calsync", ours)):
-                    rate = await drive(make(etag), total, concurrency)
-                    results.setdefault((case, name), []).append(rate)
-    return results
+        makers = {"raw": raw, "calsync": ours}
+        totals = {}
+        for case, etag in CASES.items():  # warm both pools; size the runs
+            await drive(ours(etag), concurrency * 4, concurrency)
+            wall, _ = await drive(raw(etag), concurrency * 8, concurrency)
+            totals[case] = max(concurrency, round(seconds * concurrency * 8 / wall))
+        for _, order in alternating(CLIENTS, runs):
+            for case, etag in CASES.items():
+                for name in order:
+                    total = totals[case]
+                    wall, cpu = await drive(makers[name](etag), total, concurrency)
+                    samples.add(f"{case} {name} rate", total / wall)
+                    samples.add(f"{case} {name} cpu", cpu / total)
+                    samples.add(f"{case} {name} wall", wall)
+    samples.values["totals"] = [float(totals[case]) for case in CASES]
+    return samples
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
 
     port = free_port()
@@ -137,22 +151,59 @@ def main() -> None:
         if not ready.wait(timeout=30):
             raise SystemExit("the benchmark server did not start")
         url = f"http://127.0.0.1:{port}/cal.ics"
-        results = asyncio.run(measure(url, args.requests, args.concurrency, args.runs))
+        samples = asyncio.run(measure(url, args.seconds, args.concurrency, args.runs))
     finally:
         server.terminate()
         server.join()
 
+    totals = dict(zip(CASES, samples.values["totals"], strict=True))
     print(
-        f"HttpFetcher vs bare aiohttp: {args.requests} requests at concurrency "
-        f"{args.concurrency}, median of {args.runs} runs (server in its own process)"
+        f"HttpFetcher vs bare aiohttp at concurrency {args.concurrency}, "
+        f"{args.runs} runs each, alternating (server in its own process); "
+        "min / median / max"
     )
     print()
-    print(f"| {'response':<13} | {'raw req/s':>10} | {'calsync req/s':>13} | ratio |")
-    print(f"| {'-' * 13} | {'-' * 9}: | {'-' * 12}: | ----: |")
-    for case in ("200 (200 KB)", "304"):
-        raw = statistics.median(results[(case, "raw")])
-        ours = statistics.median(results[(case, "calsync")])
-        print(f"| {case:<13} | {raw:>10,.0f} | {ours:>13,.0f} | {ours / raw:.2f} |")
+    rows = []
+    for case in CASES:
+        walls = (
+            samples.values[f"{case} raw wall"] + samples.values[f"{case} calsync wall"]
+        )
+        for name in CLIENTS:
+            rows.append(
+                [
+                    f"{case}, {name}",
+                    f"{totals[case]:,.0f} in {spread(walls, digits=2)} s",
+                    samples.spread(f"{case} {name} rate"),
+                    samples.spread(f"{case} {name} cpu", 1e6),
+                ]
+            )
+    table(["response, client", "requests per run", "req/s", "CPU us/req"], rows)
+    print()
+    rows = []
+    for case in CASES:
+        rate = samples.ratio(f"{case} calsync rate", f"{case} raw rate")
+        cpu = samples.ratio(f"{case} calsync cpu", f"{case} raw cpu")
+        paired = samples.paired(f"{case} calsync rate", f"{case} raw rate")
+        verdict = "ok" if rate >= TARGET else "BELOW TARGET"
+        rows.append(
+            [
+                case,
+                f"{rate:.2f}x",
+                spread(paired, digits=2),
+                f"{cpu:.2f}x",
+                f">= {TARGET}x: {verdict}",
+            ]
+        )
+    table(
+        [
+            "response",
+            "calsync/raw req/s",
+            "run by run",
+            "calsync/raw CPU per req",
+            "target",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiohttp import web
 
 from _feed_server import (
     ETAG,
@@ -574,3 +575,30 @@ def test_localhost_is_opened_by_its_addresses_or_its_name(allow: list[str]) -> N
 def test_a_host_that_cannot_exist_is_an_invalid_url(url: str) -> None:
     with pytest.raises(FetchInvalidURL, match="not a valid host name"):
         HttpFetcher().check_url(url)
+
+
+async def test_the_total_timeout_covers_every_redirect_hop_together() -> None:
+    # Five hops of 0.2 s each: each alone is within 0.5 s, all together are not.
+    async def hop(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.2)
+        left = int(request.match_info["n"])
+        if left:
+            raise web.HTTPFound(f"/hop/{left - 1}")
+        return web.Response(text="BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n")
+
+    app = web.Application()
+    app.router.add_get("/hop/{n:\\d+}", hop)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with HttpFetcher(
+            allow=LOOPBACK, total_timeout=timedelta(seconds=0.5)
+        ) as fetcher:
+            with pytest.raises(FetchTimeout) as caught:
+                await fetcher.fetch(f"http://127.0.0.1:{port}/hop/4")
+        assert caught.value.phase == "total"
+    finally:
+        await runner.cleanup()

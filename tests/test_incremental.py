@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import re
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -382,3 +384,22 @@ def _edit_summaries(text: str, *, share: float, seed: int) -> str:
     for start in reversed(chosen):
         text = text[: start + 8] + "edited " + text[start + 8 :]
     return text
+
+
+def test_a_caches_estimated_bytes_are_near_what_it_holds() -> None:
+    """nbytes is what a memory budget counts: within a third of the truth."""
+    body = (CORPUS / "recurring-ical-events/Germany_Holidays.ics").read_bytes()
+    window = Window(datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
+    cache = ParseCache()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        parse_ics(body, window, cache=cache)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held * 2 / 3 <= cache.nbytes <= held * 4 / 3
+    cache.clear()
+    assert cache.nbytes == 0

@@ -410,3 +410,52 @@ async def test_a_kept_result_that_does_not_fit_the_answer_is_replaced_whole(
     await parses.check("a", team_feed())
     assert pool.stats.parses == 3  # the partial answer, then a whole one
     assert parses.partial == 1
+
+
+# -- the caches' bytes ------------------------------------------------------------
+
+
+async def test_the_workers_keep_their_caches_within_the_byte_budget() -> None:
+    probe = ParsePool(workers=1, memory_limit=None, cache_size=4, result_bytes=0)
+    try:
+        await Parses(probe).check("a", team_feed())
+        one = probe.cache_bytes
+        assert one > 0
+        assert probe.cached_calendars == 1
+    finally:
+        await probe.close()
+    # Room for one calendar's cache, not two: b's parse evicts a's cache.
+    pool = ParsePool(
+        workers=1,
+        memory_limit=None,
+        cache_size=4,
+        cache_bytes=one * 3 // 2,
+        result_bytes=0,
+    )
+    try:
+        parses = Parses(pool)
+        await parses.check("a", team_feed())
+        await parses.check("b", team_feed())
+        assert (pool.cached_calendars, pool.stats.evicted) == (1, 1)
+        assert pool.cache_bytes <= pool.cache_budget
+        warm = pool.stats.warm
+        await parses.check("a", team_feed())
+        assert pool.stats.warm == warm  # a's cache was gone
+        await parses.check("a", team_feed())
+        assert pool.stats.warm == warm + 1
+    finally:
+        await pool.close()
+    assert pool.cache_bytes == 0
+
+
+async def test_a_cache_alone_over_the_budget_is_not_kept() -> None:
+    pool = ParsePool(
+        workers=1, memory_limit=None, cache_size=4, cache_bytes=1, result_bytes=0
+    )
+    try:
+        parses = Parses(pool)
+        await parses.check("a", team_feed())
+        await parses.check("a", team_feed())
+        assert (pool.stats.warm, pool.cached_calendars, pool.cache_bytes) == (0, 0, 0)
+    finally:
+        await pool.close()

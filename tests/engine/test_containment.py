@@ -333,3 +333,34 @@ async def test_a_resync_stores_what_a_whole_parse_gives_whatever_the_worker_kept
             (str(o.key), o.start.isoformat(), o.summary)
             for o in parse_ics(team(edited=True), Window(T0, T0 + 30 * DAY)).occurrences
         }
+
+
+@pytest.mark.parametrize("isolation", [True, False], ids=["isolated", "in-process"])
+async def test_status_reports_the_parse_caches_within_their_byte_budget(
+    tmp_path: Path, feeds: FeedServer, clock: ManualClock, isolation: bool
+) -> None:
+    names = ("a", "b", "c")
+    for name in names:
+        feeds.set(f"/{name}.ics", small_feed())
+    async with make_engine(tmp_path, clock, parse_isolation=isolation) as engine:
+        ids = [(await engine.add_calendar(feeds.url(f"/{n}.ics"))).id for n in names]
+        status = await engine.status()
+        assert (status.parse_cache_bytes, status.parse_cached) == (0, 0)
+        assert await engine.sync_calendar(ids[0])
+        one = (await engine.status()).parse_cache_bytes
+        assert one > 0
+    # Room for about two calendars' caches: the oldest goes first.
+    budget = one * 5 // 2
+    changes = {"parse_isolation": isolation, "parse_cache_memory": budget}
+    async with make_engine(tmp_path, clock, **changes) as engine:
+        for calendar_id in ids:
+            assert (await engine.sync_calendar(calendar_id, force=True)).ok
+        status = await engine.status()
+        assert status.parse_cache_budget == budget
+        assert 0 < status.parse_cache_bytes <= budget
+        assert status.parse_cached < len(ids)
+        assert status.to_dict()["parse_cache"] == {
+            "bytes": status.parse_cache_bytes,
+            "budget": budget,
+            "calendars": status.parse_cached,
+        }

@@ -675,6 +675,11 @@ def _print_status(report: EngineStatus) -> None:
     if report.failed:
         queue.append(" (dead letter: `calsync requeue --all-failed` retries them)")
     console.print(queue)
+    mib = 2**20
+    console.print(
+        f"Parse caches (this process): {report.parse_cache_bytes / mib:.1f} of "
+        f"{report.parse_cache_budget / mib:.0f} MiB, {report.parse_cached} calendars"
+    )
     console.print()
     jobs = _table("Jobs")
     for column in ("JOB", "RUNS", "LAST", "FINISHED", "P50", "P95"):

@@ -131,6 +131,11 @@ class ParseCache:
     def __repr__(self) -> str:
         return f"<ParseCache of {len(self._groups)} UID groups>"
 
+    @property
+    def nbytes(self) -> int:
+        """Estimated bytes held, for a memory budget over many caches; O(groups)."""
+        return _estimated_bytes(self)
+
     def clear(self) -> None:
         """Forget everything; the next parse reads the whole body."""
         self._context = self._window = None
@@ -427,6 +432,26 @@ def _digest(texts: Sequence[str]) -> bytes:
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
     return digest.digest()
+
+
+# What one kept item costs besides its texts (measured with tracemalloc).
+_GROUP_BYTES = 300
+_OCCURRENCE_BYTES = 720
+_ENTRY_BYTES = 200
+_ZONE_BYTES = 16 * 1024
+
+
+def _estimated_bytes(cache: ParseCache) -> int:
+    """Estimate a cache's bytes; a group's occurrences priced as its first one."""
+    total = _GROUP_BYTES * len(cache._groups) + _ZONE_BYTES * len(cache._zones.zones)
+    total += _ENTRY_BYTES * (len(cache._uids) + len(cache._known))
+    for group in cache._groups.values():
+        occurrences = () if group.expansion is None else group.expansion.occurrences
+        if occurrences:
+            first = occurrences[0]
+            texts = len(first.summary) + len(first.description) + len(first.location)
+            total += len(occurrences) * (_OCCURRENCE_BYTES + texts + len(first.key.uid))
+    return total
 
 
 def _chunks(blocks: list[str]) -> Iterable[list[str]]:

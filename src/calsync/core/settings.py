@@ -92,6 +92,7 @@ SETTINGS_COUNTS: dict[str, Count] = {
     "max_attempts": Count(1, 1_000),
     "stale_factor": Count(1, 1_000),
     "parse_cache_size": Count(0, 1_000_000),
+    "parse_cache_memory": Count(0, 2**40),
     # Each parse slot is a worker process.
     "parse_concurrency": Count(1, 64),
     # The parser's own limits (parse_ics max_bytes, max_components, max_line).
@@ -209,6 +210,9 @@ class Settings:
     this process instead, where a parse past its limit cannot be stopped.
     ``parse_max_bytes``, ``parse_max_components`` and ``parse_max_line`` are
     the parser's own limits (`parse_ics` ``max_bytes`` and so on).
+    ``parse_cache_size`` calendars' parse caches are kept at most, within
+    ``parse_cache_memory`` bytes all told (estimated; least recently parsed
+    dropped first).
 
     Each field is also an ``[engine]`` key of ``calsync.toml`` and a
     ``CALSYNC_ENGINE_<KEY>`` variable, read by its type and checked by its
@@ -249,7 +253,8 @@ class Settings:
     )
     keep_job_runs: timedelta = attrs.field(default=timedelta(days=30), validator=_span)
     stale_factor: int = attrs.field(default=3, validator=_count)
-    parse_cache_size: int = attrs.field(default=256, validator=_count)
+    parse_cache_size: int = attrs.field(default=10_000, validator=_count)
+    parse_cache_memory: int = attrs.field(default=192 * 2**20, validator=_count)
     parse_concurrency: int = attrs.field(default=2, validator=_count)
     parse_memory_limit: int | None = attrs.field(
         default=512 * 1024 * 1024, validator=_memory_limit

@@ -62,8 +62,8 @@ __all__ = [
 logger = logging.getLogger("calsync.parsepool")
 
 _PROTOCOL = 5
-RESULT_BYTES = 32 * 2**20
-"""How many bytes of last results a pool keeps by default (estimated)."""
+CACHE_BYTES = 192 * 2**20
+"""The default budget of a pool's caches and kept results, bytes (estimated)."""
 _LIMITS = Limits()
 _JOIN_SECONDS = 5.0
 
@@ -98,6 +98,7 @@ class ParsePoolStats:
     ``warm`` counts parses that found their calendar's `ParseCache` in the worker,
     ``partial`` those answered with only the UID groups that changed, and
     ``occurrences_sent`` the occurrences that crossed from the workers.
+    ``evicted`` counts caches the workers dropped to stay within their bytes.
     """
 
     started: int = 0
@@ -106,6 +107,7 @@ class ParsePoolStats:
     warm: int = 0
     partial: int = 0
     occurrences_sent: int = 0
+    evicted: int = 0
 
 
 class _Worker:
@@ -150,9 +152,11 @@ class _Worker:
 class ParsePool:
     """At most ``workers`` parse processes, each under ``memory_limit`` bytes.
 
-    ``cache_size`` calendars' `ParseCache`s are kept across the workers (0: none),
-    and the last result of calendars parsed with one, up to ``result_bytes``
-    (estimated), in this process: a worker then sends only what changed.
+    At most ``cache_size`` calendars' `ParseCache`s are kept across the workers
+    (0: none), and the last result of calendars parsed with one in this process
+    (a worker then sends only what changed), together within ``cache_bytes``
+    (estimated; least recently parsed dropped first): a third for the results,
+    unless ``result_bytes`` says otherwise, the rest shared by the workers.
     Safe to share between event loops; `close` ends every worker.
     """
 
@@ -162,12 +166,18 @@ class ParsePool:
         workers: int,
         memory_limit: int | None,
         cache_size: int,
-        result_bytes: int = RESULT_BYTES,
+        cache_bytes: int = CACHE_BYTES,
+        result_bytes: int | None = None,
     ) -> None:
         self._size = workers
         self._memory_limit = memory_limit
         self._cache_size = math.ceil(cache_size / workers) if cache_size else 0
+        if result_bytes is None:
+            result_bytes = cache_bytes // 3
+        self._budget = cache_bytes if cache_size else 0
+        self._worker_bytes = max(0, cache_bytes - result_bytes) // workers
         self._results = _Results(result_bytes if cache_size else 0)
+        self._held = [(0, 0)] * workers  # each worker's caches: bytes, calendars
         self._workers: list[_Worker | None] = [None] * workers
         self._idle = set(range(workers))
         self._guard = threading.Lock()
@@ -194,6 +204,21 @@ class ParsePool:
     def results_size(self) -> int:
         """Estimated bytes of the last results kept to rebuild the next ones."""
         return self._results.size
+
+    @property
+    def cache_bytes(self) -> int:
+        """Estimated bytes held: the workers' caches (as last told) and the results."""
+        return sum(size for size, _ in self._held) + self._results.size
+
+    @property
+    def cache_budget(self) -> int:
+        """The bytes `cache_bytes` stays within (0: nothing is kept)."""
+        return self._budget
+
+    @property
+    def cached_calendars(self) -> int:
+        """How many calendars' `ParseCache`s the workers hold (as last told)."""
+        return sum(count for _, count in self._held)
 
     def pids(self) -> list[int]:
         """Process ids of the running workers."""
@@ -225,6 +250,7 @@ class ParsePool:
             default_tz,
             max_occurrences,
             self._cache_size,
+            self._worker_bytes,
             limits,
         )
         try:
@@ -244,6 +270,8 @@ class ParsePool:
         async with self._slot(parse[0]) as index:
             worker = await self._worker(index)
             reply = await self._ask(index, worker, request, body, timeout)
+            if reply[0] in ("ok", "error"):
+                self._held[index] = reply[3][:2]
         return self._answer(reply, base)
 
     @contextlib.asynccontextmanager
@@ -327,6 +355,7 @@ class ParsePool:
                 warm=stats.warm + (ok and reply[2]),
                 partial=stats.partial + (ok and reply[1][1] is not None),
                 occurrences_sent=stats.occurrences_sent + sent,
+                evicted=stats.evicted + (reply[3][2] if ok else 0),
             )
 
     async def _end(
@@ -336,6 +365,7 @@ class ParsePool:
         with self._guard:
             if self._workers[index] is worker:
                 self._workers[index] = None
+                self._held[index] = (0, 0)
                 self._stats = attrs.evolve(self._stats, stopped=self._stats.stopped + 1)
         worker.kill()
         if asking is not None:  # the thread sees the pipe close; wait it out
@@ -360,6 +390,7 @@ class ParsePool:
         """End every worker and refuse new parses; waits until they are reaped."""
         with self._guard:
             self._closed = True
+            self._held = [(0, 0)] * self._size
         self._results.clear()
         await asyncio.to_thread(_end_all, self._workers)
 
@@ -622,10 +653,11 @@ class _Sent:
 
 @attrs.define
 class _Kept:
-    """One calendar's state in a worker: its ParseCache and what was last sent."""
+    """One calendar's state in a worker: its ParseCache, what was last sent, bytes."""
 
     cache: ParseCache
     sent: _Sent | None = None
+    cost: int = 0
 
 
 @attrs.frozen
@@ -801,10 +833,18 @@ def _serve(conn: Connection, memory_limit: int | None) -> None:
 def _handle(
     request: tuple[Any, ...], body: bytes, caches: OrderedDict[str, _Kept]
 ) -> bytes:
-    token, calendar_id, window, default_tz, max_occurrences, cache_size, limits = (
-        request
-    )
+    (
+        token,
+        calendar_id,
+        window,
+        default_tz,
+        max_occurrences,
+        cache_size,
+        cache_bytes,
+        limits,
+    ) = request
     kept = caches.pop(calendar_id, None)
+    evicted = 0
     warm = kept is not None
     try:
         if kept is None and cache_size:
@@ -817,12 +857,15 @@ def _handle(
         payload, now_sent = _delta(parsed, sent if _known(sent, token) else None)
         if kept is not None:
             kept.sent = now_sent
+            if _reweigh(kept):
+                kept.cost = kept.cache.nbytes + _SENT_BYTES * len(parsed.occurrences)
             caches[calendar_id] = kept
-            while len(caches) > cache_size:
-                caches.popitem(last=False)
-        return pickle.dumps(("ok", payload, warm), protocol=_PROTOCOL)
+            evicted = _evict(caches, cache_size, cache_bytes)
+        held = (sum(k.cost for k in caches.values()), len(caches), evicted)
+        return pickle.dumps(("ok", payload, warm, held), protocol=_PROTOCOL)
     except CalsyncError as error:
-        return pickle.dumps(("error", error, warm), protocol=_PROTOCOL)
+        held = (sum(k.cost for k in caches.values()), len(caches), evicted)
+        return pickle.dumps(("error", error, warm, held), protocol=_PROTOCOL)
     except MemoryError:
         caches.clear()
         return pickle.dumps(("memory", None, warm), protocol=_PROTOCOL)
@@ -830,6 +873,34 @@ def _handle(
         caches.clear()
         text = traceback.format_exc()
         return pickle.dumps(("crashed", type(error).__name__, text), protocol=_PROTOCOL)
+
+
+# What a worker's record of one sent occurrence costs (its entry in _Sent).
+_SENT_BYTES = 100
+
+
+def _reweigh(kept: _Kept) -> bool:
+    """Whether a cache's bytes must be counted again: it expanded a group, or is new.
+
+    Counting walks every group (3 ms for the Google export); a parse that only
+    reused groups can only have dropped some, so the old count stands above.
+    """
+    stats = kept.cache.stats
+    return kept.cost == 0 or stats.whole or stats.groups_expanded > 0
+
+
+def _evict(caches: OrderedDict[str, _Kept], count: int, budget: int) -> int:
+    """Drop the least recently parsed caches past ``count`` or ``budget`` bytes.
+
+    Return how many were dropped; the newest goes too if alone it is over.
+    """
+    held = sum(kept.cost for kept in caches.values())
+    evicted = 0
+    while caches and (len(caches) > count or held > budget):
+        _, dropped = caches.popitem(last=False)
+        held -= dropped.cost
+        evicted += 1
+    return evicted
 
 
 def _known(sent: _Sent | None, token: int | None) -> bool:

@@ -308,7 +308,11 @@ class JobStats:
 
 @attrs.frozen
 class EngineStatus:
-    """A snapshot for dashboards and `calsync status`."""
+    """A snapshot for dashboards and `calsync status`.
+
+    ``parse_cache_bytes`` is this process's parse caches' estimated size, within
+    ``parse_cache_budget`` (``parse_cache_memory``), over ``parse_cached`` calendars.
+    """
 
     calendars: tuple[CalendarStatus, ...]
     pending: int
@@ -316,6 +320,9 @@ class EngineStatus:
     missed: int
     jobs: tuple[JobStats, ...]
     checked_at: datetime = attrs.field(converter=as_aware_utc)
+    parse_cache_bytes: int = 0
+    parse_cache_budget: int = 0
+    parse_cached: int = 0
 
     @property
     def stale(self) -> tuple[CalendarStatus, ...]:
@@ -345,6 +352,11 @@ class EngineStatus:
             },
             "calendars": [_calendar_dict(status) for status in self.calendars],
             "jobs": [_job_dict(job) for job in self.jobs],
+            "parse_cache": {
+                "bytes": self.parse_cache_bytes,
+                "budget": self.parse_cache_budget,
+                "calendars": self.parse_cached,
+            },
         }
 
 

@@ -645,6 +645,9 @@ class Engine:
             missed=counts[NotificationStatus.MISSED],
             jobs=tuple(jobs),
             checked_at=now,
+            parse_cache_bytes=self._syncer.parse_cache_bytes,
+            parse_cache_budget=self._syncer.parse_cache_budget,
+            parse_cached=self._syncer.parse_cached_calendars,
         )
 
     async def notifications(

@@ -192,6 +192,7 @@ class Syncer:
         self._caches: OrderedDict[str, ParseCache] = OrderedDict()
         self._written: OrderedDict[str, _Written] = OrderedDict()
         self._written_count = 0
+        self._cache_sizes: dict[str, int] = {}  # estimated bytes of each cache
         self._prepared = False
         self._pool: ParsePool | None = None
         if settings.parse_isolation:
@@ -199,6 +200,7 @@ class Syncer:
                 workers=settings.parse_concurrency,
                 memory_limit=settings.parse_memory_limit,
                 cache_size=settings.parse_cache_size,
+                cache_bytes=settings.parse_cache_memory,
             )
         # Per event loop (asyncio objects belong to one); a closed loop drops out.
         self._limiters: weakref.WeakKeyDictionary[
@@ -415,11 +417,14 @@ class Syncer:
         )
         try:
             async with self._parse_slot():
-                return await asyncio.wait_for(asyncio.to_thread(parse), timeout)
+                parsed = await asyncio.wait_for(asyncio.to_thread(parse), timeout)
         except TimeoutError:
             # The thread runs on; its cache must not be reused.
             self._caches.pop(calendar.id, None)
+            self._cache_sizes.pop(calendar.id, None)
             raise
+        self._weigh(calendar.id)
+        return parsed
 
     def _parse_slot(self) -> asyncio.Semaphore:
         # Parsing holds the GIL: a few at a time keep the loop and memory calm.
@@ -437,8 +442,45 @@ class Syncer:
         cache = self._caches.pop(calendar_id, None) or ParseCache()
         self._caches[calendar_id] = cache
         while len(self._caches) > size:
-            self._caches.popitem(last=False)
+            evicted, _ = self._caches.popitem(last=False)
+            self._cache_sizes.pop(evicted, None)
         return cache
+
+    def _weigh(self, calendar_id: str) -> None:
+        """Note a cache's bytes after its parse; drop the oldest past the budget."""
+        cache = self._caches.get(calendar_id)
+        if cache is None:
+            return
+        stats = cache.stats
+        # A parse that only reused groups can only have dropped some: the old
+        # count stands above (counting walks every group).
+        if calendar_id not in self._cache_sizes or stats.whole or stats.groups_expanded:
+            self._cache_sizes[calendar_id] = cache.nbytes
+        held = sum(self._cache_sizes.values())
+        while self._caches and held > self._settings.parse_cache_memory:
+            evicted, _ = self._caches.popitem(last=False)
+            held -= self._cache_sizes.pop(evicted, 0)
+
+    @property
+    def parse_cache_bytes(self) -> int:
+        """Estimated bytes held by the parse caches (and kept results), all told."""
+        if self._pool is not None:
+            return self._pool.cache_bytes
+        return sum(self._cache_sizes.values())
+
+    @property
+    def parse_cache_budget(self) -> int:
+        """The bytes `parse_cache_bytes` stays within (0: no cache kept)."""
+        if self._settings.parse_cache_size == 0:
+            return 0
+        return self._settings.parse_cache_memory
+
+    @property
+    def parse_cached_calendars(self) -> int:
+        """How many calendars have a parse cache kept."""
+        if self._pool is not None:
+            return self._pool.cached_calendars
+        return len(self._caches)
 
     @property
     def parse_pool(self) -> ParsePool | None:
@@ -460,6 +502,7 @@ class Syncer:
         self._caches.clear()
         self._written.clear()
         self._written_count = 0
+        self._cache_sizes.clear()
         if self._pool is not None:
             await self._pool.close()
 

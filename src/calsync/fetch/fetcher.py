@@ -25,12 +25,15 @@ def _non_negative(
         raise ValidationError(f"{attribute.name} must not be negative, got {value}")
 
 
+_ZERO = timedelta(0)
+
+
 def _non_negative_duration(
     instance: object,
     attribute: attrs.Attribute[Any],
     value: timedelta | None,
 ) -> None:
-    if value is not None and value < timedelta(0):
+    if value is not None and value < _ZERO:
         raise ValidationError(f"{attribute.name} must not be negative, got {value}")
 
 

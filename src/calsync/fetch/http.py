@@ -8,7 +8,6 @@ streams, after aiohttp has undone any Content-Encoding.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import logging
@@ -20,6 +19,7 @@ from datetime import timedelta
 from typing import Self
 
 import aiohttp
+import attrs
 from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDictProxy
 from yarl import URL
@@ -56,7 +56,6 @@ logger = logging.getLogger(__name__)
 MB = 1024 * 1024
 _SCHEMES = {"http": "http", "https": "https", "webcal": "https", "webcals": "https"}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_CHUNK = 256 * 1024
 _ACCEPT = "text/calendar, application/ics;q=0.9, text/plain;q=0.5, */*;q=0.1"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -122,6 +121,12 @@ def _parse_feed_url(url: str) -> tuple[URL, str | None, str | None] | str:
     return target, parsed.user, parsed.password
 
 
+@functools.lru_cache(maxsize=4096)
+def _shown(target: URL) -> str:
+    """Return a target as FetchResult.final_url shows it (yarl builds str anew)."""
+    return redact(str(target))
+
+
 class HttpFetcher:
     """Fetch calendar feeds over http, https and webcal (read as https), guarded.
 
@@ -166,6 +171,9 @@ class HttpFetcher:
         self._user_agent = user_agent or default_user_agent()
         if _CONTROL.search(self._user_agent):
             raise ValidationError("user_agent must not contain control characters")
+        self._timeout = aiohttp.ClientTimeout(
+            total=self._total_seconds, sock_connect=self._connect_seconds
+        )
         self._session = GuardedSession(
             "HttpFetcher",
             self._guard,
@@ -175,9 +183,7 @@ class HttpFetcher:
                 "ssl": ssl_context if ssl_context is not None else True,
             },
             headers={"User-Agent": self._user_agent, "Accept": _ACCEPT},
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=self._connect_seconds
-            ),
+            timeout=self._timeout,
             auto_decompress=True,
         )
 
@@ -222,10 +228,9 @@ class HttpFetcher:
         }
         error: FetchError
         try:
-            async with asyncio.timeout(self._total_seconds):
-                return await self._follow(
-                    session, url, target, validators, auth, started
-                )
+            # The total timeout is aiohttp's, per hop with what is left of it
+            # (covering connect, answer and body): cheaper than asyncio.timeout.
+            return await self._follow(session, url, target, validators, auth, started)
         except BlockedTarget as blocked:
             error = FetchBlocked(url, blocked.host, blocked.reason)
         except aiohttp.ConnectionTimeoutError:
@@ -271,13 +276,20 @@ class HttpFetcher:
         started: float,
     ) -> FetchResult:
         origin = target.origin()
+        sent = {name: value for name, value in validators.items() if value}
+        timeout = self._timeout  # the first hop: all of it
         for redirects in range(self._max_redirects + 1):
             self._check_target(url, target)
-            headers = {name: value for name, value in validators.items() if value}
+            headers = sent
             if auth is not None and _same_origin_or_upgrade(origin, target):
-                headers["Authorization"] = _authorization(auth)
+                headers = {**sent, "Authorization": _authorization(auth)}
+            if redirects:
+                left = self._total_seconds - (time.perf_counter() - started)
+                if left <= 0:
+                    raise TimeoutError
+                timeout = attrs.evolve(self._timeout, total=left)
             async with session.get(
-                target, headers=headers, allow_redirects=False
+                target, headers=headers, allow_redirects=False, timeout=timeout
             ) as response:
                 if response.status in _REDIRECTS:
                     target = self._redirect_target(url, target, response)
@@ -344,7 +356,7 @@ class HttpFetcher:
             _warn_content_type(url, kind)
         result = FetchResult(
             "fetched",
-            final_url=str(target),
+            final_url=_shown(target),
             body=body,
             etag=headers.get("ETag"),
             last_modified=headers.get("Last-Modified"),
@@ -370,7 +382,7 @@ class HttpFetcher:
     ) -> FetchResult:
         result = FetchResult(
             "not_modified",
-            final_url=str(target),
+            final_url=_shown(target),
             etag=headers.get("ETag") or validators["If-None-Match"],
             last_modified=headers.get("Last-Modified")
             or validators["If-Modified-Since"],
@@ -392,7 +404,7 @@ class HttpFetcher:
         stream = response.content
         chunks: list[bytes] = []
         decoded = 0
-        async for chunk in stream.iter_chunked(_CHUNK):
+        async for chunk in stream.iter_any():  # as received: no re-joining
             decoded += len(chunk)
             if _wire_bytes(stream, decoded) > self._max_body:
                 raise FetchTooLarge(url, self._max_body, "body")

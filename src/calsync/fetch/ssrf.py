@@ -146,7 +146,7 @@ def _allow_entry(entry: str) -> IPNetwork | str:
     return name
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # a key of _check_host's cache: hashed per fetch
 class TargetGuard:
     """Which targets the HTTP fetcher may reach: public addresses, plus an allow-list.
 
