@@ -14,6 +14,7 @@ from calsync.engine.results import (
     CleanupResult,
     DispatchResult,
     EngineStatus,
+    FeedState,
     JobResult,
     JobStats,
     SyncDueResult,
@@ -24,7 +25,7 @@ from calsync.engine.runner import (
     Runner,
     Triggers,
 )
-from calsync.engine.service import Engine
+from calsync.engine.service import Engine, JobListener
 
 __all__ = [
     "CalendarStatus",
@@ -35,7 +36,9 @@ __all__ = [
     "Engine",
     "EngineStatus",
     "Explanation",
+    "FeedState",
     "Job",
+    "JobListener",
     "JobResult",
     "JobStats",
     "Runner",

@@ -245,18 +245,22 @@ class Syncer:
     async def _sync(self, lease: Lease, *, force: bool, confirm: bool) -> SyncResult:
         calendar = lease.calendar
         now = self._clock()
+        read = 0
         try:
             if (problem := setting_problem(calendar, now)) is not None:
                 raise _Failure(problem)
             fetched = await self._fetch(calendar, now, force=force)
+            read = fetched.result.bytes_read
             if fetched.body_hash is None:
-                return await self._unchanged(lease, fetched.result, now)
-            parsed = await self._parse(calendar, fetched.result, now)
-            return await self._apply(lease, fetched, parsed, now, confirm=confirm)
+                result = await self._unchanged(lease, fetched.result, now)
+            else:
+                parsed = await self._parse(calendar, fetched.result, now)
+                result = await self._apply(lease, fetched, parsed, now, confirm=confirm)
         except _Rested as rested:
-            return await self._rested(lease, rested, now)
+            result = await self._rested(lease, rested, now)
         except _Failure as failure:
-            return await self._failed(lease, failure, self._clock())
+            result = await self._failed(lease, failure, self._clock())
+        return attrs.evolve(result, bytes_read=read) if read else result
 
     # -- fetching ----------------------------------------------------------
 
