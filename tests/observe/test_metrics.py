@@ -296,9 +296,23 @@ async def test_the_bundled_routes_make_their_own_metrics_with_process_metrics(
     assert any(name == "process_cpu_seconds_total" for name, _ in samples)
 
 
-async def test_openmetrics_is_served_when_asked_for(base: str) -> None:
+async def test_openmetrics_is_served_when_asked_for(
+    engine: Engine, feeds: FeedServer, base: str
+) -> None:
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as openmetrics_families,
+    )
+
+    await engine.add_calendar(feeds.url("/a.ics"))
     accept = "application/openmetrics-text; version=1.0.0"
-    status, content_type, body = await get(f"{base}/metrics", accept)
-    assert status == 200
-    assert content_type.startswith("application/openmetrics-text")
-    assert body.rstrip().endswith("# EOF")
+    for _ in range(2):  # the store's part rendered at the scrape, then kept
+        status, content_type, body = await get(f"{base}/metrics", accept)
+        assert status == 200
+        assert content_type.startswith("application/openmetrics-text")
+        samples = {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in openmetrics_families(body)
+            for sample in family.samples
+        }
+        assert value(samples, "calsync_feeds", state="ok") == 1
+        assert value(samples, "calsync_syncs_total", outcome="changed") == 0

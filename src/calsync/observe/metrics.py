@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import math
 import os
@@ -66,13 +67,48 @@ _CHANGES = ("added", "updated", "removed", "expired")
 _FIRST_READ_TIMEOUT = 30.0
 
 
+# Set while `Metrics.exposition` renders: the snapshot is added pre-rendered.
+_PRERENDERED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "calsync_metrics_prerendered", default=False
+)
+_EOF = b"# EOF\n"
+
+Encoder = Callable[[Collector], bytes]
+
+
 @attrs.frozen
 class _Snapshot:
-    """The store-read gauges as ready families, and when they were read."""
+    """The store-read gauges as families and as text, and when they were read.
+
+    ``rendered`` maps a content type to the families in it (no OpenMetrics
+    EOF line): rendered when the snapshot is read, off the scrape's path.
+    """
 
     families: tuple[Metric, ...]
     taken_at: float  # time.monotonic()
     read_at: datetime
+    rendered: dict[str, bytes]
+
+    def render(self, content_type: str, encoder: Encoder) -> bytes:
+        """Return the families in ``content_type``, rendered once."""
+        text = self.rendered.get(content_type)
+        if text is None:
+            text = self.rendered[content_type] = _render(self.families, encoder)
+        return text
+
+
+class _Families(Collector):
+    """Some ready metric families, for an encoder."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = tuple(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def _render(families: Iterable[Metric], encoder: Encoder) -> bytes:
+    return encoder(_Families(families)).removesuffix(_EOF)
 
 
 class Metrics:
@@ -94,7 +130,7 @@ class Metrics:
         registry: CollectorRegistry | None = REGISTRY,
         per_calendar: bool = True,
         triggers: Triggers | None = None,
-        max_age: timedelta = timedelta(seconds=10),
+        max_age: timedelta = timedelta(seconds=30),
     ) -> None:
         self._engine = engine
         self._registry = registry
@@ -102,6 +138,7 @@ class Metrics:
         self._triggers = triggers if triggers is not None else Triggers()
         self._max_age = max_age.total_seconds()
         self._snapshot: _Snapshot | None = None
+        self._formats: dict[str, Encoder] = {}  # every format a scrape asked for
         self._store_up = False
         self._refreshing: asyncio.Future[None] | concurrent.futures.Future[None] | None
         self._refreshing = None
@@ -123,7 +160,9 @@ class Metrics:
         return self._registry
 
     def close(self) -> None:
-        """Stop counting the Engine's runs and unregister the metrics."""
+        """Stop counting the Engine's runs, unregister the metrics, stop a refresh."""
+        if isinstance(self._refreshing, asyncio.Future):
+            self._refreshing.cancel()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -142,7 +181,15 @@ class Metrics:
             logger.exception("could not read the store for calsync's metrics")
             return
         self._store_up = True
-        self._snapshot = _Snapshot(families, time.monotonic(), self._engine.now())
+        formats = dict(self._formats)
+        rendered = await asyncio.to_thread(
+            lambda: {
+                kind: _render(families, encoder) for kind, encoder in formats.items()
+            }
+        )
+        self._snapshot = _Snapshot(
+            families, time.monotonic(), self._engine.now(), rendered
+        )
 
     async def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """Return the text a ``/metrics`` endpoint serves, and its content type.
@@ -158,8 +205,23 @@ class Metrics:
             self._refresh_soon()
         registry = self._exposed()
         encoder, content_type = choose_encoder(accept or "")
-        body = await asyncio.to_thread(encoder, registry)
+        self._formats.setdefault(content_type, encoder)
+        body = await asyncio.to_thread(self._body, registry, encoder, content_type)
         return body, content_type
+
+    def _body(self, registry: Collector, encoder: Encoder, content_type: str) -> bytes:
+        """Render ``registry`` without the snapshot, then add it pre-rendered."""
+        snapshot = self._snapshot
+        token = _PRERENDERED.set(snapshot is not None)
+        try:
+            live = encoder(registry)
+        finally:
+            _PRERENDERED.reset(token)
+        if snapshot is None:
+            return live
+        eof = live.endswith(_EOF)
+        stored = snapshot.render(content_type, encoder)
+        return live.removesuffix(_EOF) + stored + (_EOF if eof else b"")
 
     def _exposed(self) -> CollectorRegistry:
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
@@ -221,7 +283,8 @@ class Metrics:
                 "When the store-backed gauges were last read.",
                 snapshot.read_at.timestamp(),
             )
-            yield from snapshot.families
+            if not _PRERENDERED.get():
+                yield from snapshot.families
         yield from self._parse_families()
 
     def _parse_families(self) -> Iterator[Metric]:
