@@ -241,6 +241,7 @@ PACKAGES = (
     "calsync.config",
     "calsync.cli",
     "calsync.testing",
+    "calsync.observe",
 )
 
 
