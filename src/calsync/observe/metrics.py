@@ -3,7 +3,8 @@
 Counters and histograms are fed by the Engine's job runs (`Engine.observe`);
 gauges (feeds by state, outbox depth, last successes) are read from the store
 into a snapshot that a scrape serves at once and refreshes in the background
-when it is older than ``max_age``, so scraping 10,000 calendars stays cheap.
+when it is older than ``max_age`` (and than 20 times the last read took), so
+scraping 10,000 calendars stays cheap.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ _JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 _UNTIMED = frozenset({SyncOutcome.BUSY, SyncOutcome.SKIPPED})
 _CHANGES = ("added", "updated", "removed", "expired")
 _FIRST_READ_TIMEOUT = 30.0
+# Refresh at most once per this many times the last refresh took: reading the
+# store costs at most 5 % of the time, however many calendars there are.
+_DUTY = 20
 
 
 # Set while `Metrics.exposition` renders: the snapshot is added pre-rendered.
@@ -139,6 +143,7 @@ class Metrics:
         self._max_age = max_age.total_seconds()
         self._snapshot: _Snapshot | None = None
         self._formats: dict[str, Encoder] = {}  # every format a scrape asked for
+        self._read_seconds = 0.0  # how long the last refresh took
         self._store_up = False
         self._refreshing: asyncio.Future[None] | concurrent.futures.Future[None] | None
         self._refreshing = None
@@ -174,6 +179,7 @@ class Metrics:
     async def refresh(self) -> None:
         """Read the store-backed gauges now (a scrape then serves them at once)."""
         self._loop = asyncio.get_running_loop()
+        started = time.monotonic()
         try:
             families = await self._read()
         except Exception:
@@ -187,9 +193,9 @@ class Metrics:
                 kind: _render(families, encoder) for kind, encoder in formats.items()
             }
         )
-        self._snapshot = _Snapshot(
-            families, time.monotonic(), self._engine.now(), rendered
-        )
+        taken = time.monotonic()
+        self._read_seconds = taken - started
+        self._snapshot = _Snapshot(families, taken, self._engine.now(), rendered)
 
     async def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """Return the text a ``/metrics`` endpoint serves, and its content type.
@@ -248,7 +254,7 @@ class Metrics:
         if loop is None or loop.is_closed():
             return
         age = math.inf if snapshot is None else time.monotonic() - snapshot.taken_at
-        if age < self._max_age:
+        if age < max(self._max_age, _DUTY * self._read_seconds):
             return
         if self._refreshing is not None and not self._refreshing.done():
             return
