@@ -16,8 +16,8 @@ server runs in a process of its own), without metrics (A) and with a `Metrics`
 observing the Engine (B), alternating A and B for --runs pairs. Reported: wall
 and CPU time, min / median / max, and B / A of the medians; and the listener's
 own time on each B cycle's result (what the metrics add, measured directly:
-steadier than the difference of two noisy cycles). Target: metrics < 3 % of
-the cycle.
+steadier than the difference of two noisy cycles), as a share of the cycle's
+wall and CPU time. Target: metrics < 3 % of the cycle's CPU time (the stricter).
 
     python benchmarks/bench_metrics.py [--calendars 10000] [--cycle-calendars 1000]
         [--runs 9] [--only scrape,cycle]
@@ -265,14 +265,15 @@ def _cycle_table(
     wall_ratio = statistics.median(wall["B"]) / statistics.median(wall["A"])
     cpu_ratio = statistics.median(cpu["B"]) / statistics.median(cpu["A"])
     share = statistics.median(listener) / statistics.median(wall["B"])
+    cpu_share = statistics.median(listener) / statistics.median(cpu["B"])
     print(f"B / A medians: {wall_ratio:.3f}x wall, {cpu_ratio:.3f}x cpu")
     print(
         f"the metrics listener per cycle: {spread(listener, 1000, 2)} ms "
-        f"= {share:.2%} of the cycle's median wall time"
+        f"= {share:.2%} of the cycle's median wall time, {cpu_share:.2%} of its CPU"
     )
-    verdict = "ok" if share < COST_TARGET else "ABOVE TARGET"
-    print(f"metrics cost {share:.2%} of a cycle, target < 3 %: {verdict}")
-    return share < COST_TARGET
+    verdict = "ok" if cpu_share < COST_TARGET else "ABOVE TARGET"
+    print(f"metrics cost {cpu_share:.2%} of a cycle's CPU, target < 3 %: {verdict}")
+    return cpu_share < COST_TARGET
 
 
 async def main() -> None:
