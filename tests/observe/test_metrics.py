@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from _feeds import event, ics
@@ -248,6 +248,11 @@ async def test_a_registry_refuses_a_second_set_of_calsync_metrics(
 ) -> None:
     with pytest.raises(ValueError, match="Duplicated"):
         Metrics(engine, registry=registry)
+    clean = CollectorRegistry()
+    clean.register(Counter("calsync_http_not_modified", "taken", registry=None))
+    with pytest.raises(ValueError, match="Duplicated"):
+        Metrics(engine, registry=clean)
+    assert clean.get_sample_value("calsync_syncs_total", {"outcome": "changed"}) is None
 
 
 async def test_closed_metrics_stop_counting_and_leave_the_registry(
@@ -311,7 +316,7 @@ async def test_openmetrics_is_served_when_asked_for(
         assert content_type.startswith("application/openmetrics-text")
         samples = {
             (sample.name, frozenset(sample.labels.items())): sample.value
-            for family in openmetrics_families(body)
+            for family in openmetrics_families(body)  # type: ignore[no-untyped-call]
             for sample in family.samples
         }
         assert value(samples, "calsync_feeds", state="ok") == 1

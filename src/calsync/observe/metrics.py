@@ -125,6 +125,9 @@ class Metrics:
     one: the oldest last success among calendars that are not paused.
     ``triggers`` gives the job intervals (default `Triggers`). Raises
     ``ValueError`` if the registry already holds calsync's metrics.
+
+    Make it on the Engine's event loop (or await `refresh` once): a scrape from
+    another thread then reads the store on that loop.
     """
 
     def __init__(
@@ -152,9 +155,7 @@ class Metrics:
         instruments = _Instruments()
         self._instruments = instruments
         if registry is not None:
-            for instrument in instruments.all():
-                registry.register(instrument)
-            registry.register(self._collector)
+            _register(registry, (*instruments.all(), self._collector))
         self._unsubscribe: Callable[[], None] | None = engine.observe(
             instruments.on_run
         )
@@ -537,6 +538,19 @@ class _Instruments:
     def _add(self, result: str, count: int) -> None:
         if count:
             self.reminders.labels(result).inc(count)
+
+
+def _register(registry: CollectorRegistry, collectors: Iterable[Collector]) -> None:
+    """Register all of ``collectors`` or, if one is refused, none of them."""
+    done: list[Collector] = []
+    try:
+        for collector in collectors:
+            registry.register(collector)
+            done.append(collector)
+    except ValueError:
+        for collector in done:
+            registry.unregister(collector)
+        raise
 
 
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
