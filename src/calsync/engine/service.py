@@ -24,6 +24,7 @@ from calsync.core.redact import redact_text
 from calsync.core.schedule import schedule_of, schedule_or_interval
 from calsync.core.settings import Settings
 from calsync.core.zones import resolve_zone
+from calsync.engine import tracing
 from calsync.engine.check import check
 from calsync.engine.dispatch import dispatch
 from calsync.engine.insight import Explanation, Upcoming, explain, upcoming
@@ -610,7 +611,9 @@ class Engine:
         """Run a job and append it to the store's history (outcome, counts, error)."""
         name, started = job.value, self._now()
         try:
-            result = await run()
+            with tracing.span(f"calsync {name}", _job_attributes(name)) as current:
+                result = await run()
+                tracing.annotate(current, {"calsync.job.outcome": str(result.outcome)})
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -848,6 +851,14 @@ def _zone(tz: str | None) -> str | None:
         return None
     resolve_zone(tz)
     return tz
+
+
+def _job_attributes(name: str) -> dict[str, str]:
+    return {
+        "messaging.system": "calsync",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": name,
+    }
 
 
 def _text(error: BaseException) -> str:

@@ -36,6 +36,7 @@ from calsync.core.redact import redact_text
 from calsync.core.retry import next_sync_at
 from calsync.core.schedule import schedule_of
 from calsync.core.settings import Settings
+from calsync.engine import tracing
 from calsync.engine.parsepool import (
     ParseCrashed,
     ParseOutOfMemory,
@@ -200,7 +201,11 @@ class Syncer:
         calendar = lease.calendar
         self.prepare()
         try:
-            result = await self._sync(lease, force=force, confirm=confirm_removals)
+            with tracing.span(
+                "calsync sync", {"calsync.calendar.id": calendar.id}
+            ) as span:
+                result = await self._sync(lease, force=force, confirm=confirm_removals)
+                tracing.annotate(span, {"calsync.sync.outcome": str(result.outcome)})
         except asyncio.CancelledError:
             await asyncio.shield(self._release(lease))
             raise
@@ -254,7 +259,9 @@ class Syncer:
             if fetched.body_hash is None:
                 result = await self._unchanged(lease, fetched.result, now)
             else:
-                parsed = await self._parse(calendar, fetched.result, now)
+                with tracing.span("calsync parse", {}) as current:
+                    parsed = await self._parse(calendar, fetched.result, now)
+                    tracing.annotate(current, _parse_attributes(parsed))
                 result = await self._apply(lease, fetched, parsed, now, confirm=confirm)
         except _Rested as rested:
             result = await self._rested(lease, rested, now)
@@ -281,12 +288,15 @@ class Syncer:
             raise _Rested(host, until)
         try:
             async with self._limiter().slot(calendar.url):
-                result = await self._fetcher.fetch(
-                    calendar.url,
-                    etag=None if fresh else state.etag,
-                    last_modified=None if fresh else state.last_modified,
-                    auth=calendar.auth,
-                )
+                # The span names the host only: the URL may hold a token.
+                with tracing.span("calsync fetch", {"server.address": host}) as current:
+                    result = await self._fetcher.fetch(
+                        calendar.url,
+                        etag=None if fresh else state.etag,
+                        last_modified=None if fresh else state.last_modified,
+                        auth=calendar.auth,
+                    )
+                    tracing.annotate(current, _fetch_attributes(result))
         except FetchError as error:
             self._host_failed(host, error)
             # The label shows the URL for an unnamed calendar; add it for a named one.
@@ -753,6 +763,20 @@ def _circuit_of(state: SyncState, now: datetime) -> Circuit:
 def _or_none(changes: ChangeSet) -> ChangeSet | None:
     touched = changes.added or changes.updated or changes.removed or changes.expired
     return changes if touched else None
+
+
+def _fetch_attributes(fetched: FetchResult) -> dict[str, int | bool]:
+    return {
+        "http.response.body.size": fetched.bytes_read,
+        "calsync.fetch.not_modified": not fetched.modified,
+    }
+
+
+def _parse_attributes(parsed: ParsedCalendar) -> dict[str, int]:
+    return {
+        "calsync.occurrences": len(parsed.occurrences),
+        "calsync.problems": len(parsed.problems),
+    }
 
 
 def _result(calendar: Calendar, outcome: SyncOutcome, **fields: object) -> SyncResult:

@@ -1,8 +1,9 @@
-"""The operator's surface: Prometheus metrics, and health that means progress.
+"""The operator's surface: Prometheus metrics, health that means progress, spans.
 
 `add_routes` mounts ``GET /metrics``, ``/healthz`` and ``/readyz`` on an
 aiohttp application (the bundled HTTP server does, and so can a host's). The
-metrics need the ``calsync[metrics]`` extra (prometheus_client); health does not.
+metrics need the ``calsync[metrics]`` extra (prometheus_client), tracing the
+``calsync[tracing]`` extra (opentelemetry-api); health needs neither.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from calsync.engine.runner import Runner
 from calsync.engine.service import Engine
+from calsync.engine.tracing import disable_tracing, enable_tracing
 from calsync.observe.health import (
     Health,
     HealthCheck,
@@ -34,6 +36,8 @@ __all__ = [
     "HealthReport",
     "Metrics",
     "add_routes",
+    "disable_tracing",
+    "enable_tracing",
     "job_interval",
     "last_progress",
 ]
