@@ -71,9 +71,10 @@ _FIRST_READ_TIMEOUT = 30.0
 _DUTY = 20
 
 
-# Set while `Metrics.exposition` renders: the snapshot is added pre-rendered.
-_PRERENDERED: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "calsync_metrics_prerendered", default=False
+# Set while `Metrics.exposition` renders, which has seen to the snapshot already
+# and adds it pre-rendered (True) or has none (False); None for another scrape.
+_EXPOSING: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "calsync_metrics_exposing", default=None
 )
 _EOF = b"# EOF\n"
 
@@ -219,11 +220,11 @@ class Metrics:
     def _body(self, registry: Collector, encoder: Encoder, content_type: str) -> bytes:
         """Render ``registry`` without the snapshot, then add it pre-rendered."""
         snapshot = self._snapshot
-        token = _PRERENDERED.set(snapshot is not None)
+        token = _EXPOSING.set(snapshot is not None)
         try:
             live = encoder(registry)
         finally:
-            _PRERENDERED.reset(token)
+            _EXPOSING.reset(token)
         if snapshot is None:
             return live
         eof = live.endswith(_EOF)
@@ -276,8 +277,10 @@ class Metrics:
             logger.warning("calsync's metrics: the first store read did not finish")
 
     def _collect(self) -> Iterator[Metric]:
-        self._wait_first()
-        self._refresh_soon()
+        exposing = _EXPOSING.get()
+        if exposing is None:  # a host's scrape of its registry
+            self._wait_first()
+            self._refresh_soon()
         yield _gauge(
             "calsync_store_up",
             "1 if the last read of the store for these metrics succeeded, else 0.",
@@ -290,7 +293,7 @@ class Metrics:
                 "When the store-backed gauges were last read.",
                 snapshot.read_at.timestamp(),
             )
-            if not _PRERENDERED.get():
+            if not exposing:
                 yield from snapshot.families
         yield from self._parse_families()
 
