@@ -92,7 +92,7 @@ def bench(session: nox.Session) -> None:
     at the end naming them. Services come from the CALSYNC_TEST_*_URL variables.
     """
     session.install(
-        "-e", ".[bench]", *(arg for path in ADAPTERS for arg in ("-e", path))
+        "-e", ".[bench,metrics]", *(arg for path in ADAPTERS for arg in ("-e", path))
     )
     for variable, service in BENCH_SERVICES.items():
         if not os.environ.get(variable):

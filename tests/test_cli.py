@@ -330,6 +330,7 @@ def test_status_shows_health_queue_and_jobs(config: Path, feeds: Feeds) -> None:
     assert "Notifications: 0 pending, 0 failed, 0 missed" in result.output
     # A fresh process holds no parse caches yet; the budget is the default.
     assert "Parse caches (this process): 0.0 of 192 MiB, 0 calendars" in result.output
+    assert "Feeds: 0 paused, 0 circuit_open, 1 failing, 0 stale, 1 ok" in result.output
     assert re.search(r"sync_due\s+1\s+partial", result.output)
 
 
@@ -343,6 +344,14 @@ def test_status_json_and_check_for_monitoring(config: Path, feeds: Feeds) -> Non
     assert [c["id"] for c in report["calendars"]] == [team]
     assert report["notifications"] == {"pending": 0, "failed": 0, "missed": 0}
     assert report["parse_cache"] == {"bytes": 0, "budget": 192 * 2**20, "calendars": 0}
+    assert report["feeds"] == {
+        "paused": 0,
+        "circuit_open": 0,
+        "failing": 0,
+        "stale": 0,
+        "ok": 1,
+    }
+    assert [c["state"] for c in report["calendars"]] == ["ok"]
     secret = feeds.url("gone.ics") + "?token=hunter2secret"
     calsync(config, "add", secret)
     calsync(config, "sync", "--all")

@@ -242,6 +242,7 @@ PACKAGES = (
     "calsync.cli",
     "calsync.testing",
     "calsync.web",
+    "calsync.observe",
 )
 
 

@@ -41,7 +41,13 @@ from calsync.core.redact import redact
 from calsync.core.schedule import schedule_or_interval
 from calsync.core.zones import resolve_zone
 from calsync.engine.insight import UPCOMING_MAX_DAYS
-from calsync.engine.results import EngineStatus, SyncOutcome, SyncResult
+from calsync.engine.results import (
+    CalendarStatus,
+    EngineStatus,
+    FeedState,
+    SyncOutcome,
+    SyncResult,
+)
 from calsync.engine.service import Engine
 from calsync.stores.records import CALENDAR_SPANS, Calendar, NotificationStatus
 
@@ -655,7 +661,7 @@ def _print_status(report: EngineStatus) -> None:
             table.add_row(
                 calendar.id,
                 Text(calendar.name or redact(calendar.url)),
-                _health(calendar, stale=entry.stale),
+                _health(entry),
                 str(state.circuit),
                 str(state.consecutive_failures),
                 "never" if last is None else _ago(last, now),
@@ -668,6 +674,8 @@ def _print_status(report: EngineStatus) -> None:
             [(c.id, c.calendar.state.last_error) for c in report.calendars],
         )
     console.print()
+    feeds = ", ".join(f"{count} {state}" for state, count in report.feeds.items())
+    console.print(Text(f"Feeds: {feeds}"))
     queue = Text("Notifications: ")
     queue.append(f"{report.pending} pending, ")
     queue.append(f"{report.failed} failed", style="red" if report.failed else "")
@@ -872,16 +880,21 @@ def _state(calendar: Calendar) -> Text:
     return Text("active", style="green")
 
 
-def _health(calendar: Calendar, *, stale: bool) -> Text:
-    if calendar.paused:
-        return Text("paused", style="yellow")
-    if calendar.state.consecutive_failures:
-        return Text("failing", style="red")
-    if stale:
-        return Text("stale", style="red")
-    if calendar.state.last_success_at is None:
+_FEED_STYLES = {
+    FeedState.OK: "green",
+    FeedState.PAUSED: "yellow",
+    FeedState.CIRCUIT_OPEN: "red",
+    FeedState.FAILING: "red",
+    FeedState.STALE: "red",
+}
+
+
+def _health(entry: CalendarStatus) -> Text:
+    """Show the calendar's `FeedState` as the metrics count it; "new" before a sync."""
+    state = entry.feed_state
+    if state is FeedState.OK and entry.calendar.state.last_success_at is None:
         return Text("new")
-    return Text("ok", style="green")
+    return Text(str(state), style=_FEED_STYLES[state])
 
 
 def _ago(instant: datetime, now: datetime) -> str:

@@ -14,6 +14,7 @@ from calsync.engine.results import (
     CleanupResult,
     DispatchResult,
     EngineStatus,
+    FeedState,
     JobResult,
     JobStats,
     SyncDueResult,
@@ -24,7 +25,7 @@ from calsync.engine.runner import (
     Runner,
     Triggers,
 )
-from calsync.engine.service import Engine
+from calsync.engine.service import Engine, JobListener
 from calsync.engine.thread import EngineThread
 
 __all__ = [
@@ -37,7 +38,9 @@ __all__ = [
     "EngineStatus",
     "EngineThread",
     "Explanation",
+    "FeedState",
     "Job",
+    "JobListener",
     "JobResult",
     "JobStats",
     "Runner",

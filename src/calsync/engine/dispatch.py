@@ -30,10 +30,16 @@ class _Tally:
         self.dead = 0
         self.held = 0
         self.errors: list[str] = []
+        self.lags: list[float] = []
 
     def result(self) -> DispatchResult:
         return DispatchResult(
-            self.delivered, self.retried, self.dead, self.held, tuple(self.errors)
+            self.delivered,
+            self.retried,
+            self.dead,
+            self.held,
+            tuple(self.errors),
+            tuple(self.lags),
         )
 
 
@@ -134,8 +140,10 @@ async def _deliver(
     except Exception as error:
         await _failed(store, settings, clock, claim, calendar, error, tally)
         return
-    await store.mark_delivered(claim, clock())
+    delivered_at = clock()
+    await store.mark_delivered(claim, delivered_at)
     tally.delivered += 1
+    tally.lags.append((delivered_at - record.fire_at).total_seconds())
     logger.info(
         "delivered notification %s for %s",
         claim.id,

@@ -22,6 +22,7 @@ __all__ = [
     "CleanupResult",
     "DispatchResult",
     "EngineStatus",
+    "FeedState",
     "JobResult",
     "JobStats",
     "SyncDueResult",
@@ -39,6 +40,10 @@ def _results(values: Iterable[SyncResult]) -> tuple[SyncResult, ...]:
 
 
 def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+def _floats(values: Iterable[float]) -> tuple[float, ...]:
     return tuple(values)
 
 
@@ -141,6 +146,8 @@ class SyncResult(JobResult):
     next_fire_at: datetime | None = attrs.field(
         default=None, converter=optional_aware_utc
     )
+    bytes_read: int = 0
+    """Bytes the fetch transferred (compressed, if the server compressed)."""
 
     @property
     def ok(self) -> bool:
@@ -239,7 +246,8 @@ class DispatchResult(JobResult):
 
     ``held`` counts claimed notifications left without an attempt (their claim
     would end before the handler's timeout, or their calendar is gone); they
-    come back when the claim ends.
+    come back when the claim ends. ``lags`` holds, per delivered notification,
+    the seconds from its fire time to its delivery.
     """
 
     delivered: int = 0
@@ -247,6 +255,7 @@ class DispatchResult(JobResult):
     dead: int = 0
     held: int = 0
     errors: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    lags: tuple[float, ...] = attrs.field(default=(), converter=_floats)
 
     @property
     def ok(self) -> bool:
@@ -270,12 +279,42 @@ class ClaimResult(JobResult):
     leases: tuple[Lease, ...] = attrs.field(converter=_leases)
 
 
+class FeedState(enum.StrEnum):
+    """A calendar's health in one word, as metrics and `calsync status` count it.
+
+    Each calendar is in exactly one state, the first that applies, in this order.
+    """
+
+    PAUSED = "paused"
+    """Paused by the host: not synced, so never stale or failing."""
+    CIRCUIT_OPEN = "circuit_open"
+    """Its feed failed too often in a row: rested until a probe."""
+    FAILING = "failing"
+    """Its last sync failed."""
+    STALE = "stale"
+    """No successful sync for a few cadences (``stale_factor``)."""
+    OK = "ok"
+    """Synced recently and without error."""
+
+
 @attrs.frozen
 class CalendarStatus:
     """A calendar and its health: ``stale`` if no success in a few cadences."""
 
     calendar: Calendar
     stale: bool
+
+    @property
+    def feed_state(self) -> FeedState:
+        """The calendar's health in one word (see `FeedState`)."""
+        state = self.calendar.state
+        if self.calendar.paused:
+            return FeedState.PAUSED
+        if state.circuit is CircuitState.OPEN:
+            return FeedState.CIRCUIT_OPEN
+        if state.consecutive_failures:
+            return FeedState.FAILING
+        return FeedState.STALE if self.stale else FeedState.OK
 
     @property
     def id(self) -> str:
@@ -330,6 +369,12 @@ class EngineStatus:
         return tuple(status for status in self.calendars if status.stale)
 
     @property
+    def feeds(self) -> dict[FeedState, int]:
+        """How many calendars are in each `FeedState` (every state a key)."""
+        counts = Counter(status.feed_state for status in self.calendars)
+        return {state: counts[state] for state in FeedState}
+
+    @property
     def healthy(self) -> bool:
         """No stale or failing calendar, and nothing in the dead letter."""
         failing = any(
@@ -350,6 +395,7 @@ class EngineStatus:
                 "failed": self.failed,
                 "missed": self.missed,
             },
+            "feeds": {str(state): count for state, count in self.feeds.items()},
             "calendars": [_calendar_dict(status) for status in self.calendars],
             "jobs": [_job_dict(job) for job in self.jobs],
             "parse_cache": {
@@ -373,6 +419,7 @@ def _calendar_dict(status: CalendarStatus) -> dict[str, Any]:
         "url": redact(calendar.url),
         "paused": calendar.paused,
         "stale": status.stale,
+        "state": str(status.feed_state),
         "circuit": str(state.circuit),
         "consecutive_failures": state.consecutive_failures,
         "last_success_at": _iso(state.last_success_at),

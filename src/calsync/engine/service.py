@@ -23,10 +23,12 @@ from calsync.core.redact import redact_text
 from calsync.core.schedule import schedule_of, schedule_or_interval
 from calsync.core.settings import Settings
 from calsync.core.zones import resolve_zone
+from calsync.engine import tracing
 from calsync.engine.check import check
 from calsync.engine.dispatch import dispatch
 from calsync.engine.insight import Explanation, Upcoming, explain, upcoming
 from calsync.engine.jobs import Job
+from calsync.engine.parsepool import ParsePoolStats
 from calsync.engine.results import (
     CalendarStatus,
     CheckResult,
@@ -55,12 +57,15 @@ from calsync.stores.records import (
 )
 from calsync.stores.store import Store, check_limit
 
-__all__ = ["Clock", "Engine", "utc_now"]
+__all__ = ["Clock", "Engine", "JobListener", "utc_now"]
 
 logger = logging.getLogger("calsync.engine")
 
 Clock = Callable[[], datetime]
 """Returns the current time as an aware datetime."""
+
+JobListener = Callable[[JobRun, JobResult | None], object]
+"""Called with each job run as recorded, and its result (None if the job raised)."""
 
 _R = TypeVar("_R", bound=JobResult)
 _CLAIM_BATCH = 100
@@ -107,6 +112,7 @@ class Engine:
         self._settings = settings if settings is not None else Settings()
         self._clock = clock if clock is not None else utc_now
         self._syncer = Syncer(store, self._fetcher, self._settings, self._now)
+        self._listeners: tuple[JobListener, ...] = ()
 
     def __repr__(self) -> str:
         return f"Engine(store={self._store!r}, worker={self._settings.worker!r})"
@@ -125,6 +131,29 @@ class Engine:
     def settings(self) -> Settings:
         """The engine's settings."""
         return self._settings
+
+    @property
+    def parse_stats(self) -> ParsePoolStats | None:
+        """What the parse worker processes did so far; None with parse_isolation off."""
+        pool = self._syncer.parse_pool
+        return None if pool is None else pool.stats
+
+    def observe(self, listener: JobListener) -> Callable[[], None]:
+        """Call ``listener(run, result)`` after every job run; return the unsubscribe.
+
+        For metrics and health: ``run`` is the `JobRun` as recorded, ``result``
+        the job's result (None if it raised). A listener must be quick; one that
+        raises is logged and the job's outcome stands. Without listeners a job
+        pays nothing.
+        """
+        self._listeners = (*self._listeners, listener)
+
+        def unsubscribe() -> None:
+            self._listeners = tuple(
+                known for known in self._listeners if known is not listener
+            )
+
+        return unsubscribe
 
     def now(self) -> datetime:
         """Return the current time by the engine's clock, aware UTC."""
@@ -605,23 +634,32 @@ class Engine:
         """Run a job and append it to the store's history (outcome, counts, error)."""
         name, started = job.value, self._now()
         try:
-            result = await run()
+            with tracing.span(f"calsync {name}", _job_attributes(name)) as current:
+                result = await run()
+                tracing.annotate(current, {"calsync.job.outcome": str(result.outcome)})
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            await self._record(
-                JobRun(name, started, self._now(), JobOutcome.ERROR, {}, _text(error))
+            failed = JobRun(
+                name, started, self._now(), JobOutcome.ERROR, {}, _text(error)
             )
+            await self._record(failed, None)
             raise
         outcome = JobOutcome.OK if result.ok else JobOutcome.PARTIAL
-        await self._record(JobRun(name, started, self._now(), outcome, counts(result)))
+        finished = JobRun(name, started, self._now(), outcome, counts(result))
+        await self._record(finished, result)
         return result
 
-    async def _record(self, run: JobRun) -> None:
+    async def _record(self, run: JobRun, result: JobResult | None) -> None:
         try:
             await self._store.record_job_run(run)
         except Exception:
             logger.exception("could not record a run of %s", run.job)
+        for listener in self._listeners:
+            try:
+                listener(run, result)
+            except Exception:
+                logger.exception("a job listener failed on a run of %s", run.job)
 
     # -- reading -----------------------------------------------------------
 
@@ -906,6 +944,14 @@ def _zone(tz: str | None) -> str | None:
         return None
     resolve_zone(tz)
     return tz
+
+
+def _job_attributes(name: str) -> dict[str, str]:
+    return {
+        "messaging.system": "calsync",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": name,
+    }
 
 
 def _text(error: BaseException) -> str:

@@ -36,6 +36,7 @@ from calsync.core.redact import redact_text
 from calsync.core.retry import next_sync_at
 from calsync.core.schedule import schedule_of
 from calsync.core.settings import Settings
+from calsync.engine import tracing
 from calsync.engine.parsepool import (
     ParseCrashed,
     ParseOutOfMemory,
@@ -222,7 +223,11 @@ class Syncer:
         calendar = lease.calendar
         self.prepare()
         try:
-            result = await self._sync(lease, force=force, confirm=confirm_removals)
+            with tracing.span(
+                "calsync sync", {"calsync.calendar.id": calendar.id}
+            ) as span:
+                result = await self._sync(lease, force=force, confirm=confirm_removals)
+                tracing.annotate(span, {"calsync.sync.outcome": str(result.outcome)})
         except asyncio.CancelledError:
             await asyncio.shield(self._release(lease))
             raise
@@ -267,18 +272,24 @@ class Syncer:
     async def _sync(self, lease: Lease, *, force: bool, confirm: bool) -> SyncResult:
         calendar = lease.calendar
         now = self._clock()
+        read = 0
         try:
             if (problem := setting_problem(calendar, now)) is not None:
                 raise _Failure(problem)
             fetched = await self._fetch(calendar, now, force=force)
+            read = fetched.result.bytes_read
             if fetched.body_hash is None:
-                return await self._unchanged(lease, fetched.result, now)
-            parsed = await self._parse(calendar, fetched.result, now)
-            return await self._apply(lease, fetched, parsed, now, confirm=confirm)
+                result = await self._unchanged(lease, fetched.result, now)
+            else:
+                with tracing.span("calsync parse", {}) as current:
+                    parsed = await self._parse(calendar, fetched.result, now)
+                    tracing.annotate(current, _parse_attributes(parsed))
+                result = await self._apply(lease, fetched, parsed, now, confirm=confirm)
         except _Rested as rested:
-            return await self._rested(lease, rested, now)
+            result = await self._rested(lease, rested, now)
         except _Failure as failure:
-            return await self._failed(lease, failure, self._clock())
+            result = await self._failed(lease, failure, self._clock())
+        return attrs.evolve(result, bytes_read=read) if read else result
 
     # -- fetching ----------------------------------------------------------
 
@@ -299,12 +310,15 @@ class Syncer:
             raise _Rested(host, until)
         try:
             async with self._limiter().slot(calendar.url):
-                result = await self._fetcher.fetch(
-                    calendar.url,
-                    etag=None if fresh else state.etag,
-                    last_modified=None if fresh else state.last_modified,
-                    auth=calendar.auth,
-                )
+                # The span names the host only: the URL may hold a token.
+                with tracing.span("calsync fetch", {"server.address": host}) as current:
+                    result = await self._fetcher.fetch(
+                        calendar.url,
+                        etag=None if fresh else state.etag,
+                        last_modified=None if fresh else state.last_modified,
+                        auth=calendar.auth,
+                    )
+                    tracing.annotate(current, _fetch_attributes(result))
         except FetchError as error:
             self._host_failed(host, error)
             # The label shows the URL for an unnamed calendar; add it for a named one.
@@ -848,6 +862,20 @@ def _circuit_of(state: SyncState, now: datetime) -> Circuit:
 def _or_none(changes: ChangeSet) -> ChangeSet | None:
     touched = changes.added or changes.updated or changes.removed or changes.expired
     return changes if touched else None
+
+
+def _fetch_attributes(fetched: FetchResult) -> dict[str, int | bool]:
+    return {
+        "http.response.body.size": fetched.bytes_read,
+        "calsync.fetch.not_modified": not fetched.modified,
+    }
+
+
+def _parse_attributes(parsed: ParsedCalendar) -> dict[str, int]:
+    return {
+        "calsync.occurrences": len(parsed.occurrences),
+        "calsync.problems": len(parsed.problems),
+    }
 
 
 def _result(calendar: Calendar, outcome: SyncOutcome, **fields: object) -> SyncResult:
