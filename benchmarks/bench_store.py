@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import tempfile
@@ -265,6 +266,7 @@ async def main() -> None:
     )
     parser.add_argument("--mariadb", default=os.environ.get("CALSYNC_TEST_MARIADB_URL"))
     parser.add_argument("--backends", default="sqlite,postgres,mariadb")
+    parser.add_argument("--json", help="also write the medians to this file")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     wanted = args.backends.split(",")
@@ -296,6 +298,8 @@ async def main() -> None:
 
         results["mariadb"] = await bench_backend("mariadb", mariadb, sizes, args.runs)
     table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
