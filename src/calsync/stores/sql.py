@@ -716,7 +716,16 @@ class SQLStore(OpensAndCloses):
         """Lease up to ``limit`` due calendars: requested ones first, then by time."""
         now = as_aware_utc(now)
         check_claim(limit, worker, lease_ttl)
-        return await self._write(self._claim_calendars, now, limit, worker, lease_ttl)
+        # A claim at once is two statements, each atomic alone (requested, then
+        # periodic): no BEGIN and COMMIT, as for one.
+        return await self._write(
+            self._claim_calendars,
+            now,
+            limit,
+            worker,
+            lease_ttl,
+            single=self._backend.claims_at_once,
+        )
 
     async def renew_lease(self, lease: Lease, now: datetime, ttl: timedelta) -> Lease:
         """Extend a lease that is still held; raises `LeaseLost` otherwise."""
@@ -1083,6 +1092,10 @@ class SQLStore(OpensAndCloses):
             sqltables.metadata.create_all(conn)
         for version in range(current + 1, SCHEMA_VERSION + 1) if current else ():
             for statement in sqltables.UPGRADES[version]:
+                if isinstance(statement, sqltables.OnlyOn):
+                    if conn.dialect.name not in statement.dialects:
+                        continue
+                    statement = statement.step
                 conn.execute(
                     text(statement) if isinstance(statement, str) else statement
                 )
