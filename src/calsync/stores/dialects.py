@@ -3,8 +3,9 @@
 `SQLStore` writes every statement once; a `Backend` says how to connect, how a
 transaction starts (SQLite serializes writers with ``BEGIN IMMEDIATE``, the
 servers lock rows with ``FOR UPDATE SKIP LOCKED``), how instants are stored,
-how an upsert and an insert-or-ignore are spelled, and how a driver error
-reads to the user.
+how an upsert and an insert-or-ignore are spelled, how a driver error reads to
+the user, and whether the hot statements run on the driver with SQL compiled
+once (SQLite, PostgreSQL) rather than through SQLAlchemy's execution.
 """
 
 from __future__ import annotations

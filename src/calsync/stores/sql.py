@@ -5,8 +5,9 @@ One schema (`calsync.stores.sqltables`), one set of statements and one
 is in `calsync.stores.dialects`. Each Store method is one transaction, run as
 one function on a thread of the store's own (one for SQLite, one per pooled
 connection for the servers), so a method costs one thread hop however many
-statements it runs. Statements are built once per store and compiled once per
-process (SQLAlchemy's compiled cache); bulk writes go as executemany.
+statements it runs. Statements are built once per store; the hot ones run on
+the driver with SQL compiled once (`Backend.driver_dialect`), the rest through
+SQLAlchemy's compiled cache; bulk writes go as executemany.
 """
 
 from __future__ import annotations
