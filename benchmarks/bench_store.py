@@ -15,7 +15,7 @@ included), which machine load disturbs less.
 Target: (a) and (b) grow at most 2x from 10k to 1M (index lookups, not scans).
 
     python benchmarks/bench_store.py [--sizes 10000,100000,1000000] [--runs 15]
-        [--backends sqlite,postgres,mariadb]
+        [--backends sqlite,postgres,mariadb] [--notify-every 10] [--json out.json]
 
 PostgreSQL is measured when CALSYNC_TEST_POSTGRES_URL (or --postgres) is set,
 MariaDB when CALSYNC_TEST_MARIADB_URL (or --mariadb) is. The table prints the
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import tempfile
@@ -80,11 +81,13 @@ def occurrences_of(calendar_index: int, count: int) -> tuple[Occurrence, ...]:
     )
 
 
-async def load(store: Store, total: int) -> tuple[list[str], datetime]:
+async def load(
+    store: Store, total: int, notify_every: int = 10
+) -> tuple[list[str], datetime]:
     """Store 200 calendars holding ``total`` occurrences, the last one 5,000.
 
-    Every 10th occurrence has a pending notification. Returns the calendar ids
-    and a `now` at which exactly 50 notifications are due.
+    Every ``notify_every``-th occurrence has a pending notification. Returns the
+    calendar ids and a `now` at which exactly 50 notifications are due.
     """
     calendar_ids = []
     fire_times = []
@@ -108,7 +111,7 @@ async def load(store: Store, total: int) -> tuple[list[str], datetime]:
         assert lease.calendar_id == calendar.id
         notes = [
             Notification(key=o.key, lead=timedelta(minutes=10), start=o.start)
-            for o in occurrences[::10]
+            for o in occurrences[::notify_every]
         ]
         fire_times += [note.fire_at for note in notes]
         await store.apply_sync(
@@ -193,14 +196,18 @@ async def measure(
 
 
 async def bench_backend(
-    name: str, make: Callable[[], Store], sizes: list[int], runs: int
+    name: str,
+    make: Callable[[], Store],
+    sizes: list[int],
+    runs: int,
+    notify_every: int = 10,
 ) -> dict[int, dict[str, float]]:
     results = {}
     for size in sizes:
         store = make()
         async with store:
             started = time.perf_counter()
-            calendar_ids, now = await load(store, size)
+            calendar_ids, now = await load(store, size, notify_every)
             loaded = time.perf_counter() - started
             print(
                 f"  {name}: loaded {size:,} occurrences in {loaded:.1f} s", flush=True
@@ -265,6 +272,13 @@ async def main() -> None:
     )
     parser.add_argument("--mariadb", default=os.environ.get("CALSYNC_TEST_MARIADB_URL"))
     parser.add_argument("--backends", default="sqlite,postgres,mariadb")
+    parser.add_argument("--json", help="also write the medians to this file")
+    parser.add_argument(
+        "--notify-every",
+        type=int,
+        default=10,
+        help="one pending notification per this many occurrences (1: as many)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     wanted = args.backends.split(",")
@@ -276,7 +290,9 @@ async def main() -> None:
             return SQLiteStore(Path(tmp) / f"bench-{next(counter)}.db")
 
         if "sqlite" in wanted:
-            results["sqlite"] = await bench_backend("sqlite", sqlite, sizes, args.runs)
+            results["sqlite"] = await bench_backend(
+                "sqlite", sqlite, sizes, args.runs, args.notify_every
+            )
     if args.postgres and "postgres" in wanted:
         os.environ["CALSYNC_TEST_POSTGRES_URL"] = args.postgres
 
@@ -285,7 +301,7 @@ async def main() -> None:
             return PostgresStore(args.postgres, schema=schema)
 
         results["postgres"] = await bench_backend(
-            "postgres", postgres, sizes, args.runs
+            "postgres", postgres, sizes, args.runs, args.notify_every
         )
     if args.mariadb and "mariadb" in wanted and MariaDBStore is not None:
         os.environ["CALSYNC_TEST_MARIADB_URL"] = args.mariadb
@@ -294,8 +310,12 @@ async def main() -> None:
             schema = f"calsync_bench_{uuid.uuid4().hex[:8]}"
             return MariaDBStore(args.mariadb, schema=schema)
 
-        results["mariadb"] = await bench_backend("mariadb", mariadb, sizes, args.runs)
+        results["mariadb"] = await bench_backend(
+            "mariadb", mariadb, sizes, args.runs, args.notify_every
+        )
     table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

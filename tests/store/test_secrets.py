@@ -301,7 +301,7 @@ async def test_a_schema_2_database_upgrades_in_place_and_seals_on_reseal(
 ) -> None:
     await write_schema_2(backend)
     async with make_store([NEW]) as store:
-        assert await store.schema_version() == SCHEMA_VERSION == 3
+        assert await store.schema_version() == SCHEMA_VERSION >= 3
         team = await store.get_calendar("v2cal")
         assert (team.url, team.auth, team.name) == (
             TOKEN_URL,

@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -241,46 +241,82 @@ class Codec:
 
     def calendar(self, row: Mapping[str, Any]) -> Calendar:
         """Build a calendar from a row that has (at least) `CALENDAR_COLUMNS`."""
-        state = SyncState(
-            etag=row["etag"],
-            last_modified=row["last_modified"],
-            body_hash=row["body_hash"],
-            last_attempt_at=self.from_maybe(row["last_attempt_at"]),
-            last_success_at=self.from_maybe(row["last_success_at"]),
-            last_error=row["last_error"],
-            consecutive_failures=row["consecutive_failures"],
-            next_sync_at=self.from_maybe(row["next_sync_at"]),
-            circuit=CircuitState(row["circuit"]),
-            held_removals=row["held_removals"],
-            held_removals_hash=row["held_removals_hash"],
-            parsed_at=self.from_maybe(row["parsed_at"]),
+        return self.calendar_of([row[name] for name in CALENDAR_COLUMNS])
+
+    def calendar_of(self, values: Sequence[Any]) -> Calendar:
+        """Build a calendar from the values of `CALENDAR_COLUMNS`, in order.
+
+        The values were written from a checked calendar, so it is built without
+        the checks of its constructor (a claim reads many), as the same values
+        would pass them; spans an older calsync allowed are clamped here.
+        """
+        (
+            calendar_id,
+            owner,
+            url,
+            sealed_url,
+            name,
+            schedule,
+            leads,
+            tz,
+            window_past,
+            horizon,
+            use_alarms,
+            auth,
+            paused,
+            created_at,
+            etag,
+            last_modified,
+            body_hash,
+            last_attempt_at,
+            last_success_at,
+            last_error,
+            consecutive_failures,
+            next_sync_at,
+            circuit,
+            held_removals,
+            held_removals_hash,
+            parsed_at,
+            refresh_interval,
+        ) = values[:_CALENDAR_WIDTH]
+        when = self.from_instant
+        state = _built(
+            SyncState,
+            etag=etag,
+            last_modified=last_modified,
+            body_hash=body_hash,
+            last_attempt_at=None if last_attempt_at is None else when(last_attempt_at),
+            last_success_at=None if last_success_at is None else when(last_success_at),
+            last_error=last_error,
+            consecutive_failures=consecutive_failures,
+            next_sync_at=None if next_sync_at is None else when(next_sync_at),
+            circuit=CircuitState(circuit),
+            held_removals=held_removals,
+            held_removals_hash=held_removals_hash,
+            parsed_at=None if parsed_at is None else when(parsed_at),
             refresh_interval=(
-                None
-                if row["refresh_interval"] is None
-                else span(row["refresh_interval"])
+                None if refresh_interval is None else span(refresh_interval)
             ),
         )
-        calendar_id = row["id"]
-        sealed_url, auth = row["url_sealed"], row["auth"]
-        return Calendar(
+        secrets = self.secrets
+        leads = {
+            _in_range(calendar_id, "leads", span(value)) for value in json.loads(leads)
+        }
+        return _built(
+            Calendar,
+            url=url if sealed_url is None else secrets.open(sealed_url, calendar_id),
+            created_at=when(created_at),
             id=calendar_id,
-            owner=row["owner"],
-            url=row["url"]
-            if sealed_url is None
-            else self.secrets.open(sealed_url, calendar_id),
-            name=row["name"],
-            schedule=row["schedule"],
-            leads=tuple(
-                _in_range(row, "leads", span(value))
-                for value in json.loads(row["leads"])
-            ),
-            tz=row["tz"],
-            window_past=_in_range(row, "window_past", span(row["window_past"])),
-            horizon=_in_range(row, "horizon", span(row["horizon"])),
-            use_alarms=bool(row["use_alarms"]),
-            auth=_auth_value(auth and self.secrets.open(auth, calendar_id)),
-            paused=bool(row["paused"]),
-            created_at=self.from_instant(row["created_at"]),
+            owner=owner,
+            name=name,
+            schedule=schedule,
+            leads=tuple(sorted(leads)),
+            tz=tz,
+            window_past=_in_range(calendar_id, "window_past", span(window_past)),
+            horizon=_in_range(calendar_id, "horizon", span(horizon)),
+            use_alarms=bool(use_alarms),
+            auth=_auth_value(auth and secrets.open(auth, calendar_id)),
+            paused=bool(paused),
             state=state,
         )
 
@@ -385,6 +421,23 @@ class Codec:
         )
 
 
+_CALENDAR_WIDTH = len(CALENDAR_COLUMNS)
+
+_T = TypeVar("_T")
+_set = object.__setattr__
+
+
+def _built(cls: type[_T], **values: Any) -> _T:
+    """Return a frozen attrs record of ``values`` (every field), unchecked.
+
+    Only for values read back from the store, which a checked record wrote.
+    """
+    record = object.__new__(cls)
+    for field, value in values.items():
+        _set(record, field, value)
+    return record
+
+
 def _date_text(value: date | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -436,7 +489,7 @@ def reseal_rows(
     return changed
 
 
-def _in_range(row: Mapping[str, Any], name: str, value: timedelta) -> timedelta:
+def _in_range(calendar_id: str, name: str, value: timedelta) -> timedelta:
     """Clamp a stored span past today's range (written by an older calsync).
 
     Refusing the row would make every listing of the store fail; the calendar
@@ -451,7 +504,7 @@ def _in_range(row: Mapping[str, Any], name: str, value: timedelta) -> timedelta:
     logger.warning(
         "calendar %s: its stored %s %s %s; it is read as %s until it is set "
         "again (its [[calendars]] entry in calsync.toml, or update_calendar)",
-        row["id"],
+        calendar_id,
         name.removesuffix("s"),
         format_duration(value),
         limit.problem(value),

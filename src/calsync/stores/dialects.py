@@ -3,8 +3,9 @@
 `SQLStore` writes every statement once; a `Backend` says how to connect, how a
 transaction starts (SQLite serializes writers with ``BEGIN IMMEDIATE``, the
 servers lock rows with ``FOR UPDATE SKIP LOCKED``), how instants are stored,
-how an upsert and an insert-or-ignore are spelled, and how a driver error
-reads to the user.
+how an upsert and an insert-or-ignore are spelled, how a driver error reads to
+the user, and whether the hot statements run on the driver with SQL compiled
+once (SQLite, PostgreSQL) rather than through SQLAlchemy's execution.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+import attrs
 from sqlalchemy import (
     Connection,
     Engine,
@@ -30,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DataError,
@@ -75,6 +77,8 @@ class Backend:
     """How often a transaction runs when the database aborts it for a deadlock."""
     driver_errors: tuple[type[Exception], ...] = ()
     """Driver errors raised past SQLAlchemy (statements run on the raw connection)."""
+    _driver_sql: dict[tuple[int, tuple[str, ...]], tuple[Any, _Plain | None]]
+    """Driver SQL by statement id (the statement is kept, so the id stays its own)."""
 
     def engine(self) -> Engine:
         """Return a new engine for this database."""
@@ -110,13 +114,88 @@ class Backend:
         self, conn: Connection, statement: Any, rows: Sequence[dict[str, Any]]
     ) -> int:
         """Run ``statement`` once per row; return how many rows it changed."""
-        return max(conn.execute(statement, list(rows)).rowcount, 0)
+        plain = self._plain(statement, tuple(rows[0]))
+        if plain is None or plain.expanding:
+            return max(conn.execute(statement, list(rows)).rowcount, 0)
+        cursor = self._cursor(conn)
+        rows = [plain.params(row) for row in rows]
+        self._run(conn, cursor, cursor.executemany, plain.sql, rows)
+        return max(int(cursor.rowcount), 0)
 
     def fetch_all(
         self, conn: Connection, statement: Any, params: dict[str, Any]
     ) -> list[dict[str, Any]]:
         """`fetch_rows`, for a statement the store built once (a hot one)."""
-        return fetch_rows(conn, statement, params)
+        plain = self._plain(statement, ())
+        if plain is None:
+            return fetch_rows(conn, statement, params)
+        cursor = self._execute(conn, plain, params)
+        keys = [column[0] for column in cursor.description]
+        return [dict(zip(keys, row, strict=True)) for row in cursor.fetchall()]
+
+    def fetch_values(
+        self, conn: Connection, statement: Any, params: dict[str, Any]
+    ) -> list[Sequence[Any]]:
+        """Return the rows of a statement built once, as tuples in column order."""
+        plain = self._plain(statement, ())
+        if plain is None:
+            return list(conn.execute(statement, params).all())
+        return self._execute(conn, plain, params).fetchall()  # type: ignore[no-any-return]
+
+    def execute(self, conn: Connection, statement: Any, params: dict[str, Any]) -> int:
+        """Run a statement built once; return how many rows it changed."""
+        plain = self._plain(statement, ())
+        if plain is None:
+            return max(conn.execute(statement, params).rowcount, 0)
+        return max(int(self._execute(conn, plain, params).rowcount), 0)
+
+    def driver_dialect(self) -> Dialect | None:
+        """Return the dialect that compiles SQL for the driver, once per statement.
+
+        None: SQLAlchemy runs every statement (its per-call parameter and
+        result handling costs more than a short statement's work).
+        """
+        return None
+
+    def _cursor(self, conn: Connection) -> Any:
+        """Return a new cursor of the driver connection under ``conn``."""
+        return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+    def _run(
+        self,
+        conn: Connection,
+        cursor: Any,
+        method: Callable[..., Any],
+        sql: str,
+        params: Any,
+    ) -> None:
+        """Call a driver cursor's execute or executemany."""
+        method(sql, params)
+
+    def _execute(self, conn: Connection, plain: _Plain, params: dict[str, Any]) -> Any:
+        cursor = self._cursor(conn)
+        sql = plain.sql
+        if plain.expanding:
+            sql, params = plain.expand(params)
+        self._run(conn, cursor, cursor.execute, sql, plain.params(params))
+        return cursor
+
+    def _plain(self, statement: Any, keys: tuple[str, ...]) -> _Plain | None:
+        """Return ``statement`` (built once) as driver SQL, compiled once.
+
+        None if it needs SQLAlchemy's result handling, or the backend has no
+        driver path.
+        """
+        cached = self._driver_sql.get((id(statement), keys))
+        if cached is None:
+            dialect = self.driver_dialect()
+            if dialect is None or len(self._driver_sql) >= _PLAIN_STATEMENTS:
+                return None  # not a statement built once: SQLAlchemy caches it
+            cached = self._driver_sql[id(statement), keys] = (
+                statement,
+                _Plain.of(statement, keys, dialect, self.schema),
+            )
+        return cached[1]
 
     def using_index(self, statement: Select[Any], table: Table, index: str) -> Any:
         """Return ``statement`` reading ``table`` through ``index``.
@@ -214,10 +293,7 @@ class SQLiteBackend(Backend):
             raise ValidationError(f"busy_timeout must be >= 0, got {busy_timeout!r}")
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
-        # By statement id (the statement is kept, so the id stays its own).
-        self._driver_sql: dict[
-            tuple[int, tuple[str, ...]], tuple[Any, _Plain | None]
-        ] = {}
+        self._driver_sql = {}
 
     @override
     def target(self) -> str:
@@ -247,45 +323,12 @@ class SQLiteBackend(Backend):
         return sqlite.insert(table)
 
     @override
-    def execute_many(
-        self, conn: Connection, statement: Any, rows: Sequence[dict[str, Any]]
-    ) -> int:
+    def driver_dialect(self) -> Dialect | None:
         # Straight to sqlite3, with the SQL compiled once: SQLAlchemy's per-row
         # parameter handling cost more than SQLite's work on a 1 % change.
-        plain = self._plain(statement, tuple(rows[0]))
-        if plain is None:
-            return super().execute_many(conn, statement, rows)
-        sql, fixed = plain
-        if fixed:
-            rows = [{**fixed, **row} for row in rows]
-        return max(_sqlite(conn).executemany(sql, rows).rowcount, 0)
-
-    @override
-    def fetch_all(
-        self, conn: Connection, statement: Any, params: dict[str, Any]
-    ) -> list[dict[str, Any]]:
-        plain = self._plain(statement, ())
-        if plain is None:
-            return super().fetch_all(conn, statement, params)
-        sql, fixed = plain
-        cursor = _sqlite(conn).execute(sql, {**fixed, **params} if fixed else params)
-        keys = [column[0] for column in cursor.description]
-        return [dict(zip(keys, row, strict=True)) for row in cursor.fetchall()]
-
-    def _plain(self, statement: Any, keys: tuple[str, ...]) -> _Plain | None:
-        """Return ``statement`` (built once) as sqlite3 SQL, compiled once.
-
-        None if it needs SQLAlchemy's parameter or result handling.
-        """
-        cached = self._driver_sql.get((id(statement), keys))
-        if cached is None:
-            if len(self._driver_sql) >= _PLAIN_STATEMENTS:
-                return None  # not a statement built once: SQLAlchemy caches it
-            cached = self._driver_sql[id(statement), keys] = (
-                statement,
-                _plain_sql(statement, keys),
-            )
-        return cached[1]
+        dialect = sqlite.dialect(paramstyle="named")
+        dialect.statement_compiler = _SQLiteCompiler
+        return dialect
 
     @override
     def using_index(self, statement: Select[Any], table: Table, index: str) -> Any:
@@ -350,11 +393,82 @@ def fetch_rows(
     return [dict(zip(keys, row, strict=True)) for row in result.all()]
 
 
-_Plain = tuple[str, dict[str, Any]]
-"""SQL for sqlite3 and the parameter values it needs besides the caller's."""
-
 _PLAIN_STATEMENTS = 200
 """More statements than the store builds once: the rest go through SQLAlchemy."""
+
+
+@attrs.frozen
+class _Plain:
+    """A statement compiled once for the driver: its SQL and how to fill it in."""
+
+    sql: str
+    fixed: dict[str, Any]
+    """Values SQLAlchemy fills in itself (an OFFSET 0, a literal's parameter)."""
+    processors: dict[str, Callable[[Any], Any]]
+    """Conversions of parameter values (booleans on PostgreSQL), by name."""
+    compiled: Any
+    """The compiled statement, to expand list parameters (``IN``) per length."""
+    expanding: tuple[str, ...]
+    """The parameters that are lists, expanded to one placeholder per item."""
+    _expanded: dict[tuple[int, ...], tuple[str, dict[str, list[str]]]] = attrs.field(
+        factory=dict
+    )
+
+    @classmethod
+    def of(
+        cls, statement: Any, keys: Sequence[str], dialect: Dialect, schema: str | None
+    ) -> _Plain | None:
+        """Compile ``statement`` for the driver; None if it converts a result."""
+        compiled = statement.compile(
+            dialect=dialect,
+            column_keys=list(keys),
+            schema_translate_map={None: schema} if schema else None,
+            render_schema_translate=bool(schema),
+        )
+        params = compiled.binds.values()
+        if any(param.callable is not None for param in params) or any(
+            column[3]._cached_result_processor(dialect, None) is not None
+            for column in compiled._result_columns
+        ):
+            return None
+        fixed = {
+            compiled.bind_names[param]: param.value
+            for param in params
+            if not param.required
+        }
+        expanding = tuple(
+            compiled.bind_names[param] for param in params if param.expanding
+        )
+        processors = dict(compiled._bind_processors)
+        if any(name in processors for name in expanding):
+            return None
+        return cls(str(compiled), fixed, processors, compiled, expanding)
+
+    def params(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Return the driver's parameters for the caller's values."""
+        values = {**self.fixed, **given} if self.fixed else given
+        if self.processors:
+            values = dict(values)
+            for name, process in self.processors.items():
+                if name in values:
+                    values[name] = process(values[name])
+        return values
+
+    def expand(self, given: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Return the SQL with one placeholder per item of each list parameter."""
+        lengths = tuple(len(given[name]) for name in self.expanding)
+        expanded = self._expanded.get(lengths)
+        if expanded is None:
+            state = self.compiled.construct_expanded_state({**self.fixed, **given})
+            expanded = self._expanded[lengths] = (
+                state.statement,
+                dict(state.parameter_expansion),
+            )
+        sql, names = expanded
+        values = {key: value for key, value in given.items() if key not in names}
+        for name, items in names.items():
+            values.update(zip(items, given[name], strict=True))
+        return sql, values
 
 
 class _SQLiteCompiler(SQLiteCompiler):
@@ -362,33 +476,6 @@ class _SQLiteCompiler(SQLiteCompiler):
 
     def get_from_hint_text(self, table: Any, text: str | None) -> str | None:
         return text
-
-
-def _plain_sql(statement: Any, keys: Sequence[str]) -> _Plain | None:
-    """Return ``statement`` as SQL sqlite3 runs with named parameters ``keys``.
-
-    With the values SQLAlchemy fills in itself (an OFFSET 0); None when it would
-    convert a value or expand a list.
-    """
-    dialect = sqlite.dialect(paramstyle="named")
-    dialect.statement_compiler = _SQLiteCompiler
-    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-    params = compiled.binds.values()
-    if (
-        compiled._bind_processors
-        or any(param.expanding or param.callable is not None for param in params)
-        or any(
-            column[3]._cached_result_processor(dialect, None) is not None
-            for column in compiled._result_columns
-        )
-    ):
-        return None
-    fixed = {
-        compiled.bind_names[param]: param.value
-        for param in params
-        if not param.required
-    }
-    return str(compiled), fixed
 
 
 def _sqlite(conn: Connection) -> sqlite3.Connection:
@@ -416,6 +503,7 @@ class _ServerBackend(Backend):
             )
         self.min_size = min_size
         self.workers = max_size
+        self._driver_sql = {}
 
     def _pooled(self, url: str | URL, **options: Any) -> Engine:
         engine = create_engine(
@@ -483,6 +571,7 @@ class PostgresBackend(_ServerBackend):
         self.url = url
         self.schema = self.name = schema
         self.shown = _redacted_conninfo(url)
+        self._dialect: Dialect | None = None
 
     @override
     def target(self) -> str:
@@ -495,7 +584,51 @@ class PostgresBackend(_ServerBackend):
         def connect() -> Any:
             return psycopg.connect(self.url)
 
-        return self._pooled("postgresql+psycopg://", creator=connect)
+        engine = self._pooled("postgresql+psycopg://", creator=connect)
+        self._dialect = engine.dialect
+        return engine
+
+    @override
+    def driver_dialect(self) -> Dialect | None:
+        # Straight to psycopg, with the SQL compiled once (schema included):
+        # SQLAlchemy's per-call work cost more CPU than a claim's round trip.
+        return self._dialect
+
+    @override
+    def begin(self, conn: Connection, write: bool) -> None:
+        # No round trip (psycopg sends BEGIN with the first statement), but
+        # SQLAlchemy must know, to commit what runs on the driver connection.
+        conn.begin()
+
+    @override
+    def _run(
+        self,
+        conn: Connection,
+        cursor: Any,
+        method: Callable[..., Any],
+        sql: str,
+        params: Any,
+    ) -> None:
+        import psycopg
+
+        try:
+            method(sql, params)
+        except psycopg.Error as exc:
+            # As SQLAlchemy would raise it: the store's retries and messages
+            # read its classes, and a lost connection must leave the pool.
+            dialect: Any = self._dialect
+            gone = dialect.is_disconnect(exc, conn.connection.driver_connection, cursor)
+            if gone:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(
+                None,
+                None,
+                exc,
+                psycopg.Error,
+                hide_parameters=True,
+                connection_invalidated=gone,
+                dialect=dialect,
+            ) from exc
 
     @override
     def instant(self, value: datetime) -> Any:

@@ -5,8 +5,9 @@ One schema (`calsync.stores.sqltables`), one set of statements and one
 is in `calsync.stores.dialects`. Each Store method is one transaction, run as
 one function on a thread of the store's own (one for SQLite, one per pooled
 connection for the servers), so a method costs one thread hop however many
-statements it runs. Statements are built once per store and compiled once per
-process (SQLAlchemy's compiled cache); bulk writes go as executemany.
+statements it runs. Statements are built once per store; the hot ones run on
+the driver with SQL compiled once (`Backend.driver_dialect`), the rest through
+SQLAlchemy's compiled cache; bulk writes go as executemany.
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ _NOTIFICATION = [N[name] for name in NOTIFICATION_COLUMNS]
 _JOB_RUN = [R.job, R.started_at, R.finished_at, R.outcome, R.counts, R.error]
 _OCCURRENCE_KEY = ("calendar_id", "uid", "recurrence_id")
 _NEW_NOTIFICATION = NOTIFICATION_COLUMNS[: NOTIFICATION_COLUMNS.index("attempts") + 1]
+_LEASE_TOKEN = len(CALENDAR_COLUMNS)
+"""Where a claim's row has the lease token: after the calendar's columns."""
+_NEXT_SYNC = CALENDAR_COLUMNS.index("next_sync_at")
 
 
 def _occurrence_of(notification: Any) -> Any:
@@ -713,7 +717,16 @@ class SQLStore(OpensAndCloses):
         """Lease up to ``limit`` due calendars: requested ones first, then by time."""
         now = as_aware_utc(now)
         check_claim(limit, worker, lease_ttl)
-        return await self._write(self._claim_calendars, now, limit, worker, lease_ttl)
+        # A claim at once is two statements, each atomic alone (requested, then
+        # periodic): no BEGIN and COMMIT, as for one.
+        return await self._write(
+            self._claim_calendars,
+            now,
+            limit,
+            worker,
+            lease_ttl,
+            single=self._backend.claims_at_once,
+        )
 
     async def renew_lease(self, lease: Lease, now: datetime, ttl: timedelta) -> Lease:
         """Extend a lease that is still held; raises `LeaseLost` otherwise."""
@@ -1080,6 +1093,10 @@ class SQLStore(OpensAndCloses):
             sqltables.metadata.create_all(conn)
         for version in range(current + 1, SCHEMA_VERSION + 1) if current else ():
             for statement in sqltables.UPGRADES[version]:
+                if isinstance(statement, sqltables.OnlyOn):
+                    if conn.dialect.name not in statement.dialects:
+                        continue
+                    statement = statement.step
                 conn.execute(
                     text(statement) if isinstance(statement, str) else statement
                 )
@@ -1221,12 +1238,10 @@ class SQLStore(OpensAndCloses):
         lease_ttl: timedelta,
     ) -> Lease | None:
         instant = self._backend.instant
-        row = (
-            conn.execute(self._sql.claim_one, {"b_id": calendar_id}).mappings().first()
-        )
+        row = conn.execute(self._sql.claim_one, {"b_id": calendar_id}).first()
         if row is None:
             raise calendar_not_found(calendar_id)
-        held_until = row["lease_expires_at"]
+        held_until = row[_LEASE_TOKEN + 1]  # lease_expires_at
         if held_until is not None and held_until > instant(now):
             return None
         expires_at = now + lease_ttl
@@ -1242,7 +1257,8 @@ class SQLStore(OpensAndCloses):
         worker: str,
         lease_ttl: timedelta,
     ) -> list[Lease]:
-        instant, at_once = self._backend.instant, self._backend.claims_at_once
+        backend = self._backend
+        instant, at_once = backend.instant, backend.claims_at_once
         expires_at = now + lease_ttl
         params = {
             "now": instant(now),
@@ -1250,14 +1266,15 @@ class SQLStore(OpensAndCloses):
             "worker": worker,
             "expires": instant(expires_at),
         }
-        rows = self._fetch_hot(conn, self._sql.claim_requested, params)
+        # Rows as tuples: ``claimable`` columns, then sync_requested_at (at once).
+        rows = backend.fetch_values(conn, self._sql.claim_requested, params)
         if at_once:  # UPDATE ... RETURNING returns the rows in no order
-            rows.sort(key=lambda row: (row["sync_requested_at"], row["id"]))
+            rows.sort(key=lambda row: (row[_LEASE_TOKEN + 1], row[0]))
         if len(rows) < limit:
             params["limit"] = limit - len(rows)
-            periodic = self._fetch_hot(conn, self._sql.claim_periodic, params)
+            periodic = backend.fetch_values(conn, self._sql.claim_periodic, params)
             if at_once:
-                periodic.sort(key=lambda row: (row["next_sync_at"], row["id"]))
+                periodic.sort(key=lambda row: (row[_NEXT_SYNC], row[0]))
             rows += periodic
         if not at_once:
             self._take_leases(conn, rows, params)
@@ -1267,18 +1284,20 @@ class SQLStore(OpensAndCloses):
         self, conn: Connection, rows: Sequence[Any], params: dict[str, Any]
     ) -> None:
         if rows:  # one statement for the batch
-            ids = [row["id"] for row in rows]
-            conn.execute(self._sql.take_lease, {**params, "b_ids": ids})
+            ids = [row[0] for row in rows]
+            self._backend.execute(conn, self._sql.take_lease, {**params, "b_ids": ids})
 
     def _leases(
         self, rows: Sequence[Any], worker: str, expires_at: datetime, *, taken: bool
     ) -> list[Lease]:
-        """Return the leases of claimed rows (``taken``: with their new token)."""
+        """Return the leases of claimed rows (``taken``: with their new token).
+
+        A row holds the calendar's columns, then its lease token.
+        """
         bump = 0 if taken else 1
+        calendar = self._codec.calendar_of
         return [
-            Lease(
-                self._codec.calendar(row), worker, row["lease_token"] + bump, expires_at
-            )
+            Lease(calendar(row), worker, row[_LEASE_TOKEN] + bump, expires_at)
             for row in rows
         ]
 
@@ -1458,7 +1477,7 @@ class SQLStore(OpensAndCloses):
         rows = self._fetch_hot(conn, self._sql.claim_notifications, params)
         if rows and not at_once:  # one statement for the batch
             ids = [row["id"] for row in rows]
-            conn.execute(self._sql.take_claim, {**params, "b_ids": ids})
+            self._backend.execute(conn, self._sql.take_claim, {**params, "b_ids": ids})
         bump = 0 if at_once else 1
         return [
             NotificationClaim(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -39,6 +40,8 @@ from calsync.stores.store import SCHEMA_VERSION
 __all__ = [
     "UPGRADES",
     "AddColumn",
+    "DropIndexOf",
+    "OnlyOn",
     "calendars",
     "job_runs",
     "metadata",
@@ -199,12 +202,20 @@ notifications = Table(
 )
 _PENDING = notifications.c.status == "pending"
 _FAILED = notifications.c.status == "failed"
+# The claim's WHERE status = 'pending' AND due_at <= now ORDER BY due_at, id:
+# partial where the database has partial indexes, else led by status (InnoDB
+# appends the primary key, so the order is read from the index too).
 Index(
     "notifications_due",
     notifications.c.due_at,
     sqlite_where=_PENDING,
     postgresql_where=_PENDING,
-)
+).ddl_if(dialect=("sqlite", "postgresql"))  # type: ignore[arg-type]  # tuples work
+Index(
+    "notifications_due",
+    notifications.c.status,
+    notifications.c.due_at,
+).ddl_if(dialect=_MYSQL)  # type: ignore[arg-type]
 Index(
     "notifications_failed",
     notifications.c.fire_at,
@@ -250,17 +261,48 @@ def _add_column(element: AddColumn, compiler: DDLCompiler, **kw: Any) -> str:
     return f"ALTER TABLE {table} ADD COLUMN {spec}"
 
 
-def _index(name: str) -> CreateIndex:
+def _index(name: str, dialect: str = "sqlite") -> CreateIndex:
     [index] = [
         index
         for table in metadata.tables.values()
         for index in table.indexes
-        if index.name == name
+        if index.name == name and _made_on(index, dialect)
     ]
     return CreateIndex(index)
 
 
-UPGRADES: dict[int, tuple[ExecutableDDLElement, ...]] = {
+def _made_on(index: Index, dialect: str) -> bool:
+    """Say whether ``metadata.create_all`` makes ``index`` on ``dialect``."""
+    condition = index._ddl_if
+    if condition is None or condition.dialect is None:
+        return True
+    names = condition.dialect
+    return dialect in ((names,) if isinstance(names, str) else names)
+
+
+class DropIndexOf(ExecutableDDLElement):
+    """``DROP INDEX name ON table`` (MariaDB's spelling), by the index's name."""
+
+    def __init__(self, table: Table, name: str) -> None:
+        self.table = table
+        self.name = name
+
+
+@compiles(DropIndexOf)
+def _drop_index_of(element: DropIndexOf, compiler: DDLCompiler, **kw: Any) -> str:
+    table = compiler.preparer.format_table(element.table)
+    return f"DROP INDEX {compiler.preparer.quote(element.name)} ON {table}"
+
+
+@attrs.frozen
+class OnlyOn:
+    """An upgrade step run only on the named dialects."""
+
+    dialects: tuple[str, ...]
+    step: ExecutableDDLElement
+
+
+UPGRADES: dict[int, tuple[ExecutableDDLElement | OnlyOn, ...]] = {
     # Sync state keeps when the body was parsed and the feed's REFRESH-INTERVAL;
     # notifications are counted by status and found by start and UID; job runs
     # are found by job.
@@ -275,6 +317,12 @@ UPGRADES: dict[int, tuple[ExecutableDDLElement, ...]] = {
     # A URL that carries a secret is kept sealed (encrypted), the url column
     # holding its look-up form; credentials are sealed in the auth column.
     3: (AddColumn(calendars.c.url_sealed),),
+    # MariaDB claims notifications through (status, due_at), not due_at alone
+    # (which made it read every pending row and sort them).
+    4: (
+        OnlyOn(_MYSQL, DropIndexOf(notifications, "notifications_due")),
+        OnlyOn(_MYSQL, _index("notifications_due", "mysql")),
+    ),
 }
 """The statements that bring a database from version N - 1 to N, by N.
 

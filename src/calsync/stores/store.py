@@ -38,7 +38,7 @@ __all__ = [
     "lease_lost",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema this version of calsync writes; a newer one in a database is refused."""
 
 
