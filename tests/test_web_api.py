@@ -482,6 +482,15 @@ async def test_calsync_run_http_serves_the_api_next_to_the_runner(
         ):
             assert response.status == 200
             assert (await response.json())["calendars"]["total"] == 0
+        # The bundled server serves calsync.observe's routes too, like Prometheus
+        # and a load balancer call them: without the API token.
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "readyz") as response:
+                assert response.status == 200
+                assert (await response.json())["status"] == "ok"
+            async with http.get(url + "metrics") as response:
+                assert response.status == 200
+                assert "calsync_feeds" in await response.text()
     finally:
         process.send_signal(signal.SIGTERM)
         await process.wait()

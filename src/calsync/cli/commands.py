@@ -235,9 +235,6 @@ async def _start_http(config: Config, engine: Engine, runner: Any) -> Any:
         token=config.http.token,
         owner_header=config.http.owner_header,
         runner=runner,
-        # Issue 17's /metrics, /healthz and /readyz join here (calsync.observe):
-        # extra_routes=lambda app: add_routes(app, engine, runner=runner),
-        extra_routes=None,
     )
 
 

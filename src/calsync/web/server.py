@@ -12,6 +12,7 @@ from aiohttp import web
 
 from calsync.core.errors import ValidationError
 from calsync.engine.service import Engine
+from calsync.observe import add_routes
 from calsync.web.application import create_app
 
 __all__ = ["ExtraRoutes", "check_bind", "is_loopback", "parse_bind", "serve_http"]
@@ -69,11 +70,13 @@ async def serve_http(
     """Start serving the API and dashboard on ``bind``; return the started runner.
 
     Refuses (`ValidationError`) to listen beyond loopback without a ``token``.
+    Serves ``/metrics``, ``/healthz`` and ``/readyz`` too (`calsync.observe`);
     ``extra_routes(app)`` adds the host's own routes first (served without
     credentials). Stop it with ``await site_runner.cleanup()``.
     """
     host, port = check_bind(bind, token)
     app = create_app(engine, runner=runner, token=token, owner_header=owner_header)
+    await add_routes(app, engine, runner=runner)
     if extra_routes is not None:
         added = extra_routes(app)
         if inspect.isawaitable(added):
