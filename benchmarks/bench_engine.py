@@ -99,16 +99,19 @@ def kind_of(index: int) -> str:
     return KINDS[index % 3]
 
 
-def feed_body(index: int, base: datetime, edition: int) -> str:
-    """Calendar ``index``'s feed; each edition edits one more event's summary."""
+def feed_body(index: int, base: datetime, edition: int, events: int = EVENTS) -> str:
+    """Calendar ``index``'s feed; each edition edits one more event's summary.
+
+    Of ``events`` events, one in twenty (at least one) is a weekly series.
+    """
+    series = max(1, events * SERIES // EVENTS)
     lines = [
         "BEGIN:VCALENDAR",
         "VERSION:2.0",
         f"PRODID:-//calsync bench//calendar {index}//EN",
         f"X-WR-CALNAME:Team {index}",
     ]
-    singles = EVENTS - SERIES
-    for n in range(singles):
+    for n in range(events - series):
         start = base + timedelta(hours=13 * n, minutes=index % 60)
         summary = f"Meeting {n} of team {index}"
         if n < edition:
@@ -124,7 +127,7 @@ def feed_body(index: int, base: datetime, edition: int) -> str:
             "DESCRIPTION:Agenda in the team wiki.",
             "END:VEVENT",
         ]
-    for n in range(SERIES):
+    for n in range(series):
         lines += [
             "BEGIN:VEVENT",
             f"UID:c{index}-s{n}@bench.calsync",
@@ -139,12 +142,16 @@ def feed_body(index: int, base: datetime, edition: int) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
-def serve(calendars: int, base: datetime, control: Connection) -> None:
+def serve(
+    calendars: int, base: datetime, control: Connection, events: int = EVENTS
+) -> None:
     """The feed server process: "edition" commands change the changing third."""
-    asyncio.run(_serve(calendars, base, control))
+    asyncio.run(_serve(calendars, base, control, events))
 
 
-async def _serve(calendars: int, base: datetime, control: Connection) -> None:
+async def _serve(
+    calendars: int, base: datetime, control: Connection, events: int
+) -> None:
     loop = asyncio.get_running_loop()
     async with FeedServer() as server:
         edition = 0
@@ -155,7 +162,7 @@ async def _serve(calendars: int, base: datetime, control: Connection) -> None:
                     continue
                 server.set(
                     f"/{index}.ics",
-                    feed_body(index, base, edition),
+                    feed_body(index, base, edition, events),
                     validators=kind_of(index) != "same 200",
                 )
 
