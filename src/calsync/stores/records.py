@@ -80,6 +80,10 @@ def _notifications(values: Iterable[Notification]) -> tuple[Notification, ...]:
     return tuple(values)
 
 
+def _lead_set(values: Iterable[timedelta] | None) -> frozenset[timedelta] | None:
+    return None if values is None else frozenset(values)
+
+
 def _calendar_span(
     instance: object, attribute: attrs.Attribute[timedelta], value: timedelta
 ) -> None:
@@ -226,7 +230,7 @@ class SyncWrite:
     create: tuple[Notification, ...] = attrs.field(default=(), converter=_notifications)
     cancel: tuple[Notification, ...] = attrs.field(default=(), converter=_notifications)
     keep_leads: frozenset[timedelta] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(frozenset)
+        default=None, converter=_lead_set
     )
 
 
