@@ -685,8 +685,9 @@ async def bench_many(args: argparse.Namespace) -> None:
         control.send("stop")
         control.recv()
         server.join()
+    concurrency = engine_settings("bench").sync_concurrency
     for name, outcomes in results.items():
-        many_table(name, args.feeds, outcomes, engine_settings("bench").sync_concurrency)
+        many_table(name, args.feeds, outcomes, concurrency)
 
 
 def many_table(
