@@ -35,8 +35,26 @@ them), and the ratio of the medians, target <= 1.1x for each; and the median CPU
 time (the Engine's: its parse workers' plus its own process's), steadier than
 wall time on a loaded machine.
 
-    python benchmarks/bench_engine.py [--only cycles,reparse] [--calendars 1000]
-        [--runs 3] [--reparse-runs 15] [--postgres-url URL]
+Section ``many``: many small feeds (10 events each) in one runner process, the
+Engine in a fresh process per run, the feeds from a server process of their own:
+
+  first      the first `sync_due` cycle of never-synced calendars (every feed
+             fetched, parsed in the parse workers, its occurrences and
+             reminders stored), target <= 120 s for 10,000 feeds;
+  unchanged  a cycle later (the clock 16 minutes on, every calendar due):
+             two thirds answer 304, a third the same body without validators;
+  floor      what an unchanged cycle cannot do without: the same requests
+             alone (the HttpFetcher, same validators, same concurrency), plus
+             one durable commit per batch of ``sync_concurrency`` calendars
+             (a commit timed alone on the same store). Target: unchanged <=
+             2x floor. Unchanged cycles and the floor's requests alternate.
+
+Reported: min / median / max of --many-runs (each a fresh store) for wall time,
+CPU time of the Engine's process and of its parse workers.
+
+    python benchmarks/bench_engine.py [--only cycles,reparse,many]
+        [--calendars 1000] [--runs 3] [--reparse-runs 15]
+        [--feeds 1000] [--many-runs 3] [--unchanged-runs 3] [--postgres-url URL]
 
 Section ``cycles`` also keeps one runner process (a fresh one, then kept) across
 --runner-cycles cycles (a forced one, which parses every feed, then mixed ones),
@@ -56,6 +74,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import resource
+import shutil
 import statistics
 import tempfile
 import time
@@ -80,6 +99,9 @@ from calsync.testing import FeedServer, ManualClock
 
 EVENTS = 100
 SERIES = 5
+SMALL_EVENTS = 10
+FIRST_TARGET = 120.0  # seconds for 10,000 feeds
+FLOOR_TARGET = 2.0
 CYCLES = ("mixed", "unchanged", "forced")
 KINDS = ("304", "same 200", "1 % changed")
 TARGET_RATIO = 20.0
@@ -110,16 +132,19 @@ def kind_of(index: int) -> str:
     return KINDS[index % 3]
 
 
-def feed_body(index: int, base: datetime, edition: int) -> str:
-    """Calendar ``index``'s feed; each edition edits one more event's summary."""
+def feed_body(index: int, base: datetime, edition: int, events: int = EVENTS) -> str:
+    """Calendar ``index``'s feed; each edition edits one more event's summary.
+
+    Of ``events`` events, one in twenty (at least one) is a weekly series.
+    """
+    series = max(1, events * SERIES // EVENTS)
     lines = [
         "BEGIN:VCALENDAR",
         "VERSION:2.0",
         f"PRODID:-//calsync bench//calendar {index}//EN",
         f"X-WR-CALNAME:Team {index}",
     ]
-    singles = EVENTS - SERIES
-    for n in range(singles):
+    for n in range(events - series):
         start = base + timedelta(hours=13 * n, minutes=index % 60)
         summary = f"Meeting {n} of team {index}"
         if n < edition:
@@ -135,7 +160,7 @@ def feed_body(index: int, base: datetime, edition: int) -> str:
             "DESCRIPTION:Agenda in the team wiki.",
             "END:VEVENT",
         ]
-    for n in range(SERIES):
+    for n in range(series):
         lines += [
             "BEGIN:VEVENT",
             f"UID:c{index}-s{n}@bench.calsync",
@@ -150,12 +175,16 @@ def feed_body(index: int, base: datetime, edition: int) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
-def serve(calendars: int, base: datetime, control: Connection) -> None:
+def serve(
+    calendars: int, base: datetime, control: Connection, events: int = EVENTS
+) -> None:
     """The feed server process: "edition" commands change the changing third."""
-    asyncio.run(_serve(calendars, base, control))
+    asyncio.run(_serve(calendars, base, control, events))
 
 
-async def _serve(calendars: int, base: datetime, control: Connection) -> None:
+async def _serve(
+    calendars: int, base: datetime, control: Connection, events: int
+) -> None:
     loop = asyncio.get_running_loop()
     async with FeedServer() as server:
         edition = 0
@@ -166,7 +195,7 @@ async def _serve(calendars: int, base: datetime, control: Connection) -> None:
                     continue
                 server.set(
                     f"/{index}.ics",
-                    feed_body(index, base, edition),
+                    feed_body(index, base, edition, events),
                     validators=kind_of(index) != "same 200",
                 )
 
@@ -591,11 +620,14 @@ def _spread(seconds: list[float]) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="cycles,reparse")
+    parser.add_argument("--only", default="cycles,reparse,many")
     parser.add_argument("--calendars", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--reparse-runs", type=int, default=15)
     parser.add_argument("--runner-cycles", type=int, default=4)
+    parser.add_argument("--feeds", type=int, default=1000)
+    parser.add_argument("--many-runs", type=int, default=3)
+    parser.add_argument("--unchanged-runs", type=int, default=3)
     parser.add_argument(
         "--postgres-url", default=os.environ.get("CALSYNC_TEST_POSTGRES_URL")
     )
@@ -605,6 +637,8 @@ async def main() -> None:
         reparse_table(await bench_reparse(args.reparse_runs))
     if "cycles" in only:
         await bench_cycles(args)
+    if "many" in only:
+        await bench_many(args)
 
 
 async def bench_cycles(args: argparse.Namespace) -> None:
@@ -642,6 +676,231 @@ async def bench_cycles(args: argparse.Namespace) -> None:
             table(name, args.calendars, results)
         if results.get("runner"):
             runner_table(name, args.calendars, results["runner"])
+
+
+# -- many small feeds: the first cycle, and the unchanged one against its floor --
+
+
+def measure_many(
+    spec: tuple[str, str, str | None], unchanged_runs: int, result: Connection
+) -> None:
+    result.send(asyncio.run(_measure_many(spec, unchanged_runs)))
+
+
+async def _measure_many(
+    spec: tuple[str, str, str | None], unchanged_runs: int
+) -> dict[str, Any]:
+    """The first cycle, then unchanged cycles alternating with their floor."""
+    offset = [timedelta(0)]
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + offset[0]
+
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    settings = engine_settings(f"bench-many-{os.getpid()}")
+    outcome: dict[str, Any] = {"unchanged": [], "requests": []}
+    async with Engine(
+        open_store(spec), fetcher, settings=settings, clock=clock
+    ) as engine:
+        syncer = engine._syncer
+
+        def worker_cpu() -> float:
+            pool = syncer.parse_pool
+            return sum(cpu_seconds(pid) for pid in pool.pids()) if pool else 0.0
+
+        cpu = time.process_time()
+        started = time.perf_counter()
+        done = await engine.sync_due()
+        outcome["first"] = time.perf_counter() - started
+        outcome["first cpu"] = time.process_time() - cpu
+        outcome["first workers"] = worker_cpu()
+        outcome["first counts"] = done.counts
+        outcome["errors"] = [r.error for r in done.results if r.error][:3]
+        calendars = len(done.results)
+        for run in range(unchanged_runs):
+            offset[0] = (run + 1) * timedelta(minutes=16)  # every calendar due
+            cpu = time.process_time()
+            started = time.perf_counter()
+            done = await engine.sync_due()
+            outcome["unchanged"].append(time.perf_counter() - started)
+            outcome.setdefault("unchanged cpu", []).append(time.process_time() - cpu)
+            outcome["unchanged counts"] = done.counts
+            outcome["errors"] += [r.error for r in done.results if r.error][:3]
+            states = [c.state for c in await engine.list_calendars()]
+            urls = [c.url for c in await engine.list_calendars()]
+            outcome["requests"].append(
+                await requests_alone(fetcher, urls, states, settings.sync_concurrency)
+            )
+        outcome["commit"] = await one_commit(engine.store)
+        outcome["calendars"] = calendars
+    return outcome
+
+
+async def requests_alone(
+    fetcher: HttpFetcher, urls: list[str], states: list[Any], concurrency: int
+) -> float:
+    """Seconds for the cycle's requests alone, as the cycle makes them."""
+    pending = list(zip(urls, states, strict=True))
+
+    async def work() -> None:
+        while pending:
+            url, state = pending.pop()
+            await fetcher.fetch(url, etag=state.etag, last_modified=state.last_modified)
+
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(work())
+    return time.perf_counter() - started
+
+
+async def one_commit(store: Store, runs: int = 50) -> float:
+    """Median seconds of one durable write transaction (a job run recorded)."""
+    from calsync.stores import JobRun
+
+    seconds = []
+    for _ in range(runs):
+        now = datetime.now(UTC)
+        started = time.perf_counter()
+        await store.record_job_run(JobRun("bench", now, now, "ok"))
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
+
+
+def many_in_fresh_process(
+    spec: tuple[str, str, str | None], unchanged_runs: int
+) -> dict[str, Any]:
+    receive, send = FRESH.Pipe(duplex=False)
+    process = FRESH.Process(target=measure_many, args=(spec, unchanged_runs, send))
+    process.start()
+    outcome: dict[str, Any] = receive.recv()
+    process.join()
+    return outcome
+
+
+async def add_calendars(
+    spec: tuple[str, str, str | None], base_url: str, feeds: int
+) -> None:
+    """Subscribe a fresh store to every feed (not synced, not measured)."""
+    settings = engine_settings("bench-many-loader")
+    fetcher = HttpFetcher(allow=["127.0.0.1"])
+    async with Engine(open_store(spec), fetcher, settings=settings) as engine:
+        for index in range(feeds):
+            await engine.add_calendar(f"{base_url}{index}.ics", name=f"team {index}")
+
+
+async def bench_many(args: argparse.Namespace) -> None:
+    FRESH.set_forkserver_preload(["calsync"])
+    multiprocessing.forkserver.ensure_running()
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    base += timedelta(hours=2)
+    control, server_end = SPAWN.Pipe()
+    server = SPAWN.Process(
+        target=serve, args=(args.feeds, base, server_end, SMALL_EVENTS)
+    )
+    server.start()
+    base_url = control.recv()
+    results: dict[str, list[dict[str, Any]]] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            template = Path(tmp) / "template.db"
+            started = time.perf_counter()
+            await add_calendars(("sqlite", str(template), None), base_url, args.feeds)
+            print(
+                f"  subscribed {args.feeds:,} calendars in "
+                f"{time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
+            for run in range(args.many_runs):
+                for spec in backends(Path(tmp), args.postgres_url):
+                    if spec[0] == "sqlite":  # a copy of the never-synced template
+                        shutil.copyfile(template, spec[1])
+                    else:
+                        await add_calendars(spec, base_url, args.feeds)
+                    try:
+                        outcome = await asyncio.to_thread(
+                            many_in_fresh_process, spec, args.unchanged_runs
+                        )
+                    finally:
+                        if spec[0] == "postgres":
+                            assert spec[2] is not None
+                            await drop_schema(spec[2], spec[1])
+                        else:
+                            Path(spec[1]).unlink()
+                    assert not outcome["errors"], outcome["errors"]
+                    assert outcome["calendars"] == args.feeds, outcome["first counts"]
+                    results.setdefault(spec[0], []).append(outcome)
+                    print(
+                        f"  {spec[0]} run {run + 1}: first {outcome['first']:.1f} s, "
+                        f"unchanged {_seconds(outcome['unchanged'])} s, requests "
+                        f"alone {_seconds(outcome['requests'])} s",
+                        flush=True,
+                    )
+    finally:
+        control.send("stop")
+        control.recv()
+        server.join()
+    concurrency = engine_settings("bench").sync_concurrency
+    for name, outcomes in results.items():
+        many_table(name, args.feeds, outcomes, concurrency)
+
+
+def many_table(
+    name: str, feeds: int, outcomes: list[dict[str, Any]], concurrency: int
+) -> None:
+    first = [o["first"] for o in outcomes]
+    unchanged = [t for o in outcomes for t in o["unchanged"]]
+    requests = [t for o in outcomes for t in o["requests"]]
+    commit = statistics.median(o["commit"] for o in outcomes)
+    batches = -(-feeds // concurrency)
+    floors = [t + batches * commit for t in requests]
+    print(
+        f"\n{name}: {feeds:,} feeds of {SMALL_EVENTS} events, one Engine process "
+        f"(sync_concurrency {concurrency}); s, min / median / max of "
+        f"{len(first)} first and {len(unchanged)} unchanged cycles"
+    )
+    print(f"{'':<24}{'wall s':>26}{'ms/feed':>10}{'cpu s':>9}{'workers s':>11}")
+    rows = [
+        (
+            "first cycle",
+            first,
+            [o["first cpu"] for o in outcomes],
+            [o["first workers"] for o in outcomes],
+        ),
+        (
+            "unchanged cycle",
+            unchanged,
+            [t for o in outcomes for t in o["unchanged cpu"]],
+            None,
+        ),
+        ("requests alone", requests, None, None),
+        (f"floor (+{batches} commits)", floors, None, None),
+    ]
+    for label, walls, cpus, workers in rows:
+        middle = statistics.median(walls)
+        cpu = f"{statistics.median(cpus):.2f}" if cpus else "-"
+        worker = f"{statistics.median(workers):.2f}" if workers else "-"
+        print(
+            f"{label:<24}{_seconds(walls):>26}{middle / feeds * 1e3:>10.3f}"
+            f"{cpu:>9}{worker:>11}"
+        )
+    print(f"one durable commit: {commit * 1e3:.2f} ms (median of 50)")
+    first_scaled = statistics.median(first) * 10_000 / feeds
+    verdict = "ok" if first_scaled <= FIRST_TARGET else "ABOVE TARGET"
+    print(
+        f"first cycle scaled to 10,000 feeds: {first_scaled:.0f} s "
+        f"(target <= {FIRST_TARGET:g} s: {verdict})"
+    )
+    ratio = statistics.median(unchanged) / statistics.median(floors)
+    verdict = "ok" if ratio <= FLOOR_TARGET else "ABOVE TARGET"
+    print(f"unchanged / floor: {ratio:.2f}x (target <= {FLOOR_TARGET:g}x: {verdict})")
+
+
+def _seconds(values: list[float]) -> str:
+    return " / ".join(
+        f"{value:.2f}"
+        for value in (min(values), statistics.median(values), max(values))
+    )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from calsync.core.retry import next_sync_at
 from calsync.core.schedule import schedule_of
 from calsync.core.settings import Settings
 from calsync.engine import tracing
+from calsync.engine.commit import GroupCommit
 from calsync.engine.parsepool import (
     ParseCrashed,
     ParseOutOfMemory,
@@ -209,6 +210,9 @@ class Syncer:
         ] = weakref.WeakKeyDictionary()
         self._parse_slots: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, asyncio.Semaphore
+        ] = weakref.WeakKeyDictionary()
+        self._commits: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, GroupCommit
         ] = weakref.WeakKeyDictionary()
 
     async def sync(
@@ -530,8 +534,9 @@ class Syncer:
         if calendar.state.consecutive_failures == 0:
             # A warning of the last parse (events kept unread) holds for the same body.
             state = attrs.evolve(state, last_error=calendar.state.last_error)
-        cancel = await self.stale_leads(calendar, None)
-        applied = await self._write(lease, SyncWrite(state, cancel=cancel), now)
+        cancel, keep = await self._stale(calendar, None)
+        write = SyncWrite(state, cancel=cancel, keep_leads=keep)
+        applied = await self._write(lease, write, now)
         return _result(
             calendar,
             SyncOutcome.UNCHANGED,
@@ -606,8 +611,10 @@ class Syncer:
         # After a change of leads, zone or window every occurrence may owe reminders.
         fresh = current if fetched.reexpand else (*changes.added, *changes.updated)
         create, next_fire_at = self._reminders(calendar, fresh, now)
-        cancel = await self.stale_leads(calendar, current)
-        write = SyncWrite(state, _or_none(changes), create=create, cancel=cancel)
+        cancel, keep = await self._stale(calendar, current)
+        write = SyncWrite(
+            state, _or_none(changes), create=create, cancel=cancel, keep_leads=keep
+        )
         applied = await self._write(lease, write, now)
         if state.body_hash is not None and not unreadable:
             self._remember(calendar.id, _Written(state.body_hash, now, current))
@@ -732,7 +739,15 @@ class Syncer:
         ttl = self._settings.lease_ttl
         if lease.expires_at - now < ttl / 2:
             lease = await self._store.renew_lease(lease, now, ttl)
-        return await self._store.apply_sync(lease, write, now)
+        return await self._group_commit().apply(lease, write)
+
+    def _group_commit(self) -> GroupCommit:
+        """Return the running loop's group commit (syncs ending together share one)."""
+        loop = asyncio.get_running_loop()
+        commit = self._commits.get(loop)
+        if commit is None:
+            commit = self._commits[loop] = GroupCommit(self._store, self._clock)
+        return commit
 
     # -- notifications -----------------------------------------------------
 
@@ -762,6 +777,20 @@ class Syncer:
             if (fire_at := next_fire_after(occurrence, leads, now)) is not None:
                 fire_times.append(fire_at)
         return tuple(due), min(fire_times, default=None)
+
+    async def _stale(
+        self, calendar: Calendar, current: Iterable[Occurrence] | None
+    ) -> tuple[tuple[Notification, ...], frozenset[timedelta] | None]:
+        """Return what a sync's write cancels of reminders of dropped leads.
+
+        Without alarms, the store cancels every other lead's (``keep_leads``, no
+        read); with alarms, each occurrence's own leads count, so they are read.
+        """
+        if not calendar.use_alarms:
+            return (), frozenset(calendar.leads)
+        if current is None:  # unchanged: the alarms' leads are as they were
+            return (), None
+        return await self.stale_leads(calendar, current), None
 
     async def stale_leads(
         self, calendar: Calendar, current: Iterable[Occurrence] | None = None

@@ -8,13 +8,14 @@ survives the process.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 import attrs
 
 from calsync.core.errors import (
     CalendarExists,
+    LeaseLost,
     StoreError,
 )
 from calsync.core.model import (
@@ -258,14 +259,29 @@ class MemoryStore(OpensAndCloses):
         """Write one sync's outcome atomically and release the lease."""
         now = as_aware_utc(now)
         self._check_open()
+        return self._apply(lease, write, now)
+
+    async def apply_syncs(
+        self, writes: Sequence[tuple[Lease, SyncWrite]], now: datetime
+    ) -> list[AppliedSync | None]:
+        """Write many syncs' outcomes at once; None for a write whose lease is lost."""
+        now = as_aware_utc(now)
+        self._check_open()
+        applied: list[AppliedSync | None] = []
+        for lease, write in writes:
+            try:
+                applied.append(self._apply(lease, write, now))
+            except LeaseLost:
+                applied.append(None)
+        return applied
+
+    def _apply(self, lease: Lease, write: SyncWrite, now: datetime) -> AppliedSync:
         row = self._held(lease)
         occurrences = self._occurrences[lease.calendar_id]
         staged = copy.copy(occurrences)
         if write.changes is not None:
             _stage_changes(staged, write.changes)
-        cancelled = self._cancel_stale(
-            lease.calendar_id, staged, write.changes, write.cancel
-        )
+        cancelled = self._cancel_stale(lease.calendar_id, staged, write)
         occurrences.clear()
         occurrences.update(staged)
         created = self._insert(lease.calendar_id, write.create, now)
@@ -580,14 +596,15 @@ class MemoryStore(OpensAndCloses):
         self,
         calendar_id: str,
         staged: dict[OccurrenceKey, _OccurrenceRow],
-        changes: ChangeSet | None,
-        cancel: tuple[Notification, ...],
+        write: SyncWrite,
     ) -> int:
         """Cancel pending reminders of removed or moved occurrences, and ``cancel``.
 
-        Like the SQL stores, only the keys the ChangeSet touches are checked.
+        Like the SQL stores, only the keys the ChangeSet touches are checked;
+        with ``keep_leads``, reminders of other leads are cancelled too.
         """
-        wanted = {notification.identity for notification in cancel}
+        changes, keep = write.changes, write.keep_leads
+        wanted = {notification.identity for notification in write.cancel}
         touched: set[OccurrenceKey] = set()
         if changes is not None:
             touched = {
@@ -604,7 +621,8 @@ class MemoryStore(OpensAndCloses):
             moved = key in touched and (
                 stored is None or stored.occurrence.start != record.notification.start
             )
-            if moved or record.notification.identity in wanted:
+            other_lead = keep is not None and record.notification.lead not in keep
+            if moved or other_lead or record.notification.identity in wanted:
                 row.record = attrs.evolve(record, status=_CANCELLED)
                 count += 1
         return count

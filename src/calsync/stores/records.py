@@ -80,6 +80,10 @@ def _notifications(values: Iterable[Notification]) -> tuple[Notification, ...]:
     return tuple(values)
 
 
+def _lead_set(values: Iterable[timedelta] | None) -> frozenset[timedelta] | None:
+    return None if values is None else frozenset(values)
+
+
 def _calendar_span(
     instance: object, attribute: attrs.Attribute[timedelta], value: timedelta
 ) -> None:
@@ -215,13 +219,19 @@ class SyncWrite:
     ``changes`` is None when the occurrences are untouched (304, same body,
     a failed fetch). ``create`` are pending notifications to add (existing ones
     are left alone, cancelled ones revived); ``cancel`` are pending
-    notifications to cancel by identity. ``cancel`` is applied before ``create``.
+    notifications to cancel by identity. With ``keep_leads``, the calendar's
+    pending notifications of any other lead are cancelled too (its leads
+    changed): the store finds them, no read first. Cancelling comes before
+    ``create``.
     """
 
     state: SyncState
     changes: ChangeSet | None = None
     create: tuple[Notification, ...] = attrs.field(default=(), converter=_notifications)
     cancel: tuple[Notification, ...] = attrs.field(default=(), converter=_notifications)
+    keep_leads: frozenset[timedelta] | None = attrs.field(
+        default=None, converter=_lead_set
+    )
 
 
 @attrs.frozen

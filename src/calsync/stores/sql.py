@@ -269,6 +269,27 @@ class Statements:
                 lease_claimed_at=None,
             )
         )
+        # A group commit's lease check (rows locked in id order) and stale leads.
+        self.leases_of = self._locked(
+            select(C.id, C.lease_token, C.lease_worker)
+            .where(C.id.in_(b("b_ids", expanding=True)))
+            .order_by(C.id),
+            key_share=False,
+        )
+        self.pending_leads = (
+            select(N.calendar_id, N.lead)
+            .where(N.status == PENDING, N.calendar_id.in_(b("b_ids", expanding=True)))
+            .distinct()
+        )
+        self.cancel_lead = (
+            update(notifications)
+            .where(
+                N.calendar_id == b("b_calendar"),
+                N.status == PENDING,
+                N.lead == b("b_lead"),
+            )
+            .values(status=CANCELLED)
+        )
 
         # -- occurrences --
         self.upsert_occurrence = backend.upsert(
@@ -746,6 +767,18 @@ class SQLStore(OpensAndCloses):
         """
         now = as_aware_utc(now)
         return await self._write(self._apply_sync, lease, write, now)
+
+    async def apply_syncs(
+        self, writes: Sequence[tuple[Lease, SyncWrite]], now: datetime
+    ) -> list[AppliedSync | None]:
+        """Write many syncs' outcomes in one transaction: one commit for the lot.
+
+        A write whose lease is not held any more writes nothing and gets None.
+        """
+        now = as_aware_utc(now)
+        if not writes:
+            return []
+        return await self._write(self._apply_syncs, list(writes), now)
 
     async def list_occurrences(
         self,
@@ -1331,6 +1364,10 @@ class SQLStore(OpensAndCloses):
             self._sql.cancel_asked,
             [self._identity(calendar_id, note) for note in write.cancel],
         )
+        if write.keep_leads is not None:
+            cancelled += self._cancel_other_leads(
+                conn, {calendar_id: write.keep_leads}
+            )[calendar_id]
         created = self._insert_notifications(conn, calendar_id, write.create, now)
         state = write.state
         if state.next_sync_at is None:
@@ -1340,6 +1377,66 @@ class SQLStore(OpensAndCloses):
             conn, self._sql.finish_sync, [{**values, "b_id": calendar_id}]
         )
         return AppliedSync(created=created, cancelled=cancelled)
+
+    def _apply_syncs(
+        self, conn: Connection, writes: list[tuple[Lease, SyncWrite]], now: datetime
+    ) -> list[AppliedSync | None]:
+        """Apply a group commit's writes, each as `_apply_sync` would.
+
+        The lease check, and the stale leads and state of the plain writes (no
+        occurrences or notifications), take one statement each for the batch.
+        """
+        ids = sorted({lease.calendar_id for lease, _ in writes})
+        held = {
+            row["id"]: (row["lease_token"], row["lease_worker"])
+            for row in _fetch_all(conn, self._sql.leases_of, {"b_ids": ids})
+        }
+        applied: list[AppliedSync | None] = [None] * len(writes)
+        plain: dict[int, tuple[str, SyncWrite]] = {}
+        for index, (lease, write) in sorted(
+            enumerate(writes), key=lambda item: item[1][0].calendar_id
+        ):
+            if held.pop(lease.calendar_id, None) != (lease.token, lease.worker):
+                continue  # lost, or a second write of the calendar in the batch
+            if write.changes is None and not write.create and not write.cancel:
+                plain[index] = (lease.calendar_id, write)
+            else:
+                applied[index] = self._apply_sync(conn, lease, write, now)
+        keep = {
+            calendar_id: write.keep_leads
+            for calendar_id, write in plain.values()
+            if write.keep_leads is not None
+        }
+        cancelled = self._cancel_other_leads(conn, keep) if keep else {}
+        states = []
+        for index, (calendar_id, write) in plain.items():
+            state = write.state
+            if state.next_sync_at is None:
+                state = attrs.evolve(state, next_sync_at=now)
+            values = self._codec.state_values(state)
+            states.append(
+                {**dict(zip(STATE_COLUMNS, values, strict=True)), "b_id": calendar_id}
+            )
+            applied[index] = AppliedSync(cancelled=cancelled.get(calendar_id, 0))
+        self._execute_many(conn, self._sql.finish_sync, states)
+        return applied
+
+    def _cancel_other_leads(
+        self, conn: Connection, keep: dict[str, frozenset[timedelta]]
+    ) -> dict[str, int]:
+        """Cancel pending notifications of leads not kept; count them by calendar."""
+        rows = _fetch_all(conn, self._sql.pending_leads, {"b_ids": sorted(keep)})
+        cancelled = dict.fromkeys(keep, 0)
+        kept = {
+            calendar_id: {micros(lead) for lead in leads}
+            for calendar_id, leads in keep.items()
+        }
+        for row in sorted(rows, key=lambda row: (row["calendar_id"], row["lead"])):
+            calendar_id, lead = row["calendar_id"], row["lead"]
+            if lead not in kept[calendar_id]:
+                params = {"b_calendar": calendar_id, "b_lead": lead}
+                cancelled[calendar_id] += _execute(conn, self._sql.cancel_lead, params)
+        return cancelled
 
     def _apply_changes(
         self, conn: Connection, calendar_id: str, changes: ChangeSet

@@ -7,7 +7,7 @@ A naive datetime raises `ValidationError`; nothing is written then.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -165,6 +165,18 @@ class Store(Protocol):
 
         Raises `LeaseLost`, writing nothing, if the lease was taken over or
         released. A crash leaves the store as before or as after, never between.
+        """
+
+    async def apply_syncs(
+        self, writes: Sequence[tuple[Lease, SyncWrite]], now: datetime
+    ) -> list[AppliedSync | None]:
+        """Write many syncs' outcomes in one transaction: a group commit.
+
+        Each ``(lease, write)`` is applied as `apply_sync` applies it and its
+        lease released; one whose lease is not held any more writes nothing
+        and gets None in place of its `AppliedSync` (the others are written).
+        One commit for the lot: a crash or an error leaves every calendar of
+        the batch as before (the error is raised), never some written.
         """
 
     async def list_occurrences(
