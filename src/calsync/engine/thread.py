@@ -6,6 +6,7 @@ from an anyio blocking portal; this module adds one Engine per process on it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -57,8 +58,12 @@ class EngineThread:
         what ``function`` raised.
         """
         portal, opening = self._open()
-        future = portal.start_task_soon(function, opening.result())
+        # The work waits for ``ready``: an interruption while it is being handed
+        # over leaves it waiting, never running unowned (`stop` cancels it).
+        ready: Future[None] = Future()
+        future = portal.start_task_soon(_when_ready, ready, function, opening.result())
         try:
+            ready.set_result(None)
             return future.result()
         except BaseException:
             future.cancel()  # a time limit or a shutdown interrupted the wait
@@ -86,6 +91,7 @@ class EngineThread:
                 portal.call(opening.result().close)
             except Exception:
                 logger.exception("closing the calsync engine failed")
+            portal.call(portal.stop, True)  # cancel work whose caller went away
 
     def _open(self) -> tuple[BlockingPortal, Future[Engine]]:
         """Return this process's portal and Engine (open or opening), made if needed."""
@@ -109,6 +115,13 @@ class EngineThread:
             await engine.close()
             raise
         return engine
+
+
+async def _when_ready(
+    ready: Future[None], function: Callable[[Engine], Awaitable[_T]], engine: Engine
+) -> _T:
+    await asyncio.wrap_future(ready)
+    return await function(engine)
 
 
 def _failed(future: Future[Any]) -> bool:
