@@ -38,6 +38,7 @@ from calsync.core.rules import (
     distinct,
     rule_part,
 )
+from calsync.core.zones import is_iana
 
 __all__ = [
     "MAX_ZONE_PARTS",
@@ -233,7 +234,7 @@ class FeedZones:
             if not tzid:
                 problems.append(_skipped("a VTIMEZONE", "it has no TZID"))
                 continue
-            if cleaned in zones or _is_iana(cleaned) or _is_iana(tzid):
+            if cleaned in zones or is_iana(cleaned) or is_iana(tzid):
                 continue
             built = _built(tzid, component)
             if isinstance(built, str):
@@ -255,7 +256,7 @@ class FeedZones:
         """
         cleaned = tzid.strip("/")
         zone = self.zones.get(cleaned)
-        if zone is not None and not (_is_iana(cleaned) or _is_iana(tzid)):
+        if zone is not None and not (is_iana(cleaned) or is_iana(tzid)):
             return zone
         return _known_zone(tzid)
 
@@ -311,15 +312,6 @@ def _skipped(what: str, why: str) -> Problem:
         f"VTIMEZONE {what}: {why}; times with its TZID are read as an IANA or "
         "Windows zone of that name if there is one, else as floating times",
     )
-
-
-@functools.cache
-def _iana_names() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
-
-
-def _is_iana(name: str) -> bool:
-    return name in _iana_names()
 
 
 @functools.lru_cache(maxsize=4096)
