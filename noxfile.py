@@ -77,7 +77,7 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run every benchmarks/bench_*.py, or those named: nox -s bench -- store fetch."""
-    session.install("-e", ".[postgres]")
+    session.install("-e", ".[postgres,bench]")
     wanted = set(session.posargs)
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
         if not wanted or script.stem.removeprefix("bench_") in wanted:

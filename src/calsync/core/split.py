@@ -145,6 +145,7 @@ _CONTENT_LINE = re.compile(r"(?:[^\r\n]|\r(?!\n))+")
 # What an event block's text tells: its UID (None: not for sure) and the span
 # of its wall times (None: the text does not place it).
 _Reading = tuple[str | None, tuple[datetime, datetime] | None]
+_Line = tuple[str | None, str, int, int]  # name, unfolded line, where in the text
 
 
 def blank_far_events(
@@ -204,6 +205,18 @@ def _numbers_kept(
 def _read_plainly(block: str, readable: dict[str, bool]) -> _Reading:
     """Read an event block's UID and span from its text, as icalendar would.
 
+    A plainly written block is read from the lines that matter alone.
+    """
+    lines = _plain_lines(block)
+    if lines is None:
+        unfolded = UFOLD.sub("", block)
+        return _reading(unfolded, _all_lines(unfolded), readable)
+    return _reading(block, lines, readable)
+
+
+def _reading(source: str, lines: list[_Line], readable: dict[str, bool]) -> _Reading:
+    """Read the UID and span from a block's lines (``source``: their text).
+
     A nested component must be one icalendar reads, else it would refuse the
     whole block; the event itself tolerates broken lines.
     """
@@ -211,11 +224,6 @@ def _read_plainly(block: str, readable: dict[str, bool]) -> _Reading:
     times: dict[str, datetime | None] = {}
     placed = True
     depth = nested = 0
-    source = block
-    lines = _plain_lines(block)
-    if lines is None:
-        source = UFOLD.sub("", block)
-        lines = _all_lines(source)
     for name, line, start, end in lines:
         if name in ("BEGIN", "END"):  # the split made sure of their form
             depth += 1 if name == "BEGIN" else -1
@@ -236,9 +244,6 @@ def _read_plainly(block: str, readable: dict[str, bool]) -> _Reading:
     if not placed or "DTSTART" not in times or len(values) != len(times):
         return uid, None
     return uid, (min(values), max(values))
-
-
-_Line = tuple[str | None, str, int, int]  # name, unfolded line, where in the text
 
 
 def _plain_lines(block: str) -> list[_Line] | None:
