@@ -161,8 +161,7 @@ def readable(body: bytes) -> bytes:
 
 def spread(samples: list[float]) -> str:
     return (
-        f"{min(samples):>8.4f} {statistics.median(samples):>8.4f} "
-        f"{max(samples):>8.4f}"
+        f"{min(samples):>8.4f} {statistics.median(samples):>8.4f} {max(samples):>8.4f}"
     )
 
 
@@ -179,7 +178,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     original = args.file.read_bytes()
     body = readable(original)
-    for name, function in CONTENDERS.items():  # imports and lazy set-ups
+    for function in CONTENDERS.values():  # imports and lazy set-ups
         function(body, *WINDOWS["2019"])
     results = measure(args.runs, body)
     median = {key: statistics.median(samples) for key, (samples, _) in results.items()}
