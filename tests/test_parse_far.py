@@ -29,10 +29,10 @@ YEAR_2026 = Window(datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo
 
 
 def windows() -> list[Window]:
-    """Windows from 1996 to 2027: a year, a month, a few days."""
+    """Windows from 1997 to 2026: a year, and a few days in March."""
     found = []
-    for year in (1996, 1997, 2005, 2011, 2014, 2017, 2019, 2020, 2023, 2026):
-        for month, days in ((1, 365), (3, 40), (10, 3)):
+    for year in (1997, 2005, 2011, 2019, 2026):
+        for month, days in ((1, 365), (3, 3)):
             start = datetime(year, month, 1, tzinfo=UTC)
             found.append(Window(start, start + timedelta(days=days)))
     return found
