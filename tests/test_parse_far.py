@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 import pytest
-from icalendar.parser.content_line import UFOLD
+from icalendar.parser.content_line import UFOLD, Contentlines
 
 from _fuzzing import mutated, sources
 from calsync import CalsyncError, ParseCache, ParsedCalendar, Window, parse_ics
@@ -16,6 +16,7 @@ from calsync.core.split import (
     blank_far_events,
     split_calendar,
 )
+from calsync.core.vtimezone import plain_parts
 from conftest import CORPUS, ics
 
 GOOGLE = CORPUS / "recurring-ical-events" / "benchmark-google-export-issue42.ics"
@@ -281,3 +282,26 @@ def test_plain_blocks_read_the_same_line_by_line() -> None:
             assert _reading(block, lines, {}) == slowly
             compared += 1
     assert compared > 1_000
+
+
+# --- plain content lines ------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_plain_lines_split_as_icalendar_splits_them() -> None:
+    pool = sources()
+    bodies = [path.read_bytes() for path in [*FEEDS, GOOGLE]]
+    bodies += [mutated(number, pool).body for number in range(400)]
+    bodies.append(b'A:\\\\n\\,\r\nX-Y:"q";x\r\nN1:a\rb\r\nDTSTART:x:y\r\nA-:\r\n')
+    split = 0
+    for body in bodies:
+        for line in Contentlines.from_ical(body.decode("utf-8", "replace")):
+            parts = plain_parts(line) if line else None
+            if parts is None:
+                continue
+            name, params, value = line.parts()
+            assert parts == (name, params, value)
+            assert type(parts[1]) is type(params)
+            assert dict(parts[1]) == dict(params) == {}
+            split += 1
+    assert split > 100_000

@@ -27,6 +27,8 @@ import icalendar
 from dateutil.rrule import rrulestr  # type: ignore[import-untyped]
 from dateutil.tz._common import _tzinfo  # type: ignore[import-untyped]
 from icalendar.parser.ical.calendar import CalendarIcalParser
+from icalendar.parser.parameter import Parameters
+from icalendar.parser.property import unescape_backslash
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from calsync.core.model import Problem
@@ -45,6 +47,7 @@ __all__ = [
     "MAX_ZONE_WORK",
     "FeedZone",
     "FeedZones",
+    "plain_parts",
     "read_components",
 ]
 
@@ -73,6 +76,9 @@ _ZERO = timedelta(0)
 _TIME_PARTS = ("BYHOUR", "BYMINUTE", "BYSECOND")
 _MAX_TIMES_A_DAY = 24
 _UNBOUNDED = 2**62
+# A content line without parameters whose name is plain: no blanks, quotes or
+# escapes before the colon, so the first colon ends the name.
+_PLAIN_LINE = re.compile(r"([A-Z][A-Z0-9-]*):(.*)", re.DOTALL)
 
 
 class ZoneRefused(ValueError):
@@ -97,6 +103,36 @@ class _FeedParser(CalendarIcalParser):
 
     def prepare_components(self) -> None:
         return
+
+    def parse_content_lines(self) -> None:
+        """Run icalendar's loop, splitting plain lines (``NAME:value``) cheaply.
+
+        A plain line splits into the same name, (empty) parameters and value as
+        icalendar's general splitter gives, in a fraction of its time.
+        """
+        for line in self._content_lines_iterator:
+            if not line:
+                continue
+            try:
+                name, params, vals = plain_parts(line) or line.parts()
+            except ValueError as error:
+                self.handle_line_parse_error(error)
+                continue
+            uname = name.upper()
+            if uname == "BEGIN":
+                self.handle_begin_component(vals)
+            elif uname == "END":
+                self.handle_end_component(vals)
+            else:
+                self.handle_property(uname, params, vals, line)
+
+
+def plain_parts(line: str) -> tuple[str, Parameters, str] | None:
+    """Split a ``NAME:value`` line as ``Contentline.parts`` does; None if not plain."""
+    plain = _PLAIN_LINE.match(line)
+    if plain is None:
+        return None
+    return plain.group(1), Parameters(), unescape_backslash(plain.group(2))
 
 
 class _FeedCalendar(icalendar.Calendar):
