@@ -57,8 +57,8 @@ def parse_ics(
     text = limits.check_lines(text, problems)
     if cache is not None and not isinstance(cache, ParseCache):
         raise ValidationError(f"cache must be a calsync.ParseCache, got {cache!r}")
-    whole = cache is None  # a cache reads the events far away once, for later
-    body = _without_far_events(text, window, zone, limits) if whole else text
+    uncached = cache is None  # a cache reads far events once, to skip them later
+    body = _without_far_events(text, window, zone, limits) if uncached else text
     parsed = parse_groups(body, window, zone, max_occurrences, problems, limits, cache)
     if parsed is not None:
         return parsed
