@@ -62,6 +62,7 @@ __all__ = [
     "parse_whole",
     "require_icalendar",
     "text_of",
+    "uid_lines",
     "uid_of",
 ]
 
@@ -1114,6 +1115,18 @@ def _reason(error: BaseException) -> str:
 _UID_LINE = re.compile(r"^UID[;:]([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 
 
+def uid_lines(text: str) -> Iterator[tuple[int, str]]:
+    """Yield where each line that looks like a UID line starts, and its UID.
+
+    Problems are numbered by the first such line of their UID (`_with_lines`).
+    """
+    for match in _UID_LINE.finditer(text):
+        value = match.group(1)
+        if match.group(0)[3] == ";":
+            value = value.split(":", 1)[-1]
+        yield match.start(), value.strip()
+
+
 def _with_lines(problems: list[Problem], text: str) -> list[Problem]:
     """Add the line of each problem's event, scanning the text only when needed."""
     if not any(p.uid is not None and p.line is None for p in problems):
@@ -1121,14 +1134,10 @@ def _with_lines(problems: list[Problem], text: str) -> list[Problem]:
     wanted = {p.uid for p in problems if p.uid is not None and p.line is None}
     lines: dict[str, int] = {}
     line, position = 1, 0
-    for match in _UID_LINE.finditer(text):
-        value = match.group(1)
-        if match.group(0)[3] == ";":
-            value = value.split(":", 1)[-1]
-        uid = value.strip()
+    for start, uid in uid_lines(text):
         if uid in wanted and uid not in lines:
-            line += text.count("\n", position, match.start())
-            position = match.start()
+            line += text.count("\n", position, start)
+            position = start
             lines[uid] = line
     return [
         Problem(p.what, p.why, uid=p.uid, line=lines.get(p.uid))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import tzinfo
+from datetime import timezone, tzinfo
+from zoneinfo import ZoneInfo
 
 from calsync.core.errors import ValidationError
 from calsync.core.ics import decode_body, parse_whole, require_icalendar
 from calsync.core.incremental import ParseCache, parse_groups
 from calsync.core.limits import MAX_BYTES, MAX_COMPONENTS, MAX_LINE, Limits
 from calsync.core.model import ParsedCalendar, Problem, Window
+from calsync.core.split import blank_far_events, split_calendar
 from calsync.core.zones import resolve_zone
 
 __all__ = ["parse_ics"]
@@ -55,8 +57,27 @@ def parse_ics(
     text = limits.check_lines(text, problems)
     if cache is not None and not isinstance(cache, ParseCache):
         raise ValidationError(f"cache must be a calsync.ParseCache, got {cache!r}")
-    parsed = parse_groups(text, window, zone, max_occurrences, problems, limits, cache)
+    uncached = cache is None  # a cache reads far events once, to skip them later
+    body = _without_far_events(text, window, zone, limits) if uncached else text
+    parsed = parse_groups(body, window, zone, max_occurrences, problems, limits, cache)
     if parsed is not None:
         return parsed
     limits.check_components(*limits.count(text))
     return parse_whole(text, window, zone, max_occurrences, problems)
+
+
+def _without_far_events(text: str, window: Window, zone: tzinfo, limits: Limits) -> str:
+    """Return the body with the events the text places far from the window blanked.
+
+    The expander would drop them unexpanded; not reading them at all saves
+    most of a parse of a long history. Floating times are placed in ``zone``
+    (or the feed's X-WR-TIMEZONE), so only a tzdata or fixed-offset zone, whose
+    offsets stay within a day, lets the text place them.
+    """
+    if not isinstance(zone, ZoneInfo | timezone):
+        return text
+    layout = split_calendar(text)
+    if layout is None:
+        return text
+    limits.check_components(layout.components, layout.depth)
+    return blank_far_events(text, layout, window.start, window.end) or text

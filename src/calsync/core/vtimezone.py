@@ -27,6 +27,8 @@ import icalendar
 from dateutil.rrule import rrulestr  # type: ignore[import-untyped]
 from dateutil.tz._common import _tzinfo  # type: ignore[import-untyped]
 from icalendar.parser.ical.calendar import CalendarIcalParser
+from icalendar.parser.parameter import Parameters
+from icalendar.parser.property import unescape_backslash
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from calsync.core.model import Problem
@@ -38,12 +40,14 @@ from calsync.core.rules import (
     distinct,
     rule_part,
 )
+from calsync.core.zones import is_iana
 
 __all__ = [
     "MAX_ZONE_PARTS",
     "MAX_ZONE_WORK",
     "FeedZone",
     "FeedZones",
+    "plain_parts",
     "read_components",
 ]
 
@@ -72,6 +76,9 @@ _ZERO = timedelta(0)
 _TIME_PARTS = ("BYHOUR", "BYMINUTE", "BYSECOND")
 _MAX_TIMES_A_DAY = 24
 _UNBOUNDED = 2**62
+# A content line without parameters whose name is plain: no blanks, quotes or
+# escapes before the colon, so the first colon ends the name.
+_PLAIN_LINE = re.compile(r"([A-Z][A-Z0-9-]*):(.*)", re.DOTALL)
 
 
 class ZoneRefused(ValueError):
@@ -96,6 +103,36 @@ class _FeedParser(CalendarIcalParser):
 
     def prepare_components(self) -> None:
         return
+
+    def parse_content_lines(self) -> None:
+        """Run icalendar's loop, splitting plain lines (``NAME:value``) cheaply.
+
+        A plain line splits into the same name, (empty) parameters and value as
+        icalendar's general splitter gives, in a fraction of its time.
+        """
+        for line in self._content_lines_iterator:
+            if not line:
+                continue
+            try:
+                name, params, vals = plain_parts(line) or line.parts()
+            except ValueError as error:
+                self.handle_line_parse_error(error)
+                continue
+            uname = name.upper()
+            if uname == "BEGIN":
+                self.handle_begin_component(vals)
+            elif uname == "END":
+                self.handle_end_component(vals)
+            else:
+                self.handle_property(uname, params, vals, line)
+
+
+def plain_parts(line: str) -> tuple[str, Parameters, str] | None:
+    """Split a ``NAME:value`` line as ``Contentline.parts`` does; None if not plain."""
+    plain = _PLAIN_LINE.match(line)
+    if plain is None:
+        return None
+    return plain.group(1), Parameters(), unescape_backslash(plain.group(2))
 
 
 class _FeedCalendar(icalendar.Calendar):
@@ -233,7 +270,7 @@ class FeedZones:
             if not tzid:
                 problems.append(_skipped("a VTIMEZONE", "it has no TZID"))
                 continue
-            if cleaned in zones or _is_iana(cleaned) or _is_iana(tzid):
+            if cleaned in zones or is_iana(cleaned) or is_iana(tzid):
                 continue
             built = _built(tzid, component)
             if isinstance(built, str):
@@ -255,7 +292,7 @@ class FeedZones:
         """
         cleaned = tzid.strip("/")
         zone = self.zones.get(cleaned)
-        if zone is not None and not (_is_iana(cleaned) or _is_iana(tzid)):
+        if zone is not None and not (is_iana(cleaned) or is_iana(tzid)):
             return zone
         return _known_zone(tzid)
 
@@ -311,15 +348,6 @@ def _skipped(what: str, why: str) -> Problem:
         f"VTIMEZONE {what}: {why}; times with its TZID are read as an IANA or "
         "Windows zone of that name if there is one, else as floating times",
     )
-
-
-@functools.cache
-def _iana_names() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
-
-
-def _is_iana(name: str) -> bool:
-    return name in _iana_names()
 
 
 @functools.lru_cache(maxsize=4096)

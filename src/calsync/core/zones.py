@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 from datetime import tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from calsync.core.errors import TimezoneError
 
-__all__ = ["resolve_zone", "zone_name"]
+__all__ = ["is_iana", "resolve_zone", "zone_name"]
 
 
 def resolve_zone(zone: str | tzinfo) -> tzinfo:
@@ -40,3 +40,13 @@ def _zone_by_name(name: str) -> ZoneInfo:
         raise TimezoneError(
             f"unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin'"
         ) from error
+
+
+def is_iana(name: str) -> bool:
+    """Whether a name is exactly one of tzdata's zones (case and all)."""
+    return name in _iana_names()
+
+
+@functools.cache
+def _iana_names() -> frozenset[str]:
+    return frozenset(available_timezones())
