@@ -23,7 +23,7 @@ from _web import TOKEN, served, web_settings
 from calsync import Engine, HttpFetcher, SQLiteStore
 from calsync.web import create_app
 
-MAX_EXAMPLES = 50
+MAX_EXAMPLES = 100
 AT_LEAST = 1_000
 
 
