@@ -685,8 +685,17 @@ class SQLStore(OpensAndCloses):
     async def list_calendars(self, *, owner: str | None = None) -> list[Calendar]:
         """Return the calendars of ``owner`` (all if None), oldest first."""
         statement = self._sql.calendars if owner is None else self._sql.calendars_of
-        rows = await self._read(_fetch_all, statement, {"owner": owner}, single=True)
-        return [self._codec.calendar(row) for row in rows]
+        # Decoded on the store's thread: 10,000 calendars would hold the loop.
+        return await self._read(
+            self._decoded_calendars, statement, {"owner": owner}, single=True
+        )
+
+    def _decoded_calendars(
+        self, conn: Connection, statement: Any, params: dict[str, Any]
+    ) -> list[Calendar]:
+        return [
+            self._codec.calendar(row) for row in _fetch_all(conn, statement, params)
+        ]
 
     async def update_calendar(self, calendar: Calendar) -> Calendar:
         """Replace a calendar's settings, keeping its id, owner and sync state.
