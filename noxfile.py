@@ -91,9 +91,8 @@ def bench(session: nox.Session) -> None:
     Every benchmark runs, each in turn, even when one fails; the session fails
     at the end naming them. Services come from the CALSYNC_TEST_*_URL variables.
     """
-    session.install(
-        "-e", ".[bench,metrics]", *(arg for path in ADAPTERS for arg in ("-e", path))
-    )
+    adapters = [arg for path in ADAPTERS for arg in ("-e", path)]
+    session.install("-e", ".[bench,metrics,web]", *adapters)
     for variable, service in BENCH_SERVICES.items():
         if not os.environ.get(variable):
             session.warn(f"{variable} is not set: {service} will be skipped")
